@@ -1,0 +1,559 @@
+//! The CallRouter: owns every live call, runs the state machine in `state.rs` and executes its
+//! effects (frames to devices, timers, records, busy presence), and relays `signal` frames
+//! between the two devices of an active call. It knows each connected device of every user, so
+//! ringing reaches all of them.
+use super::recorder::{CallRecorder, Flush, WriteRecord};
+use super::state::{
+    Call, CallError, Effect, Event, Invite, Media, Notice, Party, Phase, Role, Target,
+};
+use crate::error::{AppError, ErrorCode};
+use crate::ids::{CallId, DeviceId, UserId};
+use crate::presence::hub::{DndChanged, SetBusy};
+use crate::time::now_ms;
+use crate::ws::device::DeviceHandle;
+use crate::ws::protocol::{CallSummary, ClientRef, ServerFrame, SignalKind};
+use actix::prelude::*;
+use serde_json::value::RawValue;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+struct Slot {
+    call: Call,
+    ring_timer: Option<SpawnHandle>,
+    /// Reconnect grace timers, caller then callee.
+    grace: [Option<SpawnHandle>; 2],
+}
+
+fn role_index(role: Role) -> usize {
+    match role {
+        Role::Caller => 0,
+        Role::Callee => 1,
+    }
+}
+
+pub struct CallRouter {
+    /// Connected devices per user, oldest first.
+    devices: HashMap<UserId, Vec<DeviceHandle>>,
+    calls: HashMap<CallId, Slot>,
+    /// The one call each user is part of (ringing or active).
+    user_call: HashMap<UserId, CallId>,
+    dnd: HashSet<UserId>,
+    presence: Recipient<SetBusy>,
+    recorder: Addr<CallRecorder>,
+    ring_timeout: Duration,
+    reconnect_grace: Duration,
+}
+
+impl CallRouter {
+    pub fn new(
+        presence: Recipient<SetBusy>,
+        recorder: Addr<CallRecorder>,
+        ring_timeout: Duration,
+        reconnect_grace: Duration,
+    ) -> Self {
+        Self {
+            devices: HashMap::new(),
+            calls: HashMap::new(),
+            user_call: HashMap::new(),
+            dnd: HashSet::new(),
+            presence,
+            recorder,
+            ring_timeout,
+            reconnect_grace,
+        }
+    }
+
+    fn handle_of(&self, user: &UserId, device: &DeviceId) -> Option<&DeviceHandle> {
+        self.devices.get(user)?.iter().find(|d| d.id == *device)
+    }
+
+    fn send_to(&self, user: &UserId, device: &DeviceId, frame: bytestring::ByteString) {
+        if let Some(handle) = self.handle_of(user, device) {
+            handle.send(frame);
+        }
+    }
+
+    fn reply_error(&self, user: &UserId, device: &DeviceId, reference: &ClientRef, err: &AppError) {
+        let frame = ServerFrame::Error {
+            reference: reference.as_deref(),
+            error: err.code,
+            message: &err.message,
+        };
+        self.send_to(user, device, frame.encode());
+    }
+
+    /// Applies `event` to a call and executes what follows from it.
+    fn dispatch(
+        &mut self,
+        id: &CallId,
+        event: Event,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), AppError> {
+        let Some(mut slot) = self.calls.remove(id) else {
+            return Err(AppError::new(ErrorCode::CallNotFound, "no such call"));
+        };
+        match slot.call.clone().apply(event, now_ms()) {
+            Ok((call, effects)) => {
+                slot.call = call;
+                if !self.execute(&mut slot, effects, ctx) {
+                    self.calls.insert(id.clone(), slot);
+                }
+                Ok(())
+            }
+            Err(CallError::InvalidTransition) => {
+                self.calls.insert(id.clone(), slot);
+                Err(AppError::new(
+                    ErrorCode::InvalidTransition,
+                    "the call can't do that in its current state",
+                ))
+            }
+        }
+    }
+
+    /// Runs effects; returns whether the call was released.
+    fn execute(&mut self, slot: &mut Slot, effects: Vec<Effect>, ctx: &mut Context<Self>) -> bool {
+        let mut released = false;
+        for effect in effects {
+            match effect {
+                Effect::Notify(Target::Device(user, device), notice) => {
+                    let frame = encode_notice(&slot.call, &user, notice);
+                    self.send_to(&user, &device, frame);
+                }
+                Effect::Persist(record) => self.recorder.do_send(WriteRecord(record)),
+                Effect::StartRingTimer => {
+                    let id = slot.call.id.clone();
+                    slot.ring_timer = Some(ctx.run_later(self.ring_timeout, move |router, ctx| {
+                        let _ = router.dispatch(&id, Event::RingTimeout, ctx);
+                    }));
+                }
+                Effect::CancelRingTimer => {
+                    if let Some(timer) = slot.ring_timer.take() {
+                        ctx.cancel_future(timer);
+                    }
+                }
+                Effect::StartGrace(role) => {
+                    let id = slot.call.id.clone();
+                    slot.grace[role_index(role)] =
+                        Some(ctx.run_later(self.reconnect_grace, move |router, ctx| {
+                            let _ = router.dispatch(&id, Event::GraceExpired { role }, ctx);
+                        }));
+                }
+                Effect::CancelGrace(role) => {
+                    if let Some(timer) = slot.grace[role_index(role)].take() {
+                        ctx.cancel_future(timer);
+                    }
+                }
+                Effect::SetBusy(busy) => {
+                    for party in [&slot.call.caller, &slot.call.callee] {
+                        self.presence.do_send(SetBusy {
+                            user: party.user.clone(),
+                            busy,
+                        });
+                    }
+                }
+                Effect::Release => {
+                    released = true;
+                    for party in [&slot.call.caller, &slot.call.callee] {
+                        if self.user_call.get(&party.user) == Some(&slot.call.id) {
+                            self.user_call.remove(&party.user);
+                        }
+                    }
+                }
+            }
+        }
+        released
+    }
+
+    fn summary(call: &Call, user: &UserId) -> Option<CallSummary> {
+        let role = call.role_of(user)?;
+        let peer = match role {
+            Role::Caller => &call.callee,
+            Role::Callee => &call.caller,
+        };
+        let state = match call.phase {
+            Phase::Ringing if role == Role::Callee => "ringing",
+            Phase::Ringing => "calling",
+            Phase::Active => "active",
+            Phase::Ended(_) => return None,
+        };
+        Some(CallSummary {
+            call_id: call.id.0.clone(),
+            peer: peer.username.clone(),
+            direction: if role == Role::Caller {
+                "outgoing"
+            } else {
+                "incoming"
+            },
+            media: call.media,
+            state,
+        })
+    }
+}
+
+fn encode_notice(call: &Call, to: &UserId, notice: Notice) -> bytestring::ByteString {
+    let id = call.id.as_str();
+    let peer = if *to == call.caller.user {
+        &call.callee
+    } else {
+        &call.caller
+    };
+    match notice {
+        Notice::Incoming => ServerFrame::CallIncoming {
+            call_id: id,
+            from: &call.caller.username,
+            display_name: &call.caller.display_name,
+            media: call.media,
+        },
+        Notice::Ringing => ServerFrame::CallRinging { call_id: id },
+        Notice::Accepted { offerer } => ServerFrame::CallAccepted {
+            call_id: id,
+            peer: &peer.username,
+            offerer,
+        },
+        Notice::AnsweredElsewhere => ServerFrame::CallAnsweredElsewhere { call_id: id },
+        Notice::Ended(reason) => ServerFrame::CallEnded {
+            call_id: id,
+            reason,
+        },
+    }
+    .encode()
+}
+
+impl Actor for CallRouter {
+    type Context = Context<Self>;
+}
+
+/// A device authenticated. Answers with the call ringing for the user, or the user's call to
+/// resume, if any.
+#[derive(Message)]
+#[rtype(result = "Vec<CallSummary>")]
+pub struct Attach {
+    pub user: UserId,
+    pub device: DeviceHandle,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach {
+    pub user: UserId,
+    pub device: DeviceId,
+}
+
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub call_id: CallId,
+    /// The invite met the callee's own invite (glare) and joined that call.
+    pub merged: bool,
+}
+
+/// Start a call. Friendship was checked by the sender. Without a device (REST), the caller's
+/// most recently connected device takes the call.
+#[derive(Message)]
+#[rtype(result = "Result<Placed, AppError>")]
+pub struct PlaceCall {
+    pub caller: Party,
+    pub device: Option<DeviceId>,
+    pub callee: Party,
+    pub media: Media,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallAction {
+    Accept,
+    Reject {
+        reason: Option<String>,
+    },
+    Cancel,
+    Hangup {
+        reason: Option<String>,
+    },
+    Resume,
+    /// Whatever ends the call from where it stands (REST): cancel, reject or hang up.
+    End,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct ActOnCall {
+    pub user: UserId,
+    pub device: Option<DeviceId>,
+    pub call_id: CallId,
+    pub action: CallAction,
+}
+
+/// A `signal` frame from a device; answered with `ack`/`error` frames, not a reply.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RelaySignal {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub reference: ClientRef,
+    pub call_id: CallId,
+    pub kind: SignalKind,
+    pub sdp: Option<String>,
+    pub candidate: Option<Box<RawValue>>,
+}
+
+/// End every call with `server_shutdown`; answers once the records are written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EndAllCalls;
+
+impl Handler<Attach> for CallRouter {
+    type Result = MessageResult<Attach>;
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
+        let device = msg.device.id.clone();
+        self.devices
+            .entry(msg.user.clone())
+            .or_default()
+            .push(msg.device);
+        let Some(id) = self.user_call.get(&msg.user).cloned() else {
+            return MessageResult(vec![]);
+        };
+        let ringing_for_me = self
+            .calls
+            .get(&id)
+            .is_some_and(|s| s.call.phase == Phase::Ringing && s.call.callee.user == msg.user);
+        if ringing_for_me {
+            let _ = self.dispatch(&id, Event::DeviceJoined { device }, ctx);
+        }
+        let summary = self
+            .calls
+            .get(&id)
+            .and_then(|s| Self::summary(&s.call, &msg.user));
+        MessageResult(summary.into_iter().collect())
+    }
+}
+
+impl Handler<Detach> for CallRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Detach, ctx: &mut Context<Self>) {
+        if let Some(devices) = self.devices.get_mut(&msg.user) {
+            devices.retain(|d| d.id != msg.device);
+            if devices.is_empty() {
+                self.devices.remove(&msg.user);
+            }
+        }
+        if let Some(id) = self.user_call.get(&msg.user).cloned() {
+            let _ = self.dispatch(&id, Event::DeviceLeft { device: msg.device }, ctx);
+        }
+    }
+}
+
+impl Handler<PlaceCall> for CallRouter {
+    type Result = Result<Placed, AppError>;
+
+    fn handle(&mut self, msg: PlaceCall, ctx: &mut Context<Self>) -> Self::Result {
+        if msg.caller.user == msg.callee.user {
+            return Err(AppError::new(
+                ErrorCode::CannotCallSelf,
+                "you can't call yourself",
+            ));
+        }
+        let device = match msg.device {
+            Some(d) => d,
+            None => self
+                .devices
+                .get(&msg.caller.user)
+                .and_then(|ds| ds.last())
+                .map(|d| d.id.clone())
+                .ok_or_else(|| {
+                    AppError::new(
+                        ErrorCode::NotConnected,
+                        "connect a device over /ws to place calls",
+                    )
+                })?,
+        };
+        if let Some(existing) = self.user_call.get(&msg.caller.user).cloned() {
+            // Glare: the callee is already ringing us; join their call instead of a second one.
+            let glare = self.calls.get(&existing).is_some_and(|s| {
+                s.call.phase == Phase::Ringing
+                    && s.call.caller.user == msg.callee.user
+                    && s.call.callee.user == msg.caller.user
+            });
+            if !glare {
+                return Err(AppError::new(
+                    ErrorCode::AlreadyInCall,
+                    "you are already in a call",
+                ));
+            }
+            let accept = Event::Accept {
+                device,
+                offerer: Role::Caller,
+                announce: true,
+            };
+            self.dispatch(&existing, accept, ctx)?;
+            return Ok(Placed {
+                call_id: existing,
+                merged: true,
+            });
+        }
+        let callee_devices: Vec<DeviceId> = self
+            .devices
+            .get(&msg.callee.user)
+            .map(|ds| ds.iter().map(|d| d.id.clone()).collect())
+            .unwrap_or_default();
+        let busy =
+            self.user_call.contains_key(&msg.callee.user) || self.dnd.contains(&msg.callee.user);
+        let id = CallId::new();
+        let invite = Invite {
+            id: id.clone(),
+            caller: msg.caller,
+            caller_device: Some(device),
+            callee: msg.callee,
+            media: msg.media,
+            callee_devices,
+            callee_busy: busy,
+        };
+        let (call, effects) = Call::invite(invite, now_ms());
+        let mut slot = Slot {
+            call,
+            ring_timer: None,
+            grace: [None, None],
+        };
+        if !slot.call.is_over() {
+            self.user_call
+                .insert(slot.call.caller.user.clone(), id.clone());
+            self.user_call
+                .insert(slot.call.callee.user.clone(), id.clone());
+        }
+        if !self.execute(&mut slot, effects, ctx) {
+            self.calls.insert(id.clone(), slot);
+        }
+        Ok(Placed {
+            call_id: id,
+            merged: false,
+        })
+    }
+}
+
+impl Handler<ActOnCall> for CallRouter {
+    type Result = Result<(), AppError>;
+
+    fn handle(&mut self, msg: ActOnCall, ctx: &mut Context<Self>) -> Self::Result {
+        let not_found = || AppError::new(ErrorCode::CallNotFound, "no such call");
+        let slot = self.calls.get(&msg.call_id).ok_or_else(not_found)?;
+        // Strangers can't learn that a call exists.
+        let role = slot.call.role_of(&msg.user).ok_or_else(not_found)?;
+        let wrong_side = |what: &str| {
+            AppError::new(
+                ErrorCode::InvalidTransition,
+                format!("only the {what} can do that"),
+            )
+        };
+        let device = || {
+            msg.device
+                .clone()
+                .ok_or_else(|| AppError::new(ErrorCode::NotConnected, "needs a connected device"))
+        };
+        let event = match (msg.action, role) {
+            (CallAction::Accept, Role::Callee) => Event::Accept {
+                device: device()?,
+                offerer: Role::Caller,
+                announce: false,
+            },
+            (CallAction::Reject { reason }, Role::Callee) => Event::Reject { reason },
+            (CallAction::Accept | CallAction::Reject { .. }, Role::Caller) => {
+                return Err(wrong_side("callee"))
+            }
+            (CallAction::Cancel, Role::Caller) => Event::Cancel,
+            (CallAction::Cancel, Role::Callee) => return Err(wrong_side("caller")),
+            (CallAction::Hangup { reason }, by) => Event::Hangup { by, reason },
+            (CallAction::Resume, role) => Event::Resume {
+                role,
+                device: device()?,
+            },
+            (CallAction::End, by) => Event::Hangup { by, reason: None },
+        };
+        self.dispatch(&msg.call_id, event, ctx)
+    }
+}
+
+impl Handler<RelaySignal> for CallRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: RelaySignal, _: &mut Context<Self>) {
+        let outcome = (|| {
+            let slot = self
+                .calls
+                .get(&msg.call_id)
+                .filter(|s| s.call.role_of(&msg.user).is_some())
+                .ok_or_else(|| AppError::new(ErrorCode::CallNotFound, "no such call"))?;
+            let call = &slot.call;
+            if call.phase != Phase::Active {
+                return Err(AppError::new(
+                    ErrorCode::InvalidTransition,
+                    "signal only flows in an active call",
+                ));
+            }
+            let (from, to) = if call.caller_device.as_ref() == Some(&msg.device) {
+                (&call.caller, Role::Callee)
+            } else if call.callee_device.as_ref() == Some(&msg.device) {
+                (&call.callee, Role::Caller)
+            } else {
+                return Err(AppError::new(
+                    ErrorCode::Forbidden,
+                    "this device is not the one in the call",
+                ));
+            };
+            let peer = call.party(to);
+            let peer_device = call
+                .device(to)
+                .and_then(|d| self.handle_of(&peer.user, d))
+                .ok_or_else(|| {
+                    AppError::new(ErrorCode::NotConnected, "the other side is reconnecting")
+                })?;
+            let frame = ServerFrame::Signal {
+                call_id: call.id.as_str(),
+                from: &from.username,
+                kind: msg.kind,
+                sdp: msg.sdp.as_deref(),
+                candidate: msg.candidate.as_deref(),
+            };
+            peer_device.send(frame.encode());
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => {
+                if let Some(reference) = msg.reference.as_deref() {
+                    let ack = ServerFrame::Ack {
+                        reference,
+                        call_id: None,
+                        merged: None,
+                    };
+                    self.send_to(&msg.user, &msg.device, ack.encode());
+                }
+            }
+            Err(err) => self.reply_error(&msg.user, &msg.device, &msg.reference, &err),
+        }
+    }
+}
+
+impl Handler<DndChanged> for CallRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: DndChanged, _: &mut Context<Self>) {
+        if msg.dnd {
+            self.dnd.insert(msg.user);
+        } else {
+            self.dnd.remove(&msg.user);
+        }
+    }
+}
+
+impl Handler<EndAllCalls> for CallRouter {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: EndAllCalls, ctx: &mut Context<Self>) -> Self::Result {
+        let ids: Vec<CallId> = self.calls.keys().cloned().collect();
+        for id in ids {
+            let _ = self.dispatch(&id, Event::Shutdown, ctx);
+        }
+        let recorder = self.recorder.clone();
+        Box::pin(async move {
+            let _ = recorder.send(Flush).await;
+        })
+    }
+}

@@ -1,0 +1,785 @@
+//! The call state machine as plain data: `apply(call, event) -> (call, effects)`, no actix, no
+//! I/O. The router executes the effects (frames, timers, persistence, presence).
+//!
+//! ```text
+//!   invite ──► Ringing ──accept──► Active ──hangup──► Ended(completed)
+//!                │                   │
+//!                ├─reject────────────┼──────────────► Ended(declined)
+//!                ├─cancel──────────────────────────► Ended(cancelled)
+//!                ├─ring timeout────────────────────► Ended(no_answer)
+//!                └─grace expired─────┴─────────────► Ended(connection_lost)
+//!   shutdown from any live phase ──────────────────► Ended(server_shutdown)
+//! ```
+use crate::ids::{CallId, DeviceId, UserId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Media {
+    Audio,
+    Video,
+}
+
+impl Media {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Media::Audio => "audio",
+            Media::Video => "video",
+        }
+    }
+}
+
+/// How a call ended: its stored outcome and the `reason` of `call.ended`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Completed,
+    Declined,
+    Cancelled,
+    NoAnswer,
+    Unavailable,
+    Busy,
+    ConnectionLost,
+    Failed,
+    ServerShutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        use EndReason::*;
+        match self {
+            Completed => "completed",
+            Declined => "declined",
+            Cancelled => "cancelled",
+            NoAnswer => "no_answer",
+            Unavailable => "unavailable",
+            Busy => "busy",
+            ConnectionLost => "connection_lost",
+            Failed => "failed",
+            ServerShutdown => "server_shutdown",
+        }
+    }
+
+    /// Outcomes that count as a missed call for the callee.
+    pub const MISSED: [EndReason; 4] = [
+        EndReason::Cancelled,
+        EndReason::NoAnswer,
+        EndReason::Unavailable,
+        EndReason::Busy,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Caller,
+    Callee,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub user: UserId,
+    pub username: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Ringing,
+    Active,
+    Ended(EndReason),
+}
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub id: CallId,
+    pub caller: Party,
+    pub callee: Party,
+    pub media: Media,
+    pub created_at: i64,
+    pub answered_at: Option<i64>,
+    pub phase: Phase,
+    /// The caller's device; `None` while it is gone and the reconnect grace runs.
+    pub caller_device: Option<DeviceId>,
+    /// The callee device that accepted; `None` before that, or while in grace.
+    pub callee_device: Option<DeviceId>,
+    /// Callee devices alerted while ringing.
+    pub ringing: BTreeSet<DeviceId>,
+    /// Who sends the SDP offer once accepted.
+    pub offerer: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A callee device came online while the call rings; it rings too.
+    DeviceJoined {
+        device: DeviceId,
+    },
+    /// A callee device accepts. `announce` also tells that device `call.accepted` (glare,
+    /// where the device never sent `call.accept`).
+    Accept {
+        device: DeviceId,
+        offerer: Role,
+        announce: bool,
+    },
+    Reject {
+        reason: Option<String>,
+    },
+    Cancel,
+    Hangup {
+        by: Role,
+        reason: Option<String>,
+    },
+    RingTimeout,
+    DeviceLeft {
+        device: DeviceId,
+    },
+    GraceExpired {
+        role: Role,
+    },
+    Resume {
+        role: Role,
+        device: DeviceId,
+    },
+    Shutdown,
+}
+
+/// Who a frame goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Device(UserId, DeviceId),
+}
+
+/// What a participant is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Incoming,
+    Ringing,
+    Accepted { offerer: bool },
+    AnsweredElsewhere,
+    Ended(EndReason),
+}
+
+/// A change to the call's stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Created {
+        id: CallId,
+        caller: UserId,
+        callee: UserId,
+        media: Media,
+        at: i64,
+    },
+    Answered {
+        id: CallId,
+        at: i64,
+    },
+    Ended {
+        id: CallId,
+        at: i64,
+        outcome: EndReason,
+        detail: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Notify(Target, Notice),
+    Persist(Record),
+    StartRingTimer,
+    CancelRingTimer,
+    StartGrace(Role),
+    CancelGrace(Role),
+    /// Both participants enter (`true`) or leave a call, for `busy` presence.
+    SetBusy(bool),
+    /// The call is over: forget it.
+    Release,
+}
+
+/// Everything a new call starts from.
+#[derive(Debug, Clone)]
+pub struct Invite {
+    pub id: CallId,
+    pub caller: Party,
+    pub caller_device: Option<DeviceId>,
+    pub callee: Party,
+    pub media: Media,
+    /// Every connected device of the callee; all of them ring.
+    pub callee_devices: Vec<DeviceId>,
+    /// The callee is in another call or on do-not-disturb.
+    pub callee_busy: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("the call can't do that in its current state")]
+    InvalidTransition,
+}
+
+impl Call {
+    /// A new call ringing on every device of the callee. With no callee device it ends at
+    /// once as `unavailable`; a busy callee ends it as `busy`.
+    pub fn invite(invite: Invite, now: i64) -> (Call, Vec<Effect>) {
+        let Invite {
+            id,
+            caller,
+            caller_device,
+            callee,
+            media,
+            callee_devices: devices,
+            callee_busy,
+        } = invite;
+        let mut call = Call {
+            id: id.clone(),
+            caller: caller.clone(),
+            callee: callee.clone(),
+            media,
+            created_at: now,
+            answered_at: None,
+            phase: Phase::Ringing,
+            caller_device,
+            callee_device: None,
+            ringing: BTreeSet::new(),
+            offerer: Role::Caller,
+        };
+        let mut effects = vec![Effect::Persist(Record::Created {
+            id,
+            caller: caller.user,
+            callee: callee.user.clone(),
+            media,
+            at: now,
+        })];
+        if callee_busy || devices.is_empty() {
+            let reason = if callee_busy {
+                EndReason::Busy
+            } else {
+                EndReason::Unavailable
+            };
+            call.end(reason, None, now, &mut effects);
+            return (call, effects);
+        }
+        for device in devices {
+            effects.push(Effect::Notify(
+                Target::Device(callee.user.clone(), device.clone()),
+                Notice::Incoming,
+            ));
+            call.ringing.insert(device);
+        }
+        if let Some(d) = &call.caller_device {
+            effects.push(Effect::Notify(
+                Target::Device(call.caller.user.clone(), d.clone()),
+                Notice::Ringing,
+            ));
+        }
+        effects.push(Effect::StartRingTimer);
+        (call, effects)
+    }
+
+    pub fn is_over(&self) -> bool {
+        matches!(self.phase, Phase::Ended(_))
+    }
+
+    pub fn party(&self, role: Role) -> &Party {
+        match role {
+            Role::Caller => &self.caller,
+            Role::Callee => &self.callee,
+        }
+    }
+
+    pub fn role_of(&self, user: &UserId) -> Option<Role> {
+        if *user == self.caller.user {
+            Some(Role::Caller)
+        } else if *user == self.callee.user {
+            Some(Role::Callee)
+        } else {
+            None
+        }
+    }
+
+    pub fn device(&self, role: Role) -> Option<&DeviceId> {
+        match role {
+            Role::Caller => self.caller_device.as_ref(),
+            Role::Callee => self.callee_device.as_ref(),
+        }
+    }
+
+    fn device_mut(&mut self, role: Role) -> &mut Option<DeviceId> {
+        match role {
+            Role::Caller => &mut self.caller_device,
+            Role::Callee => &mut self.callee_device,
+        }
+    }
+
+    fn notify(&self, role: Role, device: &DeviceId, notice: Notice, effects: &mut Vec<Effect>) {
+        effects.push(Effect::Notify(
+            Target::Device(self.party(role).user.clone(), device.clone()),
+            notice,
+        ));
+    }
+
+    /// Applies one event, returning the next state and what to do about it.
+    pub fn apply(mut self, event: Event, now: i64) -> Result<(Call, Vec<Effect>), CallError> {
+        let mut fx = Vec::new();
+        match (self.phase, event) {
+            (Phase::Ringing, Event::DeviceJoined { device }) => {
+                self.ringing.insert(device);
+            }
+            (
+                Phase::Ringing,
+                Event::Accept {
+                    device,
+                    offerer,
+                    announce,
+                },
+            ) => {
+                if !self.ringing.remove(&device) {
+                    return Err(CallError::InvalidTransition);
+                }
+                self.phase = Phase::Active;
+                self.answered_at = Some(now);
+                self.offerer = offerer;
+                self.callee_device = Some(device.clone());
+                fx.push(Effect::CancelRingTimer);
+                if let Some(d) = self.caller_device.clone() {
+                    self.notify(
+                        Role::Caller,
+                        &d,
+                        Notice::Accepted {
+                            offerer: offerer == Role::Caller,
+                        },
+                        &mut fx,
+                    );
+                }
+                if announce {
+                    self.notify(
+                        Role::Callee,
+                        &device,
+                        Notice::Accepted {
+                            offerer: offerer == Role::Callee,
+                        },
+                        &mut fx,
+                    );
+                }
+                for other in std::mem::take(&mut self.ringing) {
+                    self.notify(Role::Callee, &other, Notice::AnsweredElsewhere, &mut fx);
+                }
+                fx.push(Effect::Persist(Record::Answered {
+                    id: self.id.clone(),
+                    at: now,
+                }));
+                fx.push(Effect::SetBusy(true));
+            }
+            (Phase::Ringing, Event::Reject { reason }) => {
+                self.end(EndReason::Declined, reason, now, &mut fx)
+            }
+            (Phase::Ringing, Event::Cancel)
+            | (
+                Phase::Ringing,
+                Event::Hangup {
+                    by: Role::Caller, ..
+                },
+            ) => self.end(EndReason::Cancelled, None, now, &mut fx),
+            (
+                Phase::Ringing,
+                Event::Hangup {
+                    by: Role::Callee,
+                    reason,
+                },
+            ) => self.end(EndReason::Declined, reason, now, &mut fx),
+            (Phase::Ringing, Event::RingTimeout) => {
+                self.end(EndReason::NoAnswer, None, now, &mut fx)
+            }
+            (Phase::Active, Event::Hangup { reason, .. }) => {
+                self.end(EndReason::Completed, reason, now, &mut fx)
+            }
+            (Phase::Ringing | Phase::Active, Event::DeviceLeft { device }) => {
+                if self.ringing.remove(&device) {
+                    // A ringing callee device leaving only stops that device.
+                } else {
+                    for role in [Role::Caller, Role::Callee] {
+                        if self.device(role) == Some(&device) {
+                            *self.device_mut(role) = None;
+                            fx.push(Effect::StartGrace(role));
+                        }
+                    }
+                }
+            }
+            (Phase::Ringing | Phase::Active, Event::GraceExpired { role }) => {
+                if self.device(role).is_none() {
+                    self.end(EndReason::ConnectionLost, None, now, &mut fx);
+                }
+            }
+            (Phase::Ringing | Phase::Active, Event::Resume { role, device }) => {
+                // While ringing only the caller has a call to resume; callee devices just ring.
+                if self.phase == Phase::Ringing && role == Role::Callee {
+                    return Err(CallError::InvalidTransition);
+                }
+                if let Some(old) = self.device(role).cloned() {
+                    if old != device {
+                        self.notify(role, &old, Notice::AnsweredElsewhere, &mut fx);
+                    }
+                }
+                *self.device_mut(role) = Some(device);
+                fx.push(Effect::CancelGrace(role));
+            }
+            (Phase::Ringing | Phase::Active, Event::Shutdown) => {
+                self.end(EndReason::ServerShutdown, None, now, &mut fx)
+            }
+            _ => return Err(CallError::InvalidTransition),
+        }
+        Ok((self, fx))
+    }
+
+    /// Ends the call: everyone still attached hears why, timers stop, the record is closed.
+    fn end(&mut self, reason: EndReason, detail: Option<String>, now: i64, fx: &mut Vec<Effect>) {
+        let was_active = self.phase == Phase::Active;
+        self.phase = Phase::Ended(reason);
+        if let Some(d) = self.caller_device.clone() {
+            self.notify(Role::Caller, &d, Notice::Ended(reason), fx);
+        }
+        if let Some(d) = self.callee_device.clone() {
+            self.notify(Role::Callee, &d, Notice::Ended(reason), fx);
+        }
+        for d in std::mem::take(&mut self.ringing) {
+            self.notify(Role::Callee, &d, Notice::Ended(reason), fx);
+        }
+        fx.push(Effect::CancelRingTimer);
+        fx.push(Effect::CancelGrace(Role::Caller));
+        fx.push(Effect::CancelGrace(Role::Callee));
+        if was_active {
+            fx.push(Effect::SetBusy(false));
+        }
+        fx.push(Effect::Persist(Record::Ended {
+            id: self.id.clone(),
+            at: now,
+            outcome: reason,
+            detail,
+        }));
+        fx.push(Effect::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn party(name: &str) -> Party {
+        Party {
+            user: UserId(format!("id-{name}")),
+            username: name.into(),
+            display_name: name.into(),
+        }
+    }
+
+    fn dev(name: &str) -> DeviceId {
+        DeviceId(name.into())
+    }
+
+    fn invite(callee_devices: Vec<DeviceId>, callee_busy: bool) -> Invite {
+        Invite {
+            id: CallId("c1".into()),
+            caller: party("ann"),
+            caller_device: Some(dev("a1")),
+            callee: party("bob"),
+            media: Media::Video,
+            callee_devices,
+            callee_busy,
+        }
+    }
+
+    fn ringing_call(devices: &[&str]) -> (Call, Vec<Effect>) {
+        Call::invite(
+            invite(devices.iter().map(|d| dev(d)).collect(), false),
+            1_000,
+        )
+    }
+
+    fn notices(fx: &[Effect]) -> Vec<(String, Notice)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Notify(Target::Device(_, d), n) => Some((d.0.clone(), *n)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn outcome(fx: &[Effect]) -> Option<EndReason> {
+        fx.iter().find_map(|e| match e {
+            Effect::Persist(Record::Ended { outcome, .. }) => Some(*outcome),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn invite_rings_every_callee_device_and_tells_the_caller() {
+        let (call, fx) = ringing_call(&["b1", "b2"]);
+        assert_eq!(call.phase, Phase::Ringing);
+        assert_eq!(
+            notices(&fx),
+            vec![
+                ("b1".into(), Notice::Incoming),
+                ("b2".into(), Notice::Incoming),
+                ("a1".into(), Notice::Ringing)
+            ]
+        );
+        assert!(fx.contains(&Effect::StartRingTimer));
+        assert!(matches!(fx[0], Effect::Persist(Record::Created { .. })));
+    }
+
+    #[test]
+    fn invite_to_offline_or_busy_callee_ends_at_once() {
+        let (call, fx) = ringing_call(&[]);
+        assert_eq!(call.phase, Phase::Ended(EndReason::Unavailable));
+        assert_eq!(
+            notices(&fx),
+            vec![("a1".into(), Notice::Ended(EndReason::Unavailable))]
+        );
+        let (busy, fx) = Call::invite(invite(vec![dev("b1")], true), 0);
+        assert_eq!(busy.phase, Phase::Ended(EndReason::Busy));
+        assert_eq!(outcome(&fx), Some(EndReason::Busy));
+    }
+
+    #[test]
+    fn accept_connects_one_device_and_stops_the_others() {
+        let (call, _) = ringing_call(&["b1", "b2"]);
+        let (call, fx) = call
+            .apply(
+                Event::Accept {
+                    device: dev("b2"),
+                    offerer: Role::Caller,
+                    announce: false,
+                },
+                2_000,
+            )
+            .unwrap();
+        assert_eq!(call.phase, Phase::Active);
+        assert_eq!(call.callee_device, Some(dev("b2")));
+        assert_eq!(
+            notices(&fx),
+            vec![
+                ("a1".into(), Notice::Accepted { offerer: true }),
+                ("b1".into(), Notice::AnsweredElsewhere)
+            ]
+        );
+        assert!(fx.contains(&Effect::SetBusy(true)));
+        assert!(fx.contains(&Effect::Persist(Record::Answered {
+            id: CallId("c1".into()),
+            at: 2_000
+        })));
+    }
+
+    #[test]
+    fn accept_from_a_device_that_is_not_ringing_is_refused() {
+        let (call, _) = ringing_call(&["b1"]);
+        let err = call.apply(
+            Event::Accept {
+                device: dev("zz"),
+                offerer: Role::Caller,
+                announce: false,
+            },
+            0,
+        );
+        assert_eq!(err.unwrap_err(), CallError::InvalidTransition);
+    }
+
+    #[test]
+    fn reject_cancel_and_timeout_end_with_their_reasons() {
+        for (event, reason) in [
+            (
+                Event::Reject {
+                    reason: Some("later".into()),
+                },
+                EndReason::Declined,
+            ),
+            (Event::Cancel, EndReason::Cancelled),
+            (Event::RingTimeout, EndReason::NoAnswer),
+            (
+                Event::Hangup {
+                    by: Role::Caller,
+                    reason: None,
+                },
+                EndReason::Cancelled,
+            ),
+            (
+                Event::Hangup {
+                    by: Role::Callee,
+                    reason: None,
+                },
+                EndReason::Declined,
+            ),
+        ] {
+            let (call, _) = ringing_call(&["b1", "b2"]);
+            let (call, fx) = call.apply(event, 5).unwrap();
+            assert_eq!(call.phase, Phase::Ended(reason));
+            assert_eq!(
+                notices(&fx),
+                vec![
+                    ("a1".into(), Notice::Ended(reason)),
+                    ("b1".into(), Notice::Ended(reason)),
+                    ("b2".into(), Notice::Ended(reason))
+                ]
+            );
+            assert!(fx.contains(&Effect::Release));
+            assert!(!fx.contains(&Effect::SetBusy(false)), "was never busy");
+        }
+    }
+
+    #[test]
+    fn hangup_of_an_active_call_completes_it_for_both() {
+        let (call, _) = ringing_call(&["b1"]);
+        let (call, _) = call
+            .apply(
+                Event::Accept {
+                    device: dev("b1"),
+                    offerer: Role::Caller,
+                    announce: false,
+                },
+                1,
+            )
+            .unwrap();
+        let (call, fx) = call
+            .apply(
+                Event::Hangup {
+                    by: Role::Callee,
+                    reason: Some("bye".into()),
+                },
+                9,
+            )
+            .unwrap();
+        assert_eq!(call.phase, Phase::Ended(EndReason::Completed));
+        assert_eq!(
+            notices(&fx),
+            vec![
+                ("a1".into(), Notice::Ended(EndReason::Completed)),
+                ("b1".into(), Notice::Ended(EndReason::Completed))
+            ]
+        );
+        assert!(fx.contains(&Effect::SetBusy(false)));
+        assert!(fx.contains(&Effect::Persist(Record::Ended {
+            id: CallId("c1".into()),
+            at: 9,
+            outcome: EndReason::Completed,
+            detail: Some("bye".into())
+        })));
+    }
+
+    #[test]
+    fn a_dropped_participant_gets_a_grace_period_and_can_resume() {
+        let (call, _) = ringing_call(&["b1"]);
+        let (call, _) = call
+            .apply(
+                Event::Accept {
+                    device: dev("b1"),
+                    offerer: Role::Caller,
+                    announce: false,
+                },
+                1,
+            )
+            .unwrap();
+        let (call, fx) = call
+            .apply(Event::DeviceLeft { device: dev("b1") }, 2)
+            .unwrap();
+        assert_eq!(fx, vec![Effect::StartGrace(Role::Callee)]);
+        let (call, fx) = call
+            .apply(
+                Event::Resume {
+                    role: Role::Callee,
+                    device: dev("b9"),
+                },
+                3,
+            )
+            .unwrap();
+        assert_eq!(fx, vec![Effect::CancelGrace(Role::Callee)]);
+        assert_eq!(call.callee_device, Some(dev("b9")));
+        // A late timer after resuming changes nothing.
+        let (call, fx) = call
+            .apply(Event::GraceExpired { role: Role::Callee }, 4)
+            .unwrap();
+        assert!(fx.is_empty());
+        assert_eq!(call.phase, Phase::Active);
+    }
+
+    #[test]
+    fn grace_expiry_ends_the_call_as_connection_lost() {
+        let (call, _) = ringing_call(&["b1"]);
+        let (call, _) = call
+            .apply(
+                Event::Accept {
+                    device: dev("b1"),
+                    offerer: Role::Caller,
+                    announce: false,
+                },
+                1,
+            )
+            .unwrap();
+        let (call, _) = call
+            .apply(Event::DeviceLeft { device: dev("a1") }, 2)
+            .unwrap();
+        let (call, fx) = call
+            .apply(Event::GraceExpired { role: Role::Caller }, 3)
+            .unwrap();
+        assert_eq!(call.phase, Phase::Ended(EndReason::ConnectionLost));
+        assert_eq!(
+            notices(&fx),
+            vec![("b1".into(), Notice::Ended(EndReason::ConnectionLost))]
+        );
+    }
+
+    #[test]
+    fn a_ringing_callee_device_leaving_only_stops_that_device() {
+        let (call, _) = ringing_call(&["b1", "b2"]);
+        let (call, fx) = call
+            .apply(Event::DeviceLeft { device: dev("b1") }, 2)
+            .unwrap();
+        assert!(fx.is_empty());
+        assert_eq!(call.phase, Phase::Ringing);
+        assert_eq!(call.ringing.len(), 1);
+    }
+
+    #[test]
+    fn glare_accept_announces_to_the_accepting_device_too() {
+        let (call, _) = ringing_call(&["b1"]);
+        let (_, fx) = call
+            .apply(
+                Event::Accept {
+                    device: dev("b1"),
+                    offerer: Role::Caller,
+                    announce: true,
+                },
+                1,
+            )
+            .unwrap();
+        assert_eq!(
+            notices(&fx),
+            vec![
+                ("a1".into(), Notice::Accepted { offerer: true }),
+                ("b1".into(), Notice::Accepted { offerer: false })
+            ]
+        );
+    }
+
+    #[test]
+    fn ended_calls_refuse_every_event() {
+        let (call, _) = ringing_call(&["b1"]);
+        let (call, _) = call.apply(Event::Cancel, 1).unwrap();
+        for event in [
+            Event::Cancel,
+            Event::RingTimeout,
+            Event::Shutdown,
+            Event::Reject { reason: None },
+        ] {
+            assert_eq!(
+                call.clone().apply(event, 2).unwrap_err(),
+                CallError::InvalidTransition
+            );
+        }
+    }
+
+    #[test]
+    fn shutdown_ends_live_calls() {
+        let (call, _) = ringing_call(&["b1"]);
+        let (call, fx) = call.apply(Event::Shutdown, 1).unwrap();
+        assert_eq!(call.phase, Phase::Ended(EndReason::ServerShutdown));
+        assert_eq!(outcome(&fx), Some(EndReason::ServerShutdown));
+    }
+}

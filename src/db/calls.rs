@@ -1,0 +1,122 @@
+//! Queries on `calls`: the record the router writes as each call happens, and the history
+//! REST reads.
+use super::schema::{calls, users};
+use super::DbConn;
+use crate::calls::state::EndReason;
+use crate::error::AppError;
+use crate::ids::{CallId, UserId};
+use diesel::prelude::*;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = calls)]
+pub struct CallRow {
+    pub id: String,
+    pub caller_id: String,
+    pub callee_id: String,
+    pub media: String,
+    pub created_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub outcome: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+pub fn insert(conn: &mut DbConn, row: &CallRow) -> Result<(), AppError> {
+    diesel::insert_into(calls::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn mark_answered(conn: &mut DbConn, id: &CallId, at: i64) -> Result<(), AppError> {
+    diesel::update(calls::table.find(id.as_str()))
+        .set(calls::answered_at.eq(Some(at)))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn mark_ended(
+    conn: &mut DbConn,
+    id: &CallId,
+    at: i64,
+    outcome: EndReason,
+    detail: Option<&str>,
+) -> Result<(), AppError> {
+    diesel::update(calls::table.find(id.as_str()))
+        .set((
+            calls::ended_at.eq(Some(at)),
+            calls::outcome.eq(Some(outcome.as_str())),
+            calls::end_reason.eq(detail),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Closes calls a crash left open as `failed`; returns how many.
+pub fn fail_open_calls(conn: &mut DbConn, now: i64) -> Result<usize, AppError> {
+    Ok(
+        diesel::update(calls::table.filter(calls::ended_at.is_null()))
+            .set((
+                calls::ended_at.eq(Some(now)),
+                calls::outcome.eq(Some(EndReason::Failed.as_str())),
+            ))
+            .execute(conn)?,
+    )
+}
+
+pub fn find(conn: &mut DbConn, id: &str) -> Result<Option<CallRow>, AppError> {
+    Ok(calls::table
+        .find(id)
+        .select(CallRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// `user`'s calls, newest first, strictly before the (created_at, id) cursor.
+pub fn history(
+    conn: &mut DbConn,
+    user: &UserId,
+    before: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<CallRow>, AppError> {
+    let mut query = calls::table
+        .filter(
+            calls::caller_id
+                .eq(user.as_str())
+                .or(calls::callee_id.eq(user.as_str())),
+        )
+        .select(CallRow::as_select())
+        .order((calls::created_at.desc(), calls::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some((at, id)) = before {
+        query = query.filter(
+            calls::created_at
+                .lt(at)
+                .or(calls::created_at.eq(at).and(calls::id.lt(id))),
+        );
+    }
+    Ok(query.load(conn)?)
+}
+
+/// Usernames of the given user ids.
+pub fn usernames(conn: &mut DbConn, ids: &[&str]) -> Result<HashMap<String, String>, AppError> {
+    let rows: Vec<(String, String)> = users::table
+        .filter(users::id.eq_any(ids))
+        .select((users::id, users::username))
+        .load(conn)?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Missed calls for `user` since they last looked at their history.
+pub fn missed_since(conn: &mut DbConn, user: &UserId, since: i64) -> Result<i64, AppError> {
+    let missed: Vec<&str> = EndReason::MISSED.iter().map(|r| r.as_str()).collect();
+    Ok(calls::table
+        .filter(calls::callee_id.eq(user.as_str()))
+        .filter(calls::created_at.gt(since))
+        .filter(calls::answered_at.is_null())
+        .filter(calls::outcome.eq_any(missed))
+        .count()
+        .get_result(conn)?)
+}

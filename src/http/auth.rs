@@ -1,0 +1,161 @@
+//! Accounts' way in and out: register, login, logout, logout everywhere.
+use super::input;
+use super::views::{SessionView, UserView};
+use crate::auth::{token, Identity};
+use crate::db::{self, sessions::SessionRow, users::UserRow};
+use crate::error::{AppError, ErrorCode};
+use crate::ids::UserId;
+use crate::state::AppState;
+use crate::time::now_ms;
+use actix_web::{web, HttpRequest, HttpResponse};
+use diesel::Connection;
+use serde::Deserialize;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/auth/register").route(web::post().to(register)))
+        .service(web::resource("/auth/login").route(web::post().to(login)))
+        .service(web::resource("/auth/logout").route(web::post().to(logout)))
+        .service(web::resource("/auth/logout-all").route(web::post().to(logout_all)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    username: String,
+    password: String,
+    display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// A new session row for `user` and the token that opens it (shown to the client once).
+pub fn new_session(state: &AppState, user: &UserId, req: &HttpRequest) -> (String, SessionRow) {
+    let (token, token_hash) = token::generate();
+    let now = now_ms();
+    let user_agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(256).collect());
+    let session = SessionRow {
+        token_hash,
+        user_id: user.0.clone(),
+        created_at: now,
+        last_used_at: now,
+        expires_at: now + state.config.session_lifetime.as_millis() as i64,
+        user_agent,
+    };
+    (token, session)
+}
+
+async fn register(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<RegisterBody>,
+) -> Result<HttpResponse, AppError> {
+    let body = body.into_inner();
+    let username = input::username(&body.username)?;
+    input::password(&body.password)?;
+    let display_name = match &body.display_name {
+        Some(name) => input::display_name(name)?,
+        None => username.clone(),
+    };
+    let password_hash = state.hasher.hash(body.password).await?;
+    let user = UserRow {
+        id: UserId::new().0,
+        username,
+        display_name,
+        password_hash,
+        created_at: now_ms(),
+        last_seen: None,
+        calls_seen_at: 0,
+    };
+    let (token, session) = new_session(&state, &user.user_id(), &req);
+    let expires_at = session.expires_at;
+    let user = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                db::users::insert(conn, &user)?;
+                db::sessions::insert(conn, &session)?;
+                Ok::<_, AppError>(user)
+            })
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(SessionView {
+        user: UserView::from(&user),
+        token,
+        expires_at,
+    }))
+}
+
+async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<LoginBody>,
+) -> Result<HttpResponse, AppError> {
+    let body = body.into_inner();
+    let username = body.username.trim().to_ascii_lowercase();
+    if let Err(wait) = state.login_limiter.check(&username) {
+        let mut err = AppError::new(
+            ErrorCode::RateLimited,
+            format!("too many failed logins for this username; retry in {wait} s"),
+        );
+        err.retry_after = Some(wait);
+        return Err(err);
+    }
+    let lookup = username.clone();
+    let user = state
+        .db
+        .run(move |conn| db::users::find_by_username(conn, &lookup))
+        .await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    if !state.hasher.verify(body.password, hash).await? {
+        state.login_limiter.record_failure(&username);
+        return Err(AppError::new(
+            ErrorCode::InvalidCredentials,
+            "wrong username or password",
+        ));
+    }
+    state.login_limiter.record_success(&username);
+    let user = user.ok_or_else(|| AppError::internal("verified a missing user"))?;
+    let (token, session) = new_session(&state, &user.user_id(), &req);
+    let expires_at = session.expires_at;
+    state
+        .db
+        .run(move |conn| db::sessions::insert(conn, &session))
+        .await?;
+    Ok(HttpResponse::Ok().json(SessionView {
+        user: UserView::from(&user),
+        token,
+        expires_at,
+    }))
+}
+
+async fn logout(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
+    let hash = me.token_hash.clone();
+    state
+        .db
+        .run(move |conn| db::sessions::delete(conn, &hash))
+        .await?;
+    state.sessions_revoked(&me.user_id(), vec![me.token_hash]);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn logout_all(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
+    let user = me.user_id();
+    let revoked = {
+        let user = user.clone();
+        state
+            .db
+            .run(move |conn| db::sessions::delete_all_for_user(conn, &user, None))
+            .await?
+    };
+    state.sessions_revoked(&user, revoked);
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,263 @@
+//! Calls over REST: history, one call, starting and ending a call through the router.
+use super::input;
+use crate::auth::Identity;
+use crate::calls::router::{ActOnCall, CallAction, PlaceCall};
+use crate::calls::state::{Media, Party};
+use crate::db::{self, calls::CallRow};
+use crate::error::{AppError, ErrorCode};
+use crate::ids::{CallId, UserId};
+use crate::state::AppState;
+use crate::time::now_ms;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/calls")
+            .route(web::get().to(history))
+            .route(web::post().to(start_call)),
+    )
+    .service(web::resource("/calls/seen").route(web::post().to(mark_seen)))
+    .service(web::resource("/calls/{id}").route(web::get().to(get_call)))
+    .service(web::resource("/calls/{id}/end").route(web::post().to(end_call)));
+}
+
+/// The callee named `name`, if they are `caller`'s friend. Unknown users and blockers give the
+/// same `not_friends` as strangers, so nothing is revealed.
+pub async fn callable_friend(
+    state: &AppState,
+    caller: &UserId,
+    name: String,
+) -> Result<Party, AppError> {
+    let caller = caller.clone();
+    state
+        .db
+        .run(move |conn| {
+            let callee = db::users::find_by_username(conn, &name)?;
+            match callee {
+                Some(c) if db::relations::are_friends(conn, &caller, &c.user_id())? => Ok(Party {
+                    user: c.user_id(),
+                    username: c.username,
+                    display_name: c.display_name,
+                }),
+                _ => Err(AppError::new(
+                    ErrorCode::NotFriends,
+                    "you can only call your friends",
+                )),
+            }
+        })
+        .await
+}
+
+#[derive(Serialize)]
+struct CallView {
+    id: String,
+    peer: String,
+    direction: &'static str,
+    media: String,
+    /// The outcome once ended; "ringing" or "active" before.
+    outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_reason: Option<String>,
+    missed: bool,
+    #[serde(with = "crate::time::as_rfc3339")]
+    started_at: i64,
+    #[serde(with = "crate::time::as_rfc3339_opt")]
+    answered_at: Option<i64>,
+    #[serde(with = "crate::time::as_rfc3339_opt")]
+    ended_at: Option<i64>,
+    /// Seconds from answer to end; 0 for calls never answered.
+    duration_seconds: i64,
+}
+
+fn view(row: CallRow, me: &UserId, names: &HashMap<String, String>) -> CallView {
+    let outgoing = row.caller_id == me.0;
+    let peer_id = if outgoing {
+        &row.callee_id
+    } else {
+        &row.caller_id
+    };
+    let outcome = row.outcome.clone().unwrap_or_else(|| {
+        if row.answered_at.is_some() {
+            "active".into()
+        } else {
+            "ringing".into()
+        }
+    });
+    let missed = !outgoing
+        && row.answered_at.is_none()
+        && crate::calls::state::EndReason::MISSED
+            .iter()
+            .any(|r| r.as_str() == outcome);
+    let duration_seconds = match (row.answered_at, row.ended_at) {
+        (Some(a), Some(e)) => (e - a).max(0) / 1000,
+        _ => 0,
+    };
+    CallView {
+        id: row.id,
+        peer: names.get(peer_id).cloned().unwrap_or_default(),
+        direction: if outgoing { "outgoing" } else { "incoming" },
+        media: row.media,
+        outcome,
+        end_reason: row.end_reason,
+        missed,
+        started_at: row.created_at,
+        answered_at: row.answered_at,
+        ended_at: row.ended_at,
+        duration_seconds,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// Cursors are "<created_at ms>.<call id>" of the last call on the previous page.
+fn parse_cursor(raw: &str) -> Result<(i64, String), AppError> {
+    let bad = || {
+        AppError::new(
+            ErrorCode::InvalidCursor,
+            "cursor is not one this server handed out",
+        )
+    };
+    let (at, id) = raw.split_once('.').ok_or_else(bad)?;
+    let at: i64 = at.parse().map_err(|_| bad())?;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(bad());
+    }
+    Ok((at, id.to_owned()))
+}
+
+async fn history(
+    state: web::Data<AppState>,
+    me: Identity,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, AppError> {
+    let query = query.into_inner();
+    let limit = input::limit(query.limit)?;
+    let before = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    let user = me.user_id();
+    let seen = me.user.calls_seen_at;
+    let (rows, names, missed_count) = {
+        let user = user.clone();
+        state
+            .db
+            .run(move |conn| {
+                let rows = db::calls::history(conn, &user, before, limit)?;
+                let ids: Vec<&str> = rows
+                    .iter()
+                    .flat_map(|r| [r.caller_id.as_str(), r.callee_id.as_str()])
+                    .collect();
+                let names = db::calls::usernames(conn, &ids)?;
+                Ok((rows, names, db::calls::missed_since(conn, &user, seen)?))
+            })
+            .await?
+    };
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| format!("{}.{}", r.created_at, r.id)))
+        .flatten();
+    let calls: Vec<CallView> = rows.into_iter().map(|r| view(r, &user, &names)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "calls": calls,
+        "next_cursor": next_cursor,
+        "missed_count": missed_count,
+    })))
+}
+
+async fn get_call(
+    state: web::Data<AppState>,
+    me: Identity,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let user = me.user_id();
+    let found = {
+        let user = user.clone();
+        state
+            .db
+            .run(move |conn| {
+                let row = db::calls::find(conn, &id)?;
+                // Only participants may see a call; others get the same 404 as a missing one.
+                let row = row.filter(|r| r.caller_id == user.0 || r.callee_id == user.0);
+                let Some(row) = row else { return Ok(None) };
+                let names =
+                    db::calls::usernames(conn, &[row.caller_id.as_str(), row.callee_id.as_str()])?;
+                Ok(Some((row, names)))
+            })
+            .await?
+    };
+    let (row, names) =
+        found.ok_or_else(|| AppError::new(ErrorCode::CallNotFound, "no such call"))?;
+    Ok(HttpResponse::Ok().json(view(row, &user, &names)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    to: String,
+    media: Media,
+}
+
+/// Starts a call for a caller with a connected device; the call then runs over that device.
+async fn start_call(
+    state: web::Data<AppState>,
+    me: Identity,
+    body: web::Json<StartBody>,
+) -> Result<HttpResponse, AppError> {
+    let body = body.into_inner();
+    let to = input::username(&body.to)?;
+    if to == me.user.username {
+        return Err(AppError::new(
+            ErrorCode::CannotCallSelf,
+            "you can't call yourself",
+        ));
+    }
+    let callee = callable_friend(&state, &me.user_id(), to).await?;
+    let caller = Party {
+        user: me.user_id(),
+        username: me.user.username.clone(),
+        display_name: me.user.display_name.clone(),
+    };
+    let placed = state
+        .router
+        .send(PlaceCall {
+            caller,
+            device: None,
+            callee,
+            media: body.media,
+        })
+        .await
+        .map_err(AppError::internal)??;
+    Ok(HttpResponse::Created()
+        .json(serde_json::json!({ "call_id": placed.call_id, "merged": placed.merged })))
+}
+
+/// Cancels, rejects or hangs up, whichever fits the call's state.
+async fn end_call(
+    state: web::Data<AppState>,
+    me: Identity,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let msg = ActOnCall {
+        user: me.user_id(),
+        device: None,
+        call_id: CallId(path.into_inner()),
+        action: CallAction::End,
+    };
+    state.router.send(msg).await.map_err(AppError::internal)??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Marks every call so far as seen: the missed-call count starts again from zero.
+async fn mark_seen(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
+    let user = me.user_id();
+    state
+        .db
+        .run(move |conn| db::users::set_calls_seen_at(conn, &user, now_ms()))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,273 @@
+//! Friendship, which is mutual: requests, acceptance, the friends list, unfriending.
+use super::input;
+use super::views::{DatedPersonView, PersonView};
+use crate::auth::Identity;
+use crate::db::{self, users::UserRow, DbConn};
+use crate::error::{AppError, ErrorCode};
+use crate::ids::UserId;
+use crate::state::{AppState, RelationChange};
+use crate::time::now_ms;
+use actix_web::{web, HttpResponse};
+use diesel::Connection;
+use serde::{Deserialize, Serialize};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/friends/requests")
+            .route(web::post().to(send_request))
+            .route(web::get().to(list_requests)),
+    )
+    .service(
+        web::resource("/friends/requests/{username}/accept").route(web::post().to(accept_request)),
+    )
+    .service(web::resource("/friends/requests/{username}").route(web::delete().to(delete_request)))
+    .service(web::resource("/friends").route(web::get().to(list_friends)))
+    .service(web::resource("/friends/{username}").route(web::delete().to(remove_friend)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestBody {
+    username: String,
+}
+
+#[derive(Serialize)]
+struct RequestOutcome {
+    /// "pending" when the request waits for the other side, "accepted" when it made friends.
+    status: &'static str,
+    user: PersonView,
+}
+
+#[derive(Serialize)]
+struct RequestLists {
+    incoming: Vec<DatedPersonView>,
+    outgoing: Vec<DatedPersonView>,
+}
+
+/// A friend with live presence.
+#[derive(Serialize)]
+pub struct FriendView {
+    pub username: String,
+    pub display_name: String,
+    pub presence: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    #[serde(with = "crate::time::as_rfc3339_opt")]
+    pub last_seen: Option<i64>,
+}
+
+/// The user named `name` as `viewer` may see them: unknown users and users who blocked the
+/// viewer are both "not found", so a block is never revealed.
+pub fn find_visible(conn: &mut DbConn, viewer: &UserId, name: &str) -> Result<UserRow, AppError> {
+    let user = db::users::find_by_username(conn, name)?.ok_or_else(AppError::user_not_found)?;
+    if db::relations::has_blocked(conn, &user.user_id(), viewer)? {
+        return Err(AppError::user_not_found());
+    }
+    Ok(user)
+}
+
+async fn send_request(
+    state: web::Data<AppState>,
+    me: Identity,
+    body: web::Json<RequestBody>,
+) -> Result<HttpResponse, AppError> {
+    let name = input::username(&body.username)?;
+    if name == me.user.username {
+        return Err(AppError::new(
+            ErrorCode::CannotFriendSelf,
+            "you can't befriend yourself",
+        ));
+    }
+    let my_id = me.user_id();
+    let (target, accepted) = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let target = find_visible(conn, &my_id, &name)?;
+                let their_id = target.user_id();
+                if db::relations::are_friends(conn, &my_id, &their_id)? {
+                    return Err(AppError::new(
+                        ErrorCode::AlreadyFriends,
+                        "you are already friends",
+                    ));
+                }
+                if db::relations::has_blocked(conn, &my_id, &their_id)? {
+                    return Err(AppError::new(
+                        ErrorCode::UserBlocked,
+                        "you blocked this user; unblock them first",
+                    ));
+                }
+                if db::relations::request_exists(conn, &their_id, &my_id)? {
+                    db::relations::make_friends(conn, &my_id, &their_id, now_ms())?;
+                    return Ok((target, true));
+                }
+                if db::relations::request_exists(conn, &my_id, &their_id)? {
+                    return Err(AppError::new(
+                        ErrorCode::RequestExists,
+                        "you already asked this user",
+                    ));
+                }
+                db::relations::insert_request(conn, &my_id, &their_id, now_ms())?;
+                Ok((target, false))
+            })
+        })
+        .await?;
+    let (status, change, code) = if accepted {
+        (
+            "accepted",
+            RelationChange::Accepted,
+            actix_web::http::StatusCode::OK,
+        )
+    } else {
+        (
+            "pending",
+            RelationChange::Requested,
+            actix_web::http::StatusCode::CREATED,
+        )
+    };
+    state.relation_changed(&me.user, &target, change);
+    Ok(HttpResponse::build(code).json(RequestOutcome {
+        status,
+        user: PersonView::from(&target),
+    }))
+}
+
+async fn list_requests(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
+    let id = me.user_id();
+    let (incoming, outgoing) = state
+        .db
+        .run(move |conn| {
+            Ok((
+                db::relations::incoming_requests(conn, &id)?,
+                db::relations::outgoing_requests(conn, &id)?,
+            ))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(RequestLists {
+        incoming: incoming.iter().map(DatedPersonView::from).collect(),
+        outgoing: outgoing.iter().map(DatedPersonView::from).collect(),
+    }))
+}
+
+async fn accept_request(
+    state: web::Data<AppState>,
+    me: Identity,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = input::username(&path.into_inner())?;
+    let my_id = me.user_id();
+    let friend = state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let from = db::users::find_by_username(conn, &name)?;
+                let from = match from {
+                    Some(u) if db::relations::request_exists(conn, &u.user_id(), &my_id)? => u,
+                    _ => {
+                        return Err(AppError::new(
+                            ErrorCode::RequestNotFound,
+                            "no request from that user",
+                        ))
+                    }
+                };
+                db::relations::make_friends(conn, &my_id, &from.user_id(), now_ms())?;
+                Ok(from)
+            })
+        })
+        .await?;
+    state.relation_changed(&me.user, &friend, RelationChange::Accepted);
+    Ok(HttpResponse::Ok().json(RequestOutcome {
+        status: "accepted",
+        user: PersonView::from(&friend),
+    }))
+}
+
+/// Declines an incoming request or cancels an outgoing one.
+async fn delete_request(
+    state: web::Data<AppState>,
+    me: Identity,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = input::username(&path.into_inner())?;
+    let my_id = me.user_id();
+    state
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let other = db::users::find_by_username(conn, &name)?;
+                let removed = match other {
+                    Some(u) => {
+                        let incoming = db::relations::delete_request(conn, &u.user_id(), &my_id)?;
+                        let outgoing = db::relations::delete_request(conn, &my_id, &u.user_id())?;
+                        incoming || outgoing
+                    }
+                    None => false,
+                };
+                if removed {
+                    Ok(())
+                } else {
+                    Err(AppError::new(
+                        ErrorCode::RequestNotFound,
+                        "no request to or from that user",
+                    ))
+                }
+            })
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn list_friends(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
+    let id = me.user_id();
+    let friends = state
+        .db
+        .run(move |conn| db::relations::friends_of(conn, &id))
+        .await?;
+    let online = state
+        .presence_of(friends.iter().map(|f| f.user_id()).collect())
+        .await;
+    let views: Vec<FriendView> = friends
+        .iter()
+        .map(|f| match online.get(&f.user_id()) {
+            Some(p) => FriendView {
+                username: f.username.clone(),
+                display_name: f.display_name.clone(),
+                presence: p.status.to_owned(),
+                status_message: p.message.clone(),
+                last_seen: None,
+            },
+            None => FriendView {
+                username: f.username.clone(),
+                display_name: f.display_name.clone(),
+                presence: "offline".into(),
+                status_message: None,
+                last_seen: f.last_seen,
+            },
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "friends": views })))
+}
+
+async fn remove_friend(
+    state: web::Data<AppState>,
+    me: Identity,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = input::username(&path.into_inner())?;
+    let my_id = me.user_id();
+    let former = state
+        .db
+        .run(move |conn| {
+            let other = db::users::find_by_username(conn, &name)?;
+            match other {
+                Some(u) if db::relations::remove_friendship(conn, &my_id, &u.user_id())? => Ok(u),
+                _ => Err(AppError::new(
+                    ErrorCode::FriendNotFound,
+                    "you are not friends with that user",
+                )),
+            }
+        })
+        .await?;
+    state.relation_changed(&me.user, &former, RelationChange::Removed);
+    Ok(HttpResponse::NoContent().finish())
+}

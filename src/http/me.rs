@@ -1,0 +1,134 @@
+//! The signed-in user's own account: profile, password, deletion.
+use super::input;
+use super::views::UserView;
+use crate::auth::Identity;
+use crate::db;
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use diesel::Connection;
+use serde::Deserialize;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/me")
+            .route(web::get().to(get_me))
+            .route(web::patch().to(update_me))
+            .route(web::delete().to(delete_me)),
+    )
+    .service(web::resource("/me/password").route(web::put().to(change_password)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    old_password: String,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteBody {
+    password: String,
+}
+
+async fn get_me(me: Identity) -> HttpResponse {
+    HttpResponse::Ok().json(UserView::from(&me.user))
+}
+
+async fn update_me(
+    state: web::Data<AppState>,
+    me: Identity,
+    body: web::Json<UpdateBody>,
+) -> Result<HttpResponse, AppError> {
+    let name = input::display_name(&body.display_name)?;
+    let mut user = me.user;
+    let id = user.user_id();
+    let stored = name.clone();
+    state
+        .db
+        .run(move |conn| db::users::set_display_name(conn, &id, &stored))
+        .await?;
+    user.display_name = name;
+    Ok(HttpResponse::Ok().json(UserView::from(&user)))
+}
+
+/// Checks the current password before anything sensitive changes.
+async fn confirm_password(
+    state: &AppState,
+    me: &Identity,
+    password: String,
+) -> Result<(), AppError> {
+    let hash = Some(me.user.password_hash.clone());
+    if state.hasher.verify(password, hash).await? {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            ErrorCode::WrongPassword,
+            "the current password is wrong",
+        ))
+    }
+}
+
+/// Changes the password and revokes every other session of the user.
+async fn change_password(
+    state: web::Data<AppState>,
+    me: Identity,
+    body: web::Json<PasswordBody>,
+) -> Result<HttpResponse, AppError> {
+    let body = body.into_inner();
+    input::password(&body.new_password)?;
+    confirm_password(&state, &me, body.old_password).await?;
+    let new_hash = state.hasher.hash(body.new_password).await?;
+    let user = me.user_id();
+    let keep = me.token_hash.clone();
+    let revoked = {
+        let user = user.clone();
+        state
+            .db
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    db::users::set_password_hash(conn, &user, &new_hash)?;
+                    db::sessions::delete_all_for_user(conn, &user, Some(&keep))
+                })
+            })
+            .await?
+    };
+    state.sessions_revoked(&user, revoked);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Deletes the account with its sessions, friendships, requests, blocks and call history.
+async fn delete_me(
+    state: web::Data<AppState>,
+    me: Identity,
+    body: web::Json<DeleteBody>,
+) -> Result<HttpResponse, AppError> {
+    confirm_password(&state, &me, body.into_inner().password).await?;
+    let user = me.user_id();
+    let (revoked, friends) = {
+        let user = user.clone();
+        state
+            .db
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    let friends = db::relations::friends_of(conn, &user)?;
+                    let revoked = db::sessions::delete_all_for_user(conn, &user, None)?;
+                    db::users::delete(conn, &user)?;
+                    Ok::<_, AppError>((revoked, friends))
+                })
+            })
+            .await?
+    };
+    state.sessions_revoked(&user, revoked);
+    for friend in friends {
+        state.relation_changed(&me.user, &friend, crate::state::RelationChange::Removed);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

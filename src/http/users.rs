@@ -1,0 +1,67 @@
+//! Finding people: search by username prefix, paginated by an opaque cursor.
+use super::input;
+use super::views::PersonView;
+use crate::auth::Identity;
+use crate::db;
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/users").route(web::get().to(search)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SearchPage {
+    users: Vec<PersonView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+async fn search(
+    state: web::Data<AppState>,
+    me: Identity,
+    query: web::Query<SearchQuery>,
+) -> Result<HttpResponse, AppError> {
+    let query = query.into_inner();
+    let prefix = query.q.trim().to_ascii_lowercase();
+    if prefix.len() > 32 {
+        return Err(AppError::new(
+            ErrorCode::InvalidRequest,
+            "q is at most 32 characters",
+        ));
+    }
+    let limit = input::limit(query.limit)?;
+    // The cursor is the last username of the previous page, so it must look like one.
+    let after = match query.cursor {
+        Some(c) => Some(input::username(&c).map_err(|_| {
+            AppError::new(
+                ErrorCode::InvalidCursor,
+                "cursor is not one this server handed out",
+            )
+        })?),
+        None => None,
+    };
+    let viewer = me.user_id();
+    let rows = state
+        .db
+        .run(move |conn| db::users::search(conn, &viewer, &prefix, after.as_deref(), limit))
+        .await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|u| u.username.clone()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(SearchPage {
+        users: rows.iter().map(PersonView::from).collect(),
+        next_cursor,
+    }))
+}

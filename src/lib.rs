@@ -1,0 +1,15 @@
+//! Switchboard: a real-time presence and call broker for 1:1 video calling.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+pub mod auth;
+pub mod calls;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod presence;
+pub mod startup;
+pub mod state;
+pub mod time;
+pub mod ws;

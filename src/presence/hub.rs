@@ -1,0 +1,407 @@
+//! The PresenceHub: every online user with their devices, chosen status and friend set. It
+//! pushes presence changes to online friends only, forwards relation changes made over REST to
+//! the devices concerned, and closes sockets whose session was revoked.
+use crate::db::Db;
+use crate::ids::{DeviceId, UserId};
+use crate::state::RelationChange;
+use crate::time::now_ms;
+use crate::ws::device::{DeviceHandle, Kick};
+use crate::ws::protocol::{ChosenStatus, FriendPresence, Person, PresenceInfo, ServerFrame};
+use actix::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// Close code for a socket whose session token was revoked.
+pub const CLOSE_REVOKED: u16 = 4001;
+/// Close code sent to every socket when the broker shuts down (1001, "going away").
+pub const CLOSE_SHUTDOWN: u16 = 1001;
+
+struct Online {
+    username: String,
+    display_name: String,
+    devices: HashMap<DeviceId, (DeviceHandle, String)>,
+    status: ChosenStatus,
+    message: Option<String>,
+    busy: bool,
+    friends: HashSet<UserId>,
+    /// Runs while the last device is gone; the user turns offline when it fires.
+    offline_timer: Option<SpawnHandle>,
+}
+
+impl Online {
+    fn info(&self) -> PresenceInfo {
+        PresenceInfo {
+            username: self.username.clone(),
+            status: if self.busy {
+                "busy"
+            } else {
+                status_str(self.status)
+            },
+            message: self.message.clone(),
+            last_seen: None,
+        }
+    }
+}
+
+fn status_str(status: ChosenStatus) -> &'static str {
+    match status {
+        ChosenStatus::Online => "online",
+        ChosenStatus::Away => "away",
+        ChosenStatus::Dnd => "dnd",
+    }
+}
+
+pub struct PresenceHub {
+    users: HashMap<UserId, Online>,
+    grace: Duration,
+    db: Db,
+    /// Told whenever a user's do-not-disturb state changes, so the router can refuse calls.
+    dnd_listener: Recipient<DndChanged>,
+}
+
+impl PresenceHub {
+    pub fn new(db: Db, grace: Duration, dnd_listener: Recipient<DndChanged>) -> Self {
+        Self {
+            users: HashMap::new(),
+            grace,
+            db,
+            dnd_listener,
+        }
+    }
+
+    fn deliver_to_user(&self, user: &UserId, frame: &bytestring::ByteString) {
+        if let Some(online) = self.users.get(user) {
+            for (device, _) in online.devices.values() {
+                device.send(frame.clone());
+            }
+        }
+    }
+
+    /// Pushes `user`'s presence to each online friend.
+    fn fan_out(&self, user: &UserId, info: &PresenceInfo) {
+        let Some(online) = self.users.get(user) else {
+            return;
+        };
+        let frame = ServerFrame::Presence(info).encode();
+        for friend in &online.friends {
+            self.deliver_to_user(friend, &frame);
+        }
+    }
+
+    fn go_offline(&mut self, user: &UserId) {
+        let Some(online) = self.users.get(user) else {
+            return;
+        };
+        if !online.devices.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let info = PresenceInfo {
+            username: online.username.clone(),
+            status: "offline",
+            message: None,
+            last_seen: Some(now),
+        };
+        self.fan_out(user, &info);
+        self.users.remove(user);
+        self.dnd_listener.do_send(DndChanged {
+            user: user.clone(),
+            dnd: false,
+        });
+        let user = user.clone();
+        self.db
+            .spawn(move |conn| crate::db::users::set_last_seen(conn, &user, now));
+    }
+
+    fn friend_presence(
+        &self,
+        user: &UserId,
+        display_name: String,
+        username: String,
+    ) -> FriendPresence {
+        let presence = match self.users.get(user) {
+            Some(online) => online.info(),
+            None => PresenceInfo {
+                username,
+                status: "offline",
+                message: None,
+                last_seen: None,
+            },
+        };
+        FriendPresence {
+            display_name,
+            presence,
+        }
+    }
+}
+
+impl Actor for PresenceHub {
+    type Context = Context<Self>;
+}
+
+/// A device authenticated. Answers with the presence of each friend who is online.
+#[derive(Message)]
+#[rtype(result = "HashMap<UserId, PresenceInfo>")]
+pub struct Connect {
+    pub user: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub device: DeviceHandle,
+    pub token_hash: String,
+    pub friends: Vec<UserId>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub user: UserId,
+    pub device: DeviceId,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetStatus {
+    pub user: UserId,
+    pub status: ChosenStatus,
+    pub message: Option<String>,
+}
+
+/// Sent by the call router when a user enters or leaves a call.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetBusy {
+    pub user: UserId,
+    pub busy: bool,
+}
+
+/// Sent to the call router when a user's do-not-disturb state changes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DndChanged {
+    pub user: UserId,
+    pub dnd: bool,
+}
+
+/// A relation changed over REST between `actor` and `other`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RelationChanged {
+    pub actor: (UserId, Person),
+    pub other: (UserId, Person),
+    pub change: RelationChange,
+}
+
+/// These sessions were revoked: close their sockets.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RevokeSessions {
+    pub user: UserId,
+    pub token_hashes: Vec<String>,
+}
+
+/// Current presence of these users (for `GET /api/v1/friends`).
+#[derive(Message)]
+#[rtype(result = "HashMap<UserId, PresenceInfo>")]
+pub struct PresenceOf {
+    pub users: Vec<UserId>,
+}
+
+/// Closes every socket; answers when all were told.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll;
+
+impl Handler<Connect> for PresenceHub {
+    type Result = MessageResult<Connect>;
+
+    fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        let entry = self.users.entry(msg.user.clone());
+        let is_new = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
+        let online = entry.or_insert_with(|| Online {
+            username: msg.username.clone(),
+            display_name: msg.display_name.clone(),
+            devices: HashMap::new(),
+            status: ChosenStatus::Online,
+            message: None,
+            busy: false,
+            friends: HashSet::new(),
+            offline_timer: None,
+        });
+        if let Some(timer) = online.offline_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        online.display_name = msg.display_name;
+        online.friends = msg.friends.into_iter().collect();
+        online
+            .devices
+            .insert(msg.device.id.clone(), (msg.device, msg.token_hash));
+        let friends: Vec<UserId> = online.friends.iter().cloned().collect();
+        if is_new {
+            let info = online.info();
+            self.fan_out(&msg.user, &info);
+        }
+        let snapshot = friends
+            .into_iter()
+            .filter_map(|f| self.users.get(&f).map(|o| (f, o.info())))
+            .collect();
+        MessageResult(snapshot)
+    }
+}
+
+impl Handler<Disconnect> for PresenceHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
+        let Some(online) = self.users.get_mut(&msg.user) else {
+            return;
+        };
+        if online.devices.remove(&msg.device).is_none() || !online.devices.is_empty() {
+            return;
+        }
+        let user = msg.user;
+        if let Some(timer) = online.offline_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        online.offline_timer = Some(ctx.run_later(self.grace, move |hub, _| hub.go_offline(&user)));
+    }
+}
+
+impl Handler<SetStatus> for PresenceHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetStatus, _: &mut Context<Self>) {
+        let Some(online) = self.users.get_mut(&msg.user) else {
+            return;
+        };
+        let was_dnd = online.status == ChosenStatus::Dnd;
+        online.status = msg.status;
+        online.message = msg.message;
+        let info = online.info();
+        let is_dnd = msg.status == ChosenStatus::Dnd;
+        if was_dnd != is_dnd {
+            self.dnd_listener.do_send(DndChanged {
+                user: msg.user.clone(),
+                dnd: is_dnd,
+            });
+        }
+        self.fan_out(&msg.user, &info);
+    }
+}
+
+impl Handler<SetBusy> for PresenceHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetBusy, _: &mut Context<Self>) {
+        let Some(online) = self.users.get_mut(&msg.user) else {
+            return;
+        };
+        if online.busy == msg.busy {
+            return;
+        }
+        online.busy = msg.busy;
+        let info = online.info();
+        self.fan_out(&msg.user, &info);
+    }
+}
+
+impl Handler<RelationChanged> for PresenceHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: RelationChanged, _: &mut Context<Self>) {
+        let ((a, a_person), (b, b_person)) = (msg.actor, msg.other);
+        match msg.change {
+            RelationChange::Requested => {
+                self.deliver_to_user(&b, &ServerFrame::FriendRequest { from: &a_person }.encode());
+            }
+            RelationChange::Accepted => {
+                for (me, friend) in [(&a, &b), (&b, &a)] {
+                    if let Some(online) = self.users.get_mut(me) {
+                        online.friends.insert(friend.clone());
+                    }
+                }
+                let a_view = self.friend_presence(&a, a_person.display_name, a_person.username);
+                let b_view = self.friend_presence(&b, b_person.display_name, b_person.username);
+                self.deliver_to_user(
+                    &b,
+                    &ServerFrame::FriendAccepted { friend: &a_view }.encode(),
+                );
+                self.deliver_to_user(
+                    &a,
+                    &ServerFrame::FriendAccepted { friend: &b_view }.encode(),
+                );
+            }
+            RelationChange::Removed | RelationChange::Blocked => {
+                let mut were_friends = false;
+                for (me, friend) in [(&a, &b), (&b, &a)] {
+                    if let Some(online) = self.users.get_mut(me) {
+                        were_friends |= online.friends.remove(friend);
+                    }
+                }
+                // Only former friends hear about it: a block must not reveal itself otherwise.
+                if were_friends || msg.change == RelationChange::Removed {
+                    self.deliver_to_user(
+                        &b,
+                        &ServerFrame::FriendRemoved {
+                            username: &a_person.username,
+                        }
+                        .encode(),
+                    );
+                    self.deliver_to_user(
+                        &a,
+                        &ServerFrame::FriendRemoved {
+                            username: &b_person.username,
+                        }
+                        .encode(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Handler<RevokeSessions> for PresenceHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: RevokeSessions, _: &mut Context<Self>) {
+        let Some(online) = self.users.get(&msg.user) else {
+            return;
+        };
+        let revoked: HashSet<&String> = msg.token_hashes.iter().collect();
+        for (device, token_hash) in online.devices.values() {
+            if revoked.contains(token_hash) {
+                device.kick.do_send(Kick {
+                    code: CLOSE_REVOKED,
+                    reason: "session revoked",
+                });
+            }
+        }
+    }
+}
+
+impl Handler<PresenceOf> for PresenceHub {
+    type Result = MessageResult<PresenceOf>;
+
+    fn handle(&mut self, msg: PresenceOf, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            msg.users
+                .into_iter()
+                .filter_map(|u| self.users.get(&u).map(|o| (u, o.info())))
+                .collect(),
+        )
+    }
+}
+
+impl Handler<CloseAll> for PresenceHub {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) {
+        for online in self.users.values() {
+            for (device, _) in online.devices.values() {
+                device.kick.do_send(Kick {
+                    code: CLOSE_SHUTDOWN,
+                    reason: "server shutting down",
+                });
+            }
+        }
+    }
+}

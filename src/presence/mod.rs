@@ -1,0 +1,2 @@
+//! Presence: who is online, with what status, and telling their friends.
+pub mod hub;

@@ -1,0 +1,176 @@
+//! Builds the whole broker from a [`Config`]: database, shared state, actors and the HTTP
+//! server bound to its listener (port 0 picks a free port, which tests rely on).
+use crate::auth::{login_limiter::LoginLimiter, password::PasswordHasher};
+use crate::calls::{
+    recorder::CallRecorder,
+    router::{CallRouter, EndAllCalls},
+};
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::http;
+use crate::presence::hub::{CloseAll, PresenceHub};
+use crate::state::AppState;
+use crate::time::now_ms;
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::{web, App, HttpServer};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+/// Starts the call recorder, the presence hub and the call router, the router on its own thread. The
+/// hub and the router tell each other about busy and do-not-disturb, so the hub's address is
+/// made before either actor starts.
+fn start_actors(config: &Config, db: &Db) -> (Addr<PresenceHub>, Addr<CallRouter>) {
+    let recorder = CallRecorder::start(db.clone());
+    let hub_ctx = Context::<PresenceHub>::new();
+    let hub_addr = hub_ctx.address();
+    let (ring, grace) = (config.ring_timeout, config.reconnect_grace);
+    let busy_listener = hub_addr.clone().recipient();
+    let router = CallRouter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        CallRouter::new(busy_listener, recorder, ring, grace)
+    });
+    let hub = PresenceHub::new(
+        db.clone(),
+        config.presence_grace,
+        router.clone().recipient(),
+    );
+    // The hub lives on the thread that builds the application (the system arbiter).
+    hub_ctx.run(hub);
+    (hub_addr, router)
+}
+
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    shutdown: ShutdownHandle,
+}
+
+/// Stops the broker gracefully: live calls end as `server_shutdown` with their records
+/// written, every socket gets a close frame, then the HTTP server stops.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    server: ServerHandle,
+    presence: Addr<PresenceHub>,
+    router: Addr<CallRouter>,
+}
+
+impl ShutdownHandle {
+    pub async fn shutdown(&self) {
+        log::info!("shutting down: ending calls and closing connections");
+        let _ = self.router.send(EndAllCalls).await;
+        let _ = self.presence.send(CloseAll).await;
+        // Give sessions a moment to write their close frames before connections are dropped.
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.server.stop(true).await;
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            log::error!("cannot listen for SIGTERM/SIGINT; stop the broker with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+impl Application {
+    /// Connects to the database (running migrations), binds the listener and starts serving.
+    /// Errors are one line naming what is wrong.
+    pub async fn build(config: Config) -> Result<Self, String> {
+        let config = Arc::new(config);
+        let db = {
+            let (url, size) = (config.database_url.clone(), config.db_pool_size);
+            web::block(move || Db::connect(&url, size))
+                .await
+                .map_err(|e| e.to_string())??
+        };
+        let hasher = {
+            let (cost, n) = (config.bcrypt_cost, config.bcrypt_concurrency);
+            web::block(move || PasswordHasher::new(cost, n))
+                .await
+                .map_err(|e| e.to_string())??
+        };
+        let failed = db
+            .run(|conn| db::calls::fail_open_calls(conn, now_ms()))
+            .await
+            .map_err(|e| e.to_string())?;
+        if failed > 0 {
+            log::warn!("closed {failed} call(s) left open by an earlier crash as failed");
+        }
+        let (presence, router) = start_actors(&config, &db);
+        let state = web::Data::new(AppState {
+            login_limiter: LoginLimiter::new(config.login_max_failures, config.login_window),
+            config: config.clone(),
+            db,
+            hasher,
+            presence,
+            router,
+        });
+
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| format!("cannot listen on {} (--listen): {e}", config.listen))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let (state_presence, state_router) = (state.presence.clone(), state.router.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(http::jsonify_error))
+                .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
+                .app_data(state.clone())
+                .app_data(http::input::json_config())
+                .app_data(http::input::query_config())
+                .app_data(http::input::path_config())
+                .app_data(web::PayloadConfig::new(http::input::MAX_BODY_BYTES))
+                .configure(http::configure)
+        })
+        .tcp_nodelay(true)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)
+        .map_err(|e| format!("cannot serve on {address}: {e}"))?
+        .run();
+        let shutdown = ShutdownHandle {
+            server: server.handle(),
+            presence: state_presence,
+            router: state_router,
+        };
+        Ok(Self {
+            address,
+            server,
+            shutdown,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let shutdown = self.shutdown.clone();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            shutdown.shutdown().await;
+        });
+        self.server.await
+    }
+}

@@ -1,0 +1,23 @@
+//! The WebSocket edge: the wire protocol, the per-connection session actor, and the upgrade
+//! route at `GET /ws`.
+pub mod device;
+pub mod frame_budget;
+pub mod protocol;
+pub mod session;
+
+use crate::state::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+/// Largest text frame accepted; bigger ones close the socket with 1009.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Upgrades to a WebSocket; the client authenticates with its first frame, never in the URL.
+pub async fn connect(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    actix_web_actors::ws::WsResponseBuilder::new(session::UserSession::new(state), &req, stream)
+        .frame_size(MAX_FRAME_BYTES)
+        .start()
+}

@@ -1,0 +1,527 @@
+//! The UserSession actor: one per WebSocket connection (one device of a user). It
+//! authenticates the socket, parses each frame once, keeps the heartbeat and the frame budget,
+//! and hands presence to the PresenceHub and calls and signaling to the CallRouter. It
+//! registers with both after `auth` and unregisters when it stops, on every exit path.
+use super::device::{Deliver, DeviceHandle, Kick};
+use super::frame_budget::FrameBudget;
+use super::protocol::{
+    ClientFrame, ClientRef, FriendPresence, Heartbeat, IdOnly, PresenceInfo, ServerFrame,
+    SignalKind,
+};
+use crate::auth::identity::authenticate;
+use crate::calls::router::{ActOnCall, Attach, CallAction, Detach, PlaceCall, RelaySignal};
+use crate::calls::state::{Media, Party};
+use crate::db;
+use crate::error::{AppError, ErrorCode};
+use crate::http::{input, views::UserView};
+use crate::ids::{CallId, DeviceId, UserId};
+use crate::presence::hub::{Connect, Disconnect, SetStatus};
+use crate::state::AppState;
+use actix::prelude::*;
+use actix_web::web;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use std::time::Instant;
+
+/// Close codes of our own (4000-4999 is the application range).
+pub const CLOSE_AUTH_TIMEOUT: u16 = 4000;
+pub const CLOSE_UNAUTHORIZED: u16 = 4003;
+pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4008;
+
+/// Longest status message a user may set.
+const MAX_STATUS_MESSAGE: usize = 140;
+
+struct Me {
+    user: UserId,
+    username: String,
+    display_name: String,
+}
+
+impl Me {
+    fn party(&self) -> Party {
+        Party {
+            user: self.user.clone(),
+            username: self.username.clone(),
+            display_name: self.display_name.clone(),
+        }
+    }
+}
+
+pub struct UserSession {
+    state: web::Data<AppState>,
+    device: DeviceId,
+    me: Option<Me>,
+    authenticating: bool,
+    last_heard: Instant,
+    budget: FrameBudget,
+}
+
+impl UserSession {
+    pub fn new(state: web::Data<AppState>) -> Self {
+        let budget = FrameBudget::new(state.config.ws_max_frame_rate);
+        Self {
+            state,
+            device: DeviceId::new(),
+            me: None,
+            authenticating: false,
+            last_heard: Instant::now(),
+            budget,
+        }
+    }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        ctx.close(Some(CloseReason {
+            code: CloseCode::from(code),
+            description: Some(reason.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame<'_>) {
+        ctx.text(frame.encode());
+    }
+
+    fn send_error(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reference: &ClientRef,
+        err: &AppError,
+    ) {
+        let frame = ServerFrame::Error {
+            reference: reference.as_deref(),
+            error: err.code,
+            message: &err.message,
+        };
+        self.send(ctx, frame);
+    }
+
+    fn ack(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reference: &ClientRef,
+        call_id: Option<&str>,
+        merged: Option<bool>,
+    ) {
+        if let Some(reference) = reference.as_deref() {
+            self.send(
+                ctx,
+                ServerFrame::Ack {
+                    reference,
+                    call_id,
+                    merged,
+                },
+            );
+        }
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let reference = serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
+                let err = AppError::new(ErrorCode::InvalidFrame, format!("bad frame: {e}"));
+                return self.send_error(ctx, &reference, &err);
+            }
+        };
+        match (&self.me, frame) {
+            (_, ClientFrame::Ping { id }) => self.send(
+                ctx,
+                ServerFrame::Pong {
+                    reference: id.as_deref(),
+                },
+            ),
+            (None, ClientFrame::Auth { id, token }) if !self.authenticating => {
+                self.authenticate(id, token, ctx)
+            }
+            (None, frame) => {
+                let err = AppError::new(ErrorCode::Unauthorized, "send an auth frame first");
+                self.send_error(ctx, frame.id(), &err);
+            }
+            (Some(_), ClientFrame::Auth { id, .. }) => {
+                let err = AppError::new(
+                    ErrorCode::InvalidFrame,
+                    "this connection is already authenticated",
+                );
+                self.send_error(ctx, &id, &err);
+            }
+            (Some(_), frame) => self.on_frame(frame, ctx),
+        }
+    }
+
+    fn authenticate(&mut self, id: ClientRef, token: String, ctx: &mut ws::WebsocketContext<Self>) {
+        self.authenticating = true;
+        let state = self.state.clone();
+        let device = DeviceHandle {
+            id: self.device.clone(),
+            deliver: ctx.address().recipient::<Deliver>(),
+            kick: ctx.address().recipient::<Kick>(),
+        };
+        let work = async move {
+            let identity = authenticate(&state, &token).await?;
+            let user = identity.user.clone();
+            let (friends, missed) = {
+                let (id, seen) = (user.user_id(), user.calls_seen_at);
+                state
+                    .db
+                    .run(move |conn| {
+                        Ok((
+                            db::relations::friends_of(conn, &id)?,
+                            db::calls::missed_since(conn, &id, seen)?,
+                        ))
+                    })
+                    .await?
+            };
+            let online = state
+                .presence
+                .send(Connect {
+                    user: user.user_id(),
+                    username: user.username.clone(),
+                    display_name: user.display_name.clone(),
+                    device: device.clone(),
+                    token_hash: identity.token_hash.clone(),
+                    friends: friends.iter().map(|f| f.user_id()).collect(),
+                })
+                .await
+                .map_err(AppError::internal)?;
+            let calls = state
+                .router
+                .send(Attach {
+                    user: user.user_id(),
+                    device,
+                })
+                .await
+                .map_err(AppError::internal)?;
+            let friends: Vec<FriendPresence> = friends
+                .into_iter()
+                .map(|f| {
+                    let presence = online.get(&f.user_id()).cloned().unwrap_or(PresenceInfo {
+                        username: f.username.clone(),
+                        status: "offline",
+                        message: None,
+                        last_seen: f.last_seen,
+                    });
+                    FriendPresence {
+                        display_name: f.display_name,
+                        presence,
+                    }
+                })
+                .collect();
+            Ok::<_, AppError>((user, friends, calls, missed))
+        };
+        ctx.wait(work.into_actor(self).map(move |result, session, ctx| {
+            session.authenticating = false;
+            match result {
+                Ok((user, friends, calls, missed_calls)) => {
+                    session.me = Some(Me {
+                        user: user.user_id(),
+                        username: user.username.clone(),
+                        display_name: user.display_name.clone(),
+                    });
+                    let config = &session.state.config;
+                    let welcome = ServerFrame::Welcome {
+                        user: &UserView::from(&user),
+                        device_id: session.device.as_str(),
+                        friends,
+                        calls,
+                        missed_calls,
+                        heartbeat: Heartbeat {
+                            interval_ms: config.heartbeat_interval.as_millis() as u64,
+                            timeout_ms: config.heartbeat_timeout.as_millis() as u64,
+                        },
+                    };
+                    session.send(ctx, welcome);
+                }
+                Err(err) => {
+                    session.send_error(ctx, &id, &err);
+                    if err.code == ErrorCode::Unauthorized {
+                        session.close(ctx, CLOSE_UNAUTHORIZED, "invalid token");
+                    }
+                }
+            }
+        }));
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(me) = &self.me else { return };
+        match frame {
+            ClientFrame::PresenceSet {
+                id,
+                status,
+                message,
+            } => {
+                let message = message
+                    .map(|m| m.trim().to_owned())
+                    .filter(|m| !m.is_empty());
+                if message
+                    .as_ref()
+                    .is_some_and(|m| m.chars().count() > MAX_STATUS_MESSAGE)
+                {
+                    let err = AppError::new(
+                        ErrorCode::InvalidFrame,
+                        "status messages are at most 140 characters",
+                    );
+                    return self.send_error(ctx, &id, &err);
+                }
+                self.state.presence.do_send(SetStatus {
+                    user: me.user.clone(),
+                    status,
+                    message,
+                });
+                self.ack(ctx, &id, None, None);
+            }
+            ClientFrame::CallInvite { id, to, media } => self.invite(id, to, media, ctx),
+            ClientFrame::CallAccept { id, call_id } => {
+                self.act(id, call_id, CallAction::Accept, ctx)
+            }
+            ClientFrame::CallReject {
+                id,
+                call_id,
+                reason,
+            } => self.act(
+                id,
+                call_id,
+                CallAction::Reject {
+                    reason: clip(reason),
+                },
+                ctx,
+            ),
+            ClientFrame::CallCancel { id, call_id } => {
+                self.act(id, call_id, CallAction::Cancel, ctx)
+            }
+            ClientFrame::CallHangup {
+                id,
+                call_id,
+                reason,
+            } => self.act(
+                id,
+                call_id,
+                CallAction::Hangup {
+                    reason: clip(reason),
+                },
+                ctx,
+            ),
+            ClientFrame::CallResume { id, call_id } => {
+                self.act(id, call_id, CallAction::Resume, ctx)
+            }
+            ClientFrame::Signal {
+                id,
+                call_id,
+                kind,
+                sdp,
+                candidate,
+            } => {
+                if let Err(err) = validate_signal(kind, sdp.as_deref(), candidate.is_some()) {
+                    return self.send_error(ctx, &id, &err);
+                }
+                self.state.router.do_send(RelaySignal {
+                    user: me.user.clone(),
+                    device: self.device.clone(),
+                    reference: id,
+                    call_id: CallId(call_id),
+                    kind,
+                    sdp,
+                    candidate,
+                });
+            }
+            ClientFrame::Auth { .. } | ClientFrame::Ping { .. } => {}
+        }
+    }
+
+    fn invite(
+        &mut self,
+        id: ClientRef,
+        to: String,
+        media: Media,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let Some(me) = &self.me else { return };
+        let callee_name = match input::username(&to) {
+            Ok(name) if name == me.username => {
+                let err = AppError::new(ErrorCode::CannotCallSelf, "you can't call yourself");
+                return self.send_error(ctx, &id, &err);
+            }
+            Ok(name) => name,
+            Err(err) => return self.send_error(ctx, &id, &err),
+        };
+        let state = self.state.clone();
+        let caller = me.party();
+        let device = self.device.clone();
+        let work = async move {
+            let callee =
+                crate::http::calls::callable_friend(&state, &caller.user, callee_name).await?;
+            state
+                .router
+                .send(PlaceCall {
+                    caller,
+                    device: Some(device),
+                    callee,
+                    media,
+                })
+                .await
+                .map_err(AppError::internal)?
+        };
+        ctx.wait(
+            work.into_actor(self)
+                .map(move |result, session, ctx| match result {
+                    Ok(placed) => {
+                        session.ack(ctx, &id, Some(placed.call_id.as_str()), Some(placed.merged))
+                    }
+                    Err(err) => session.send_error(ctx, &id, &err),
+                }),
+        );
+    }
+
+    fn act(
+        &mut self,
+        id: ClientRef,
+        call_id: String,
+        action: CallAction,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let Some(me) = &self.me else { return };
+        let msg = ActOnCall {
+            user: me.user.clone(),
+            device: Some(self.device.clone()),
+            call_id: CallId(call_id),
+            action,
+        };
+        let work = self.state.router.send(msg);
+        ctx.wait(work.into_actor(self).map(move |result, session, ctx| {
+            match result.map_err(AppError::internal).and_then(|r| r) {
+                Ok(()) => session.ack(ctx, &id, None, None),
+                Err(err) => session.send_error(ctx, &id, &err),
+            }
+        }));
+    }
+}
+
+/// Reasons are free text from the client; keep them short.
+fn clip(reason: Option<String>) -> Option<String> {
+    reason.map(|r| r.chars().take(200).collect())
+}
+
+/// Offers and answers carry SDP that must parse; candidates carry a candidate.
+fn validate_signal(
+    kind: SignalKind,
+    sdp: Option<&str>,
+    has_candidate: bool,
+) -> Result<(), AppError> {
+    match kind {
+        SignalKind::Offer | SignalKind::Answer => {
+            let sdp = sdp.ok_or_else(|| {
+                AppError::new(ErrorCode::InvalidFrame, "offers and answers need sdp")
+            })?;
+            let mut reader = std::io::Cursor::new(sdp.as_bytes());
+            webrtc::sdp::SessionDescription::unmarshal(&mut reader)
+                .map(|_| ())
+                .map_err(|e| {
+                    AppError::new(
+                        ErrorCode::InvalidSdp,
+                        format!("the SDP does not parse: {e}"),
+                    )
+                })
+        }
+        SignalKind::Candidate if has_candidate => Ok(()),
+        SignalKind::Candidate => Err(AppError::new(
+            ErrorCode::InvalidFrame,
+            "candidate frames need a candidate",
+        )),
+    }
+}
+
+impl Actor for UserSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let config = &self.state.config;
+        ctx.run_later(config.ws_auth_timeout, |session, ctx| {
+            if session.me.is_none() {
+                session.close(ctx, CLOSE_AUTH_TIMEOUT, "authentication timeout");
+            }
+        });
+        let timeout = config.heartbeat_timeout;
+        ctx.run_interval(config.heartbeat_interval, move |session, ctx| {
+            if session.last_heard.elapsed() > timeout {
+                session.close(ctx, CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout");
+            } else {
+                ctx.ping(b"");
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(me) = self.me.take() {
+            self.state.presence.do_send(Disconnect {
+                user: me.user.clone(),
+                device: self.device.clone(),
+            });
+            self.state.router.do_send(Detach {
+                user: me.user,
+                device: self.device.clone(),
+            });
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        let message = match item {
+            Ok(message) => message,
+            Err(ProtocolError::Overflow) => {
+                return self.close(
+                    ctx,
+                    u16::from(CloseCode::Size),
+                    "frames are limited to 64 KiB",
+                );
+            }
+            Err(e) => {
+                log::debug!("websocket protocol error: {e}");
+                return self.close(ctx, u16::from(CloseCode::Protocol), "protocol error");
+            }
+        };
+        self.last_heard = Instant::now();
+        match message {
+            ws::Message::Text(text) => {
+                if !self.budget.take() {
+                    return self.close(
+                        ctx,
+                        u16::from(CloseCode::Policy),
+                        "too many frames per second",
+                    );
+                }
+                self.on_text(&text, ctx);
+            }
+            ws::Message::Binary(_) => self.close(
+                ctx,
+                u16::from(CloseCode::Unsupported),
+                "binary frames are not supported",
+            ),
+            ws::Message::Continuation(_) => self.close(
+                ctx,
+                u16::from(CloseCode::Unsupported),
+                "fragmented frames are not supported",
+            ),
+            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl Handler<Deliver> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
+        ctx.text(frame);
+    }
+}
+
+impl Handler<Kick> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
+        self.close(ctx, kick.code, kick.reason);
+    }
+}

@@ -1,0 +1,430 @@
+//! Accounts over REST: register, login, logout, the own profile, search, probes and bad input.
+mod common;
+
+use awc::http::Method;
+use common::{spawn_app, spawn_app_with, Backend};
+use serde_json::json;
+
+on_both_databases!(
+    register_returns_user_token_and_expiry,
+    register_rejects_bad_usernames_and_passwords,
+    usernames_are_unique_case_insensitively,
+    concurrent_registrations_of_one_name_have_one_winner,
+    login_succeeds_and_wrong_credentials_look_alike,
+    repeated_failed_logins_are_rate_limited,
+    logout_revokes_only_the_current_token,
+    logout_all_revokes_every_token,
+    me_shows_and_updates_the_profile,
+    password_change_needs_old_password_and_revokes_other_sessions,
+    account_deletion_removes_sessions_and_friendships,
+    search_finds_by_prefix_with_pagination_and_hides_blockers,
+    probes_report_health_and_readiness,
+    bad_input_gets_typed_json_errors,
+    missing_or_bogus_tokens_are_unauthorized,
+);
+
+async fn register_returns_user_token_and_expiry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reply = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"username": "Alice", "password": "correct horse", "display_name": " Alice A "})),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.body["user"]["username"], "alice");
+    assert_eq!(reply.body["user"]["display_name"], "Alice A");
+    assert_eq!(reply.body["token"].as_str().unwrap().len(), 43);
+    assert!(reply.body["expires_at"].as_str().unwrap().ends_with('Z'));
+    let me = app
+        .get("/api/v1/me", reply.body["token"].as_str().unwrap())
+        .await;
+    assert_eq!(me.status, 200);
+    assert_eq!(me.body["username"], "alice");
+}
+
+async fn register_rejects_bad_usernames_and_passwords(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for name in ["ab", "has space", "ümlaut", &"x".repeat(33)] {
+        let reply = app.register_raw(name, "long enough").await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "invalid_username"),
+            "{name}"
+        );
+    }
+    let short = app.register_raw("bob", "short").await;
+    assert_eq!((short.status, short.code()), (400, "invalid_password"));
+    let long = app.register_raw("bob", &"p".repeat(73)).await;
+    assert_eq!((long.status, long.code()), (400, "invalid_password"));
+    assert!(long.body["message"].as_str().unwrap().contains("72"));
+    let ok = app.register_raw("bob", &"p".repeat(72)).await;
+    assert_eq!(ok.status, 201);
+}
+
+async fn usernames_are_unique_case_insensitively(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register("carol").await;
+    let dup = app.register_raw("CAROL", "another password").await;
+    assert_eq!((dup.status, dup.code()), (409, "username_taken"));
+}
+
+async fn concurrent_registrations_of_one_name_have_one_winner(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let attempts = (0..6).map(|_| app.register_raw("dave", "password-dave"));
+    let replies = futures_util::future::join_all(attempts).await;
+    let won = replies.iter().filter(|r| r.status == 201).count();
+    let lost = replies
+        .iter()
+        .filter(|r| r.status == 409 && r.code() == "username_taken")
+        .count();
+    assert_eq!((won, lost), (1, 5));
+}
+
+async fn login_succeeds_and_wrong_credentials_look_alike(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register("erin").await;
+    let ok = app.login("ERIN", "password-erin").await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["user"]["username"], "erin");
+    let token = ok.body["token"].as_str().unwrap();
+    assert_eq!(app.get("/api/v1/me", token).await.status, 200);
+
+    let wrong = app.login("erin", "not her password").await;
+    let unknown = app.login("nobody", "whatever123").await;
+    assert_eq!((wrong.status, wrong.code()), (401, "invalid_credentials"));
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (401, "invalid_credentials")
+    );
+    assert_eq!(wrong.body["message"], unknown.body["message"]);
+}
+
+async fn repeated_failed_logins_are_rate_limited(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register("frank").await;
+    for _ in 0..5 {
+        assert_eq!(app.login("frank", "wrong password").await.status, 401);
+    }
+    let limited = app.login("frank", "password-frank").await;
+    assert_eq!((limited.status, limited.code()), (429, "rate_limited"));
+    let retry: u64 = limited
+        .headers
+        .get("Retry-After")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&retry));
+    // Another username is unaffected.
+    app.register("grace").await;
+    assert_eq!(app.login("grace", "password-grace").await.status, 200);
+}
+
+async fn logout_revokes_only_the_current_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = app.register("heidi").await;
+    let second = app.login("heidi", "password-heidi").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = app.post("/api/v1/auth/logout", &first, json!({})).await;
+    assert_eq!(out.status, 204);
+    let revoked = app.get("/api/v1/me", &first).await;
+    assert_eq!((revoked.status, revoked.code()), (401, "unauthorized"));
+    assert_eq!(app.get("/api/v1/me", &second).await.status, 200);
+}
+
+async fn logout_all_revokes_every_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = app.register("ivan").await;
+    let second = app.login("ivan", "password-ivan").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.post("/api/v1/auth/logout-all", &second, json!({}))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(app.get("/api/v1/me", &first).await.status, 401);
+    assert_eq!(app.get("/api/v1/me", &second).await.status, 401);
+}
+
+async fn me_shows_and_updates_the_profile(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.register("judy").await;
+    let patched = app
+        .request(
+            Method::PATCH,
+            "/api/v1/me",
+            Some(&token),
+            Some(json!({"display_name": "Judy J"})),
+        )
+        .await;
+    assert_eq!(patched.status, 200);
+    assert_eq!(patched.body["display_name"], "Judy J");
+    assert_eq!(
+        app.get("/api/v1/me", &token).await.body["display_name"],
+        "Judy J"
+    );
+    let empty = app
+        .request(
+            Method::PATCH,
+            "/api/v1/me",
+            Some(&token),
+            Some(json!({"display_name": "   "})),
+        )
+        .await;
+    assert_eq!((empty.status, empty.code()), (400, "invalid_display_name"));
+}
+
+async fn password_change_needs_old_password_and_revokes_other_sessions(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let current = app.register("mallory").await;
+    let other = app.login("mallory", "password-mallory").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong = app
+        .request(
+            Method::PUT,
+            "/api/v1/me/password",
+            Some(&current),
+            Some(json!({"old_password": "nope nope", "new_password": "brand new pw"})),
+        )
+        .await;
+    assert_eq!((wrong.status, wrong.code()), (403, "wrong_password"));
+    let changed = app
+        .request(
+            Method::PUT,
+            "/api/v1/me/password",
+            Some(&current),
+            Some(json!({"old_password": "password-mallory", "new_password": "brand new pw"})),
+        )
+        .await;
+    assert_eq!(changed.status, 204, "{}", changed.body);
+    assert_eq!(app.get("/api/v1/me", &current).await.status, 200);
+    assert_eq!(app.get("/api/v1/me", &other).await.status, 401);
+    assert_eq!(app.login("mallory", "password-mallory").await.status, 401);
+    assert_eq!(app.login("mallory", "brand new pw").await.status, 200);
+}
+
+async fn account_deletion_removes_sessions_and_friendships(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let niaj = app.register("niaj").await;
+    let olivia = app.register("olivia").await;
+    app.befriend(&niaj, "olivia", &olivia, "niaj").await;
+    let wrong = app
+        .request(
+            Method::DELETE,
+            "/api/v1/me",
+            Some(&niaj),
+            Some(json!({"password": "wrong one"})),
+        )
+        .await;
+    assert_eq!((wrong.status, wrong.code()), (403, "wrong_password"));
+    let deleted = app
+        .request(
+            Method::DELETE,
+            "/api/v1/me",
+            Some(&niaj),
+            Some(json!({"password": "password-niaj"})),
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(app.get("/api/v1/me", &niaj).await.status, 401);
+    assert_eq!(app.login("niaj", "password-niaj").await.status, 401);
+    assert_eq!(
+        app.get("/api/v1/friends", &olivia).await.body["friends"],
+        json!([])
+    );
+    // The name is free again.
+    assert_eq!(app.register_raw("niaj", "password-niaj").await.status, 201);
+}
+
+async fn search_finds_by_prefix_with_pagination_and_hides_blockers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let me = app.register("searcher").await;
+    for name in ["sam1", "sam2", "sam3", "sam_x", "samwise", "tom"] {
+        app.register(name).await;
+    }
+    let blocker = app.login("sam2", "password-sam2").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.put("/api/v1/blocks/searcher", &blocker).await.status,
+        204
+    );
+
+    let page1 = app.get("/api/v1/users?q=SAM&limit=2", &me).await;
+    assert_eq!(page1.status, 200, "{}", page1.body);
+    let names = |r: &common::Reply| -> Vec<String> {
+        r.body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&page1), ["sam1", "sam3"]);
+    let cursor = page1.body["next_cursor"].as_str().unwrap().to_owned();
+    let page2 = app
+        .get(&format!("/api/v1/users?q=sam&limit=2&cursor={cursor}"), &me)
+        .await;
+    assert_eq!(names(&page2), ["sam_x", "samwise"]);
+    // `_` is a literal, not a wildcard.
+    assert_eq!(
+        names(&app.get("/api/v1/users?q=sam_", &me).await),
+        ["sam_x"]
+    );
+    let bad_limit = app.get("/api/v1/users?q=sam&limit=0", &me).await;
+    assert_eq!(
+        (bad_limit.status, bad_limit.code()),
+        (400, "invalid_request")
+    );
+    let bad_cursor = app.get("/api/v1/users?q=sam&cursor=%00%01", &me).await;
+    assert_eq!(
+        (bad_cursor.status, bad_cursor.code()),
+        (400, "invalid_cursor")
+    );
+    let garbage = app.get("/api/v1/users?limit=abc", &me).await;
+    assert_eq!((garbage.status, garbage.code()), (400, "invalid_request"));
+}
+
+async fn probes_report_health_and_readiness(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let health = app.request(Method::GET, "/healthz", None, None).await;
+    assert_eq!(
+        (health.status, health.body["status"].as_str()),
+        (200, Some("ok"))
+    );
+    let ready = app.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (ready.status, ready.body["status"].as_str()),
+        (200, Some("ready"))
+    );
+}
+
+async fn bad_input_gets_typed_json_errors(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let path = "/api/v1/auth/register";
+    let malformed = app
+        .raw(
+            Method::POST,
+            path,
+            None,
+            "application/json",
+            b"{\"username\": ".to_vec(),
+        )
+        .await;
+    assert_eq!((malformed.status, malformed.code()), (400, "invalid_json"));
+    let wrong_type = app
+        .raw(Method::POST, path, None, "text/plain", b"hello".to_vec())
+        .await;
+    assert_eq!(
+        (wrong_type.status, wrong_type.code()),
+        (415, "unsupported_media_type")
+    );
+    let huge = app
+        .raw(
+            Method::POST,
+            path,
+            None,
+            "application/json",
+            vec![b' '; 70 * 1024],
+        )
+        .await;
+    assert_eq!((huge.status, huge.code()), (413, "payload_too_large"));
+    let unknown_field = app
+        .request(
+            Method::POST,
+            path,
+            None,
+            Some(json!({"username": "zed", "password": "long enough", "admin": true})),
+        )
+        .await;
+    assert_eq!(
+        (unknown_field.status, unknown_field.code()),
+        (400, "invalid_request")
+    );
+    assert!(unknown_field.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("admin"));
+    let missing_field = app
+        .request(Method::POST, path, None, Some(json!({"username": "zed"})))
+        .await;
+    assert_eq!(
+        (missing_field.status, missing_field.code()),
+        (400, "invalid_request")
+    );
+    let no_route = app
+        .request(Method::GET, "/api/v1/nowhere", None, None)
+        .await;
+    assert_eq!((no_route.status, no_route.code()), (404, "not_found"));
+    let wrong_method = app.request(Method::GET, path, None, None).await;
+    assert_eq!(
+        (wrong_method.status, wrong_method.code()),
+        (405, "method_not_allowed")
+    );
+}
+
+async fn missing_or_bogus_tokens_are_unauthorized(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let none = app.request(Method::GET, "/api/v1/me", None, None).await;
+    assert_eq!((none.status, none.code()), (401, "unauthorized"));
+    let bogus = app.get("/api/v1/me", "not-a-real-token").await;
+    assert_eq!((bogus.status, bogus.code()), (401, "unauthorized"));
+    let huge = app.get("/api/v1/me", &"x".repeat(4000)).await;
+    assert_eq!((huge.status, huge.code()), (401, "unauthorized"));
+}
+
+/// Sessions expire: a lifetime of one second makes a token useless two seconds later.
+#[actix_rt::test]
+async fn expired_sessions_are_unauthorized() {
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.session_lifetime = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let token = app.register("oscar").await;
+    assert_eq!(app.get("/api/v1/me", &token).await.status, 200);
+    actix_rt::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(app.get("/api/v1/me", &token).await.status, 401);
+}
+
+/// With Postgres gone, requests get 503 `unavailable` and readiness fails; nothing panics.
+#[actix_rt::test]
+async fn database_outage_gives_503_unavailable() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let app = spawn_app(backend).await;
+    let token = app.register("peggy").await;
+    let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+    {
+        use diesel::{connection::SimpleConnection, Connection};
+        let mut admin = diesel::PgConnection::establish(&common::postgres_admin_url()).unwrap();
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+            ))
+            .unwrap();
+    }
+    let me = app.get("/api/v1/me", &token).await;
+    assert_eq!((me.status, me.code()), (503, "unavailable"), "{}", me.body);
+    let ready = app.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!((ready.status, ready.code()), (503, "unavailable"));
+    assert_eq!(
+        app.request(Method::GET, "/healthz", None, None)
+            .await
+            .status,
+        200
+    );
+}
