@@ -13,7 +13,7 @@ use crate::time::now_ms;
 use crate::ws::device::DeviceHandle;
 use crate::ws::protocol::{CallSummary, ClientRef, ServerFrame, SignalKind};
 use actix::prelude::*;
-use serde_json::value::RawValue;
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ impl CallRouter {
 
     fn reply_error(&self, user: &UserId, device: &DeviceId, reference: &ClientRef, err: &AppError) {
         let frame = ServerFrame::Error {
-            reference: reference.as_deref(),
+            reference: reference.as_ref(),
             error: err.code,
             message: &err.message,
         };
@@ -291,7 +291,7 @@ pub struct RelaySignal {
     pub call_id: CallId,
     pub kind: SignalKind,
     pub sdp: Option<String>,
-    pub candidate: Option<Box<RawValue>>,
+    pub candidate: Option<Value>,
 }
 
 /// End every call with `server_shutdown`; answers once the records are written.
@@ -510,14 +510,14 @@ impl Handler<RelaySignal> for CallRouter {
                 from: &from.username,
                 kind: msg.kind,
                 sdp: msg.sdp.as_deref(),
-                candidate: msg.candidate.as_deref(),
+                candidate: msg.candidate.as_ref(),
             };
             peer_device.send(frame.encode());
             Ok(())
         })();
         match outcome {
             Ok(()) => {
-                if let Some(reference) = msg.reference.as_deref() {
+                if let Some(reference) = msg.reference.as_ref() {
                     let ack = ServerFrame::Ack {
                         reference,
                         call_id: None,

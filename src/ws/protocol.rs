@@ -3,10 +3,10 @@
 use crate::calls::state::{EndReason, Media};
 use crate::error::ErrorCode;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde_json::Value;
 
 /// A client's optional message id, echoed back as `ref` in `ack` and `error`.
-pub type ClientRef = Option<Box<RawValue>>;
+pub type ClientRef = Option<Value>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,7 +65,7 @@ pub enum ClientFrame {
         call_id: String,
         kind: SignalKind,
         sdp: Option<String>,
-        candidate: Option<Box<RawValue>>,
+        candidate: Option<Value>,
     },
     #[serde(rename = "ping")]
     Ping { id: ClientRef },
@@ -156,7 +156,7 @@ pub enum ServerFrame<'a> {
     #[serde(rename = "ack")]
     Ack {
         #[serde(rename = "ref")]
-        reference: &'a RawValue,
+        reference: &'a Value,
         #[serde(skip_serializing_if = "Option::is_none")]
         call_id: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,7 +165,7 @@ pub enum ServerFrame<'a> {
     #[serde(rename = "error")]
     Error {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a RawValue>,
+        reference: Option<&'a Value>,
         error: ErrorCode,
         message: &'a str,
     },
@@ -205,12 +205,12 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         sdp: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        candidate: Option<&'a RawValue>,
+        candidate: Option<&'a Value>,
     },
     #[serde(rename = "pong")]
     Pong {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a RawValue>,
+        reference: Option<&'a Value>,
     },
 }
 

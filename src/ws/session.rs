@@ -87,7 +87,7 @@ impl UserSession {
         err: &AppError,
     ) {
         let frame = ServerFrame::Error {
-            reference: reference.as_deref(),
+            reference: reference.as_ref(),
             error: err.code,
             message: &err.message,
         };
@@ -101,7 +101,7 @@ impl UserSession {
         call_id: Option<&str>,
         merged: Option<bool>,
     ) {
-        if let Some(reference) = reference.as_deref() {
+        if let Some(reference) = reference.as_ref() {
             self.send(
                 ctx,
                 ServerFrame::Ack {
@@ -126,7 +126,7 @@ impl UserSession {
             (_, ClientFrame::Ping { id }) => self.send(
                 ctx,
                 ServerFrame::Pong {
-                    reference: id.as_deref(),
+                    reference: id.as_ref(),
                 },
             ),
             (None, ClientFrame::Auth { id, token }) if !self.authenticating => {

@@ -124,6 +124,7 @@ pub struct TestApp {
     pub address: String,
     pub client: awc::Client,
     pub db: TestDatabase,
+    pub shutdown: switchboard::startup::ShutdownHandle,
 }
 
 pub struct Reply {
@@ -144,11 +145,16 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let db = TestDatabase::new(backend);
+    spawn_app_on(TestDatabase::new(backend), tweak).await
+}
+
+/// Starts the broker on an existing database (to test what a restart finds).
+pub async fn spawn_app_on(db: TestDatabase, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(&db.url);
     tweak(&mut config);
     let app = Application::build(config).await.expect("app builds");
     let address = format!("127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_handle();
     actix_rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -157,6 +163,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         address,
         client,
         db,
+        shutdown,
     }
 }
 

@@ -1,0 +1,388 @@
+//! The WebSocket: authentication, frames and their errors, heartbeat, revocation, presence.
+mod common;
+
+use awc::http::Method;
+use common::{spawn_app, Backend, TestApp};
+use serde_json::json;
+use std::time::Duration;
+
+on_both_databases!(
+    auth_frame_gets_a_welcome_with_friends_presence_and_heartbeat,
+    sockets_that_do_not_authenticate_in_time_are_closed,
+    a_bad_token_gets_an_error_and_a_close,
+    frames_before_auth_are_refused_but_ping_works,
+    malformed_unknown_and_forbidden_frames_get_errors_and_the_socket_stays_open,
+    binary_oversized_and_flooding_sockets_are_closed_with_clear_codes,
+    silent_sockets_are_dropped_by_the_heartbeat,
+    revoking_a_token_closes_its_sockets,
+    friends_see_each_other_come_online_and_go_offline_after_the_grace,
+    a_quick_reconnect_within_the_grace_does_not_flap_offline,
+    status_changes_reach_friends_and_the_friends_list,
+    presence_never_reaches_strangers_or_blocked_users,
+    friend_changes_over_rest_are_pushed_live,
+);
+
+async fn friends(app: &TestApp) -> (String, String) {
+    let amy = app.register("amy").await;
+    let ben = app.register("ben").await;
+    app.befriend(&amy, "ben", &ben, "amy").await;
+    (amy, ben)
+}
+
+fn presence_of<'a>(name: &'a str, status: &'a str) -> impl Fn(&serde_json::Value) -> bool + 'a {
+    move |f| f["type"] == "presence" && f["username"] == name && f["status"] == status
+}
+
+async fn auth_frame_gets_a_welcome_with_friends_presence_and_heartbeat(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (amy, ben) = friends(&app).await;
+    let (_ben_ws, _) = app.ws_login(&ben).await;
+    let (_, welcome) = app.ws_login(&amy).await;
+    assert_eq!(welcome["user"]["username"], "amy");
+    assert_eq!(
+        welcome["friends"],
+        json!([{"username": "ben", "display_name": "ben", "status": "online"}])
+    );
+    assert_eq!(welcome["calls"], json!([]));
+    assert_eq!(welcome["missed_calls"], 0);
+    assert_eq!(
+        welcome["heartbeat"],
+        json!({"interval_ms": 200, "timeout_ms": 800})
+    );
+    assert!(welcome["device_id"].as_str().is_some_and(|d| d.len() == 32));
+}
+
+async fn sockets_that_do_not_authenticate_in_time_are_closed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut ws = app.ws_connect().await;
+    let closed = ws.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4000, "authentication timeout")
+    );
+}
+
+async fn a_bad_token_gets_an_error_and_a_close(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut ws = app.ws_connect().await;
+    ws.send(json!({"type": "auth", "id": 7, "token": "nope"}))
+        .await;
+    let error = ws.recv().await;
+    assert_eq!(
+        error,
+        json!({"type": "error", "ref": 7, "error": "unauthorized", "message": error["message"]})
+    );
+    assert_eq!(ws.expect_close().await.code, 4003);
+}
+
+async fn frames_before_auth_are_refused_but_ping_works(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut ws = app.ws_connect().await;
+    let refused = ws
+        .request(json!({"type": "presence.set", "status": "away"}))
+        .await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["error"].as_str()),
+        (Some("error"), Some("unauthorized"))
+    );
+    ws.send(json!({"type": "ping", "id": "p1"})).await;
+    assert_eq!(ws.recv().await, json!({"type": "pong", "ref": "p1"}));
+}
+
+async fn malformed_unknown_and_forbidden_frames_get_errors_and_the_socket_stays_open(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let (amy, _) = friends(&app).await;
+    let (mut ws, _) = app.ws_login(&amy).await;
+
+    ws.send_text("{not json".into()).await;
+    let e = ws.recv().await;
+    assert_eq!(
+        (e["type"].as_str(), e["error"].as_str()),
+        (Some("error"), Some("invalid_frame"))
+    );
+    assert!(e.get("ref").is_none());
+
+    let unknown = ws.request(json!({"type": "teleport"})).await;
+    assert_eq!(unknown["error"], "invalid_frame");
+    assert!(unknown["message"].as_str().unwrap().contains("teleport"));
+
+    let missing = ws
+        .request(json!({"type": "call.invite", "media": "video"}))
+        .await;
+    assert_eq!(missing["error"], "invalid_frame");
+
+    let bad_status = ws
+        .request(json!({"type": "presence.set", "status": "sleeping"}))
+        .await;
+    assert_eq!(bad_status["error"], "invalid_frame");
+
+    let again = ws.request(json!({"type": "auth", "token": amy})).await;
+    assert_eq!(again["error"], "invalid_frame");
+
+    let stranger_call = ws
+        .request(json!({"type": "call.hangup", "call_id": "0123"}))
+        .await;
+    assert_eq!(stranger_call["error"], "call_not_found");
+
+    ws.send(json!({"type": "ping", "id": 1})).await;
+    assert_eq!(ws.recv().await, json!({"type": "pong", "ref": 1}));
+}
+
+async fn binary_oversized_and_flooding_sockets_are_closed_with_clear_codes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.register("amy").await;
+
+    let (mut ws, _) = app.ws_login(&token).await;
+    ws.send_binary(vec![1, 2, 3]).await;
+    let closed = ws.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1003, "binary frames are not supported")
+    );
+
+    let (mut ws, _) = app.ws_login(&token).await;
+    ws.send_text(format!(
+        "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(70 * 1024)
+    ))
+    .await;
+    assert_eq!(ws.expect_close().await.code, 1009);
+
+    let (mut ws, _) = app.ws_login(&token).await;
+    for _ in 0..150 {
+        ws.send(json!({"type": "ping"})).await;
+    }
+    let closed = ws.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1008, "too many frames per second")
+    );
+}
+
+async fn silent_sockets_are_dropped_by_the_heartbeat(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (amy, ben) = friends(&app).await;
+    let (mut ws, _) = app.ws_login(&amy).await;
+    assert_eq!(
+        app.get("/api/v1/friends", &ben).await.body["friends"][0]["presence"],
+        "online"
+    );
+    ws.auto_pong = false;
+    let closed = ws.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4008, "heartbeat timeout")
+    );
+    // The device is gone for good: after the grace, amy is offline.
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.get("/api/v1/friends", &ben).await.body["friends"][0]["presence"],
+        "offline"
+    );
+}
+
+async fn revoking_a_token_closes_its_sockets(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = app.register("amy").await;
+    let second = app.login("amy", "password-amy").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut ws1, _) = app.ws_login(&first).await;
+    let (mut ws2, _) = app.ws_login(&second).await;
+
+    assert_eq!(
+        app.post("/api/v1/auth/logout", &first, json!({}))
+            .await
+            .status,
+        204
+    );
+    let closed = ws1.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4001, "session revoked")
+    );
+    ws2.send(json!({"type": "ping", "id": 1})).await;
+    assert_eq!(ws2.recv().await["type"], "pong", "the other session stays");
+
+    // A password change closes every other session's sockets.
+    let third = app.login("amy", "password-amy").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let changed = app
+        .request(
+            Method::PUT,
+            "/api/v1/me/password",
+            Some(&third),
+            Some(json!({"old_password": "password-amy", "new_password": "a new password"})),
+        )
+        .await;
+    assert_eq!(changed.status, 204);
+    assert_eq!(ws2.expect_close().await.code, 4001);
+
+    // Deleting the account closes its last sockets.
+    let (mut ws3, _) = app.ws_login(&third).await;
+    let deleted = app
+        .request(
+            Method::DELETE,
+            "/api/v1/me",
+            Some(&third),
+            Some(json!({"password": "a new password"})),
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(ws3.expect_close().await.code, 4001);
+}
+
+async fn friends_see_each_other_come_online_and_go_offline_after_the_grace(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (amy, ben) = friends(&app).await;
+    let (mut amy_ws, welcome) = app.ws_login(&amy).await;
+    assert_eq!(welcome["friends"][0]["status"], "offline");
+    let (ben_ws, _) = app.ws_login(&ben).await;
+    let online = amy_ws.recv_where(|f| f["type"] == "presence").await;
+    assert_eq!(
+        online,
+        json!({"type": "presence", "username": "ben", "status": "online"})
+    );
+
+    ben_ws.close().await;
+    let offline = amy_ws.recv_where(|f| f["type"] == "presence").await;
+    assert_eq!(offline["status"], "offline");
+    assert!(offline["last_seen"]
+        .as_str()
+        .is_some_and(|s| s.ends_with('Z')));
+    // last_seen is stored: it shows in the friends list and the next welcome.
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    let list = app.get("/api/v1/friends", &amy).await;
+    assert_eq!(list.body["friends"][0]["presence"], "offline");
+    assert!(list.body["friends"][0]["last_seen"].is_string());
+    let (_, again) = app.ws_login(&amy).await;
+    assert!(again["friends"][0]["last_seen"].is_string());
+}
+
+async fn a_quick_reconnect_within_the_grace_does_not_flap_offline(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (amy, ben) = friends(&app).await;
+    let (mut amy_ws, _) = app.ws_login(&amy).await;
+    let (ben_ws, _) = app.ws_login(&ben).await;
+    amy_ws.recv_where(presence_of("ben", "online")).await;
+    ben_ws.close().await;
+    let (_ben_again, _) = app.ws_login(&ben).await;
+    amy_ws
+        .expect_none(Duration::from_millis(600), |f| f["type"] == "presence")
+        .await;
+}
+
+async fn status_changes_reach_friends_and_the_friends_list(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (amy, ben) = friends(&app).await;
+    let (mut amy_ws, _) = app.ws_login(&amy).await;
+    let (mut ben_ws, _) = app.ws_login(&ben).await;
+    amy_ws.recv_where(presence_of("ben", "online")).await;
+
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "away", "message": "lunch"}))
+        .await;
+    let away = amy_ws.recv_where(|f| f["type"] == "presence").await;
+    assert_eq!(
+        away,
+        json!({"type": "presence", "username": "ben", "status": "away", "message": "lunch"})
+    );
+    let list = app.get("/api/v1/friends", &amy).await;
+    assert_eq!(list.body["friends"][0]["presence"], "away");
+    assert_eq!(list.body["friends"][0]["status_message"], "lunch");
+
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "dnd"}))
+        .await;
+    amy_ws.recv_where(presence_of("ben", "dnd")).await;
+    let too_long = ben_ws
+        .request(json!({"type": "presence.set", "status": "online", "message": "x".repeat(141)}))
+        .await;
+    assert_eq!(too_long["error"], "invalid_frame");
+}
+
+async fn presence_never_reaches_strangers_or_blocked_users(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (amy, ben) = friends(&app).await;
+    let cat = app.register("cat").await;
+    let (mut cat_ws, _) = app.ws_login(&cat).await;
+    let (mut amy_ws, _) = app.ws_login(&amy).await;
+    let (mut ben_ws, _) = app.ws_login(&ben).await;
+    amy_ws.recv_where(presence_of("ben", "online")).await;
+
+    assert_eq!(app.put("/api/v1/blocks/amy", &ben).await.status, 204);
+    amy_ws
+        .recv_where(|f| f["type"] == "friend.removed" && f["username"] == "ben")
+        .await;
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "away"}))
+        .await;
+    amy_ws
+        .expect_none(Duration::from_millis(400), |f| f["type"] == "presence")
+        .await;
+    cat_ws
+        .expect_none(Duration::from_millis(10), |f| f["type"] == "presence")
+        .await;
+    let list = app.get("/api/v1/friends", &amy).await;
+    assert_eq!(list.body["friends"], json!([]));
+}
+
+async fn friend_changes_over_rest_are_pushed_live(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let amy = app.register("amy").await;
+    let ben = app.register("ben").await;
+    let (mut amy_ws, _) = app.ws_login(&amy).await;
+    let (mut ben_ws, _) = app.ws_login(&ben).await;
+
+    app.post("/api/v1/friends/requests", &amy, json!({"username": "ben"}))
+        .await;
+    let request = ben_ws.recv_type("friend.request").await;
+    assert_eq!(
+        request["from"],
+        json!({"username": "amy", "display_name": "amy"})
+    );
+
+    app.post("/api/v1/friends/requests/amy/accept", &ben, json!({}))
+        .await;
+    let accepted = amy_ws.recv_type("friend.accepted").await;
+    assert_eq!(
+        accepted["friend"],
+        json!({"username": "ben", "display_name": "ben", "status": "online"})
+    );
+    ben_ws.recv_type("friend.accepted").await;
+    // Presence flows at once.
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "away"}))
+        .await;
+    amy_ws.recv_where(presence_of("ben", "away")).await;
+
+    assert_eq!(app.delete("/api/v1/friends/ben", &amy).await.status, 204);
+    assert_eq!(ben_ws.recv_type("friend.removed").await["username"], "amy");
+    amy_ws.recv_type("friend.removed").await;
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "online"}))
+        .await;
+    amy_ws
+        .expect_none(Duration::from_millis(400), |f| f["type"] == "presence")
+        .await;
+}
+
+/// Graceful shutdown: every socket gets a close frame (1001).
+#[actix_rt::test]
+async fn shutdown_closes_every_socket() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.register("amy").await;
+    let (mut ws, _) = app.ws_login(&token).await;
+    let shutdown = app.shutdown.clone();
+    actix_rt::spawn(async move { shutdown.shutdown().await });
+    let closed = ws.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1001, "server shutting down")
+    );
+}
