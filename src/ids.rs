@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $make:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
@@ -11,7 +11,7 @@ macro_rules! id_type {
 
         impl $name {
             pub fn new() -> Self {
-                Self(uuid::Uuid::new_v4().simple().to_string())
+                Self($make.simple().to_string())
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -34,13 +34,17 @@ macro_rules! id_type {
 
 id_type!(
     /// A user's stable id (never shown as a login name).
-    UserId
+    UserId,
+    uuid::Uuid::new_v4()
 );
 id_type!(
-    /// A call's id, handed to both parties and used in the REST history.
-    CallId
+    /// A call's id, handed to both parties and used in the REST history. Time-ordered
+    /// (UUIDv7), so history pages sort calls made within one millisecond in creation order.
+    CallId,
+    uuid::Uuid::now_v7()
 );
 id_type!(
     /// One WebSocket connection of a user (a browser tab, a phone).
-    DeviceId
+    DeviceId,
+    uuid::Uuid::new_v4()
 );

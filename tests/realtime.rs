@@ -2,7 +2,7 @@
 mod common;
 
 use awc::http::Method;
-use common::{spawn_app, Backend, TestApp};
+use common::{spawn_app, spawn_app_with, Backend, TestApp};
 use serde_json::json;
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ async fn auth_frame_gets_a_welcome_with_friends_presence_and_heartbeat(backend: 
     assert_eq!(welcome["missed_calls"], 0);
     assert_eq!(
         welcome["heartbeat"],
-        json!({"interval_ms": 200, "timeout_ms": 800})
+        json!({"interval_ms": 300, "timeout_ms": 3000})
     );
     assert!(welcome["device_id"].as_str().is_some_and(|d| d.len() == 32));
 }
@@ -162,7 +162,11 @@ async fn binary_oversized_and_flooding_sockets_are_closed_with_clear_codes(backe
 }
 
 async fn silent_sockets_are_dropped_by_the_heartbeat(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |c| {
+        c.heartbeat_interval = Duration::from_millis(100);
+        c.heartbeat_timeout = Duration::from_millis(500);
+    })
+    .await;
     let (amy, ben) = friends(&app).await;
     let (mut ws, _) = app.ws_login(&amy).await;
     assert_eq!(

@@ -94,6 +94,17 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The same database for a second broker; the original keeps ownership and cleans up.
+    pub fn shared(&self) -> TestDatabase {
+        TestDatabase {
+            url: self.url.clone(),
+            _dir: None,
+            pg_name: None,
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_name {
@@ -111,8 +122,10 @@ pub fn test_config(db_url: &str) -> Config {
     config.database_url = DatabaseUrl::parse(db_url).expect("db url");
     config.bcrypt_cost = 4;
     config.db_pool_size = 4;
-    config.heartbeat_interval = Duration::from_millis(200);
-    config.heartbeat_timeout = Duration::from_millis(800);
+    // Generous: a test client only answers pings while it reads, and tests often wait on
+    // one socket while another sits unread. The heartbeat test shortens these.
+    config.heartbeat_interval = Duration::from_millis(300);
+    config.heartbeat_timeout = Duration::from_secs(3);
     config.ws_auth_timeout = Duration::from_millis(500);
     config.presence_grace = Duration::from_millis(300);
     config.ring_timeout = Duration::from_millis(800);

@@ -1,0 +1,589 @@
+//! Calls over the WebSocket and REST: ringing, accept, reject, cancel, timeouts, busy, glare,
+//! hangup, reconnect grace, signaling, and the call history they leave behind.
+mod common;
+
+use common::ws::WsClient;
+use common::{spawn_app, spawn_app_on, Backend, TestApp};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+on_both_databases!(
+    invite_rings_every_callee_device_and_accept_stops_the_others,
+    reject_ends_the_call_as_declined_everywhere,
+    cancel_while_ringing_is_a_missed_call_for_the_callee,
+    unanswered_calls_end_as_no_answer,
+    calling_someone_offline_is_unavailable_at_once_and_missed,
+    busy_and_dnd_callees_give_busy_and_a_missed_call,
+    a_caller_in_a_call_cannot_start_another,
+    only_friends_can_be_called,
+    glare_merges_two_invites_into_one_accepted_call,
+    hangup_completes_the_call_for_both_and_busy_presence_follows,
+    a_dropped_participant_can_resume_within_the_grace,
+    a_participant_gone_past_the_grace_ends_the_call_as_connection_lost,
+    a_callee_device_dropping_while_ringing_only_stops_that_device,
+    signals_flow_only_between_the_two_devices_of_an_active_call,
+    invalid_sdp_is_refused_and_not_relayed,
+    history_lists_calls_with_outcomes_for_participants_only,
+    rest_can_start_and_end_calls_through_the_router,
+    calls_left_open_by_a_crash_are_closed_as_failed_at_start,
+);
+
+const SDP: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 \
+AB:CD:EF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC\r\n\
+a=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\n";
+
+struct Pair {
+    app: TestApp,
+    amy: String,
+    ben: String,
+}
+
+async fn pair(backend: Backend) -> Pair {
+    let app = spawn_app(backend).await;
+    let amy = app.register("amy").await;
+    let ben = app.register("ben").await;
+    app.befriend(&amy, "ben", &ben, "amy").await;
+    Pair { app, amy, ben }
+}
+
+async fn invite(ws: &mut WsClient, to: &str) -> String {
+    let ack = ws
+        .ok(json!({"type": "call.invite", "to": to, "media": "video"}))
+        .await;
+    assert_eq!(ack["merged"], false);
+    ack["call_id"].as_str().expect("call_id").to_owned()
+}
+
+fn ended(call_id: &str, reason: &str) -> Value {
+    json!({"type": "call.ended", "call_id": call_id, "reason": reason})
+}
+
+/// amy calls ben, ben accepts: returns both sockets and the call id.
+async fn active_call(p: &Pair) -> (WsClient, WsClient, String) {
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    ben_ws.recv_type("call.incoming").await;
+    ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+    (amy_ws, ben_ws, id)
+}
+
+async fn history(app: &TestApp, token: &str) -> Value {
+    // Records are written by the recorder just after the frames go out.
+    actix_rt::time::sleep(Duration::from_millis(150)).await;
+    let reply = app.get("/api/v1/calls", token).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body
+}
+
+async fn invite_rings_every_callee_device_and_accept_stops_the_others(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_phone, _) = p.app.ws_login(&p.ben).await;
+    let (mut ben_laptop, _) = p.app.ws_login(&p.ben).await;
+
+    let id = invite(&mut amy_ws, "ben").await;
+    let incoming = json!({"type": "call.incoming", "call_id": id, "from": "amy", "display_name": "amy", "media": "video"});
+    assert_eq!(ben_phone.recv_type("call.incoming").await, incoming);
+    assert_eq!(ben_laptop.recv_type("call.incoming").await, incoming);
+    assert_eq!(
+        amy_ws.recv_type("call.ringing").await,
+        json!({"type": "call.ringing", "call_id": id})
+    );
+
+    ben_laptop
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    let accepted = amy_ws.recv_type("call.accepted").await;
+    assert_eq!(accepted["call_id"], id.as_str());
+    assert_eq!(accepted["peer"], "ben");
+    assert_eq!(accepted["offerer"], true);
+    assert_eq!(
+        ben_phone.recv_type("call.answered_elsewhere").await,
+        json!({"type": "call.answered_elsewhere", "call_id": id})
+    );
+    let late = ben_phone
+        .request(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    assert_eq!(late["error"], "invalid_transition");
+}
+
+async fn reject_ends_the_call_as_declined_everywhere(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_a, _) = p.app.ws_login(&p.ben).await;
+    let (mut ben_b, _) = p.app.ws_login(&p.ben).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    ben_a.recv_type("call.incoming").await;
+    ben_b.recv_type("call.incoming").await;
+    let wrong_side = amy_ws
+        .request(json!({"type": "call.reject", "call_id": id}))
+        .await;
+    assert_eq!(wrong_side["error"], "invalid_transition");
+    ben_a
+        .ok(json!({"type": "call.reject", "call_id": id, "reason": "in a meeting"}))
+        .await;
+    assert_eq!(amy_ws.recv_type("call.ended").await, ended(&id, "declined"));
+    assert_eq!(ben_b.recv_type("call.ended").await, ended(&id, "declined"));
+    let calls = history(&p.app, &p.amy).await;
+    assert_eq!(calls["calls"][0]["outcome"], "declined");
+    assert_eq!(calls["calls"][0]["end_reason"], "in a meeting");
+}
+
+async fn cancel_while_ringing_is_a_missed_call_for_the_callee(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    ben_ws.recv_type("call.incoming").await;
+    let wrong_side = ben_ws
+        .request(json!({"type": "call.cancel", "call_id": id}))
+        .await;
+    assert_eq!(wrong_side["error"], "invalid_transition");
+    amy_ws
+        .ok(json!({"type": "call.cancel", "call_id": id}))
+        .await;
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&id, "cancelled")
+    );
+    let calls = history(&p.app, &p.ben).await;
+    assert_eq!(calls["missed_count"], 1);
+    assert_eq!(calls["calls"][0]["missed"], true);
+    assert_eq!(calls["calls"][0]["direction"], "incoming");
+    let (_, welcome) = p.app.ws_login(&p.ben).await;
+    assert_eq!(welcome["missed_calls"], 1);
+    assert_eq!(
+        p.app
+            .post("/api/v1/calls/seen", &p.ben, json!({}))
+            .await
+            .status,
+        204
+    );
+    let (_, welcome) = p.app.ws_login(&p.ben).await;
+    assert_eq!(welcome["missed_calls"], 0);
+}
+
+async fn unanswered_calls_end_as_no_answer(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    ben_ws.recv_type("call.incoming").await;
+    // The test ring timeout is 800 ms.
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "no_answer")
+    );
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&id, "no_answer")
+    );
+    assert_eq!(history(&p.app, &p.ben).await["missed_count"], 1);
+}
+
+async fn calling_someone_offline_is_unavailable_at_once_and_missed(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "unavailable")
+    );
+    let (_, welcome) = p.app.ws_login(&p.ben).await;
+    assert_eq!(welcome["missed_calls"], 1);
+    assert_eq!(
+        history(&p.app, &p.ben).await["calls"][0]["outcome"],
+        "unavailable"
+    );
+}
+
+async fn busy_and_dnd_callees_give_busy_and_a_missed_call(backend: Backend) {
+    let p = pair(backend).await;
+    let cat = p.app.register("cat").await;
+    p.app.befriend(&cat, "ben", &p.ben, "cat").await;
+    let (_amy_ws, mut ben_ws, _) = active_call(&p).await;
+    let (mut cat_ws, _) = p.app.ws_login(&cat).await;
+    let id = invite(&mut cat_ws, "ben").await;
+    assert_eq!(cat_ws.recv_type("call.ended").await, ended(&id, "busy"));
+    ben_ws
+        .expect_none(Duration::from_millis(200), |f| f["type"] == "call.incoming")
+        .await;
+    let calls = history(&p.app, &p.ben).await;
+    assert_eq!(calls["missed_count"], 1);
+
+    let dave = p.app.register("dave").await;
+    p.app.befriend(&dave, "cat", &cat, "dave").await;
+    let (mut dave_ws, _) = p.app.ws_login(&dave).await;
+    cat_ws
+        .ok(json!({"type": "presence.set", "status": "dnd"}))
+        .await;
+    let id = invite(&mut dave_ws, "cat").await;
+    assert_eq!(dave_ws.recv_type("call.ended").await, ended(&id, "busy"));
+    cat_ws
+        .expect_none(Duration::from_millis(200), |f| f["type"] == "call.incoming")
+        .await;
+}
+
+async fn a_caller_in_a_call_cannot_start_another(backend: Backend) {
+    let p = pair(backend).await;
+    let cat = p.app.register("cat").await;
+    p.app.befriend(&p.amy, "cat", &cat, "amy").await;
+    let (mut amy_ws, _ben_ws, _) = active_call(&p).await;
+    let second = amy_ws
+        .request(json!({"type": "call.invite", "to": "cat", "media": "audio"}))
+        .await;
+    assert_eq!(second["error"], "already_in_call");
+}
+
+async fn only_friends_can_be_called(backend: Backend) {
+    let p = pair(backend).await;
+    let cat = p.app.register("cat").await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let stranger = amy_ws
+        .request(json!({"type": "call.invite", "to": "cat", "media": "audio"}))
+        .await;
+    assert_eq!(stranger["error"], "not_friends");
+    let unknown = amy_ws
+        .request(json!({"type": "call.invite", "to": "nobody", "media": "audio"}))
+        .await;
+    assert_eq!(unknown["error"], "not_friends");
+    let myself = amy_ws
+        .request(json!({"type": "call.invite", "to": "AMY", "media": "audio"}))
+        .await;
+    assert_eq!(myself["error"], "cannot_call_self");
+    let bad_media = amy_ws
+        .request(json!({"type": "call.invite", "to": "ben", "media": "hologram"}))
+        .await;
+    assert_eq!(bad_media["error"], "invalid_frame");
+    // A block looks exactly like not being friends.
+    p.app.put("/api/v1/blocks/amy", &p.ben).await;
+    let blocked = amy_ws
+        .request(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
+        .await;
+    assert_eq!(
+        (blocked["error"].clone(), blocked["message"].clone()),
+        (stranger["error"].clone(), stranger["message"].clone())
+    );
+    drop(cat);
+}
+
+async fn glare_merges_two_invites_into_one_accepted_call(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    ben_ws.recv_type("call.incoming").await;
+    let merged = ben_ws
+        .ok(json!({"type": "call.invite", "to": "amy", "media": "video"}))
+        .await;
+    assert_eq!(
+        (merged["call_id"].as_str(), merged["merged"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
+    let amy_side = amy_ws.recv_type("call.accepted").await;
+    let ben_side = ben_ws.recv_type("call.accepted").await;
+    assert_eq!(
+        (amy_side["offerer"].as_bool(), ben_side["offerer"].as_bool()),
+        (Some(true), Some(false))
+    );
+    // It is a real active call: signals flow.
+    amy_ws
+        .ok(json!({"type": "signal", "call_id": id, "kind": "offer", "sdp": SDP}))
+        .await;
+    assert_eq!(ben_ws.recv_type("signal").await["kind"], "offer");
+}
+
+async fn hangup_completes_the_call_for_both_and_busy_presence_follows(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, mut ben_ws, id) = active_call(&p).await;
+    amy_ws
+        .recv_where(|f| f["type"] == "presence" && f["username"] == "ben" && f["status"] == "busy")
+        .await;
+    assert_eq!(
+        p.app.get("/api/v1/friends", &p.amy).await.body["friends"][0]["presence"],
+        "busy"
+    );
+    ben_ws
+        .ok(json!({"type": "call.hangup", "call_id": id, "reason": "bye"}))
+        .await;
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "completed")
+    );
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&id, "completed")
+    );
+    amy_ws
+        .recv_where(|f| {
+            f["type"] == "presence" && f["username"] == "ben" && f["status"] == "online"
+        })
+        .await;
+    let again = amy_ws
+        .request(json!({"type": "call.hangup", "call_id": id}))
+        .await;
+    assert_eq!(again["error"], "call_not_found");
+    let call = &history(&p.app, &p.amy).await["calls"][0];
+    assert_eq!(call["outcome"], "completed");
+    assert_eq!(call["direction"], "outgoing");
+    assert_eq!(call["peer"], "ben");
+    assert!(call["answered_at"].is_string() && call["ended_at"].is_string());
+}
+
+async fn a_dropped_participant_can_resume_within_the_grace(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, ben_ws, id) = active_call(&p).await;
+    ben_ws.close().await;
+    let (mut ben_again, welcome) = p.app.ws_login(&p.ben).await;
+    assert_eq!(welcome["calls"][0]["call_id"], id.as_str());
+    assert_eq!(welcome["calls"][0]["state"], "active");
+    ben_again
+        .ok(json!({"type": "call.resume", "call_id": id}))
+        .await;
+    // The call goes on past the grace (500 ms in tests) and signals reach the new device.
+    actix_rt::time::sleep(Duration::from_millis(700)).await;
+    amy_ws.ok(json!({"type": "signal", "call_id": id, "kind": "candidate", "candidate": {"candidate": "c"}})).await;
+    let signal = ben_again.recv_type("signal").await;
+    assert_eq!(signal["candidate"], json!({"candidate": "c"}));
+    amy_ws
+        .expect_none(Duration::from_millis(10), |f| f["type"] == "call.ended")
+        .await;
+}
+
+async fn a_participant_gone_past_the_grace_ends_the_call_as_connection_lost(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, ben_ws, id) = active_call(&p).await;
+    ben_ws.close().await;
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "connection_lost")
+    );
+    assert_eq!(
+        history(&p.app, &p.amy).await["calls"][0]["outcome"],
+        "connection_lost"
+    );
+}
+
+async fn a_callee_device_dropping_while_ringing_only_stops_that_device(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_a, _) = p.app.ws_login(&p.ben).await;
+    let (mut ben_b, _) = p.app.ws_login(&p.ben).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    ben_a.recv_type("call.incoming").await;
+    ben_b.recv_type("call.incoming").await;
+    ben_a.close().await;
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    ben_b
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    assert_eq!(
+        amy_ws.recv_type("call.accepted").await["call_id"],
+        id.as_str()
+    );
+}
+
+async fn signals_flow_only_between_the_two_devices_of_an_active_call(backend: Backend) {
+    let p = pair(backend).await;
+    let cat = p.app.register("cat").await;
+    let (mut amy_ws, mut ben_ws, id) = active_call(&p).await;
+    let (mut ben_other, _) = p.app.ws_login(&p.ben).await;
+    let (mut cat_ws, _) = p.app.ws_login(&cat).await;
+
+    amy_ws
+        .ok(json!({"type": "signal", "call_id": id, "kind": "offer", "sdp": SDP}))
+        .await;
+    for n in 0..5 {
+        amy_ws.send(json!({"type": "signal", "call_id": id, "kind": "candidate", "candidate": {"candidate": format!("c{n}"), "sdpMid": "0"}})).await;
+    }
+    let offer = ben_ws.recv_type("signal").await;
+    assert_eq!(
+        offer,
+        json!({"type": "signal", "call_id": id, "from": "amy", "kind": "offer", "sdp": SDP})
+    );
+    for n in 0..5 {
+        let c = ben_ws.recv_type("signal").await;
+        assert_eq!(c["candidate"]["candidate"], format!("c{n}"), "in order");
+    }
+    ben_ws
+        .ok(json!({"type": "signal", "call_id": id, "kind": "answer", "sdp": SDP}))
+        .await;
+    assert_eq!(amy_ws.recv_type("signal").await["from"], "ben");
+
+    let other_device = ben_other
+        .request(json!({"type": "signal", "call_id": id, "kind": "candidate", "candidate": {}}))
+        .await;
+    assert_eq!(other_device["error"], "forbidden");
+    let stranger = cat_ws
+        .request(json!({"type": "signal", "call_id": id, "kind": "candidate", "candidate": {}}))
+        .await;
+    assert_eq!(stranger["error"], "call_not_found");
+    let no_candidate = amy_ws
+        .request(json!({"type": "signal", "call_id": id, "kind": "candidate"}))
+        .await;
+    assert_eq!(no_candidate["error"], "invalid_frame");
+
+    amy_ws
+        .ok(json!({"type": "call.hangup", "call_id": id}))
+        .await;
+    let finished = amy_ws
+        .request(json!({"type": "signal", "call_id": id, "kind": "offer", "sdp": SDP}))
+        .await;
+    assert_eq!(finished["error"], "call_not_found");
+    ben_other
+        .expect_none(Duration::from_millis(10), |f| f["type"] == "signal")
+        .await;
+}
+
+async fn invalid_sdp_is_refused_and_not_relayed(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, mut ben_ws, id) = active_call(&p).await;
+    let garbage = amy_ws
+        .request(json!({"type": "signal", "call_id": id, "kind": "offer", "sdp": "hello there"}))
+        .await;
+    assert_eq!(garbage["error"], "invalid_sdp");
+    let missing = amy_ws
+        .request(json!({"type": "signal", "call_id": id, "kind": "answer"}))
+        .await;
+    assert_eq!(missing["error"], "invalid_frame");
+    ben_ws
+        .expect_none(Duration::from_millis(200), |f| f["type"] == "signal")
+        .await;
+}
+
+async fn history_lists_calls_with_outcomes_for_participants_only(backend: Backend) {
+    let p = pair(backend).await;
+    let cat = p.app.register("cat").await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let mut ids = vec![];
+    for _ in 0..3 {
+        let id = invite(&mut amy_ws, "ben").await;
+        amy_ws.recv_type("call.ended").await;
+        ids.push(id);
+    }
+    history(&p.app, &p.amy).await;
+    let page = p.app.get("/api/v1/calls?limit=2", &p.amy).await.body;
+    let listed: Vec<&str> = page["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = p
+        .app
+        .get(&format!("/api/v1/calls?limit=2&cursor={cursor}"), &p.amy)
+        .await
+        .body;
+    assert_eq!(rest["calls"][0]["id"], ids[0].as_str());
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let bad = p.app.get("/api/v1/calls?cursor=zzz", &p.amy).await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_cursor"));
+
+    let one = p
+        .app
+        .get(&format!("/api/v1/calls/{}", ids[0]), &p.ben)
+        .await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.body["peer"], "amy");
+    assert_eq!(one.body["media"], "video");
+    assert_eq!(one.body["outcome"], "unavailable");
+    assert_eq!(one.body["duration_seconds"], 0);
+    let stranger = p.app.get(&format!("/api/v1/calls/{}", ids[0]), &cat).await;
+    assert_eq!((stranger.status, stranger.code()), (404, "call_not_found"));
+}
+
+async fn rest_can_start_and_end_calls_through_the_router(backend: Backend) {
+    let p = pair(backend).await;
+    let not_connected = p
+        .app
+        .post(
+            "/api/v1/calls",
+            &p.amy,
+            json!({"to": "ben", "media": "audio"}),
+        )
+        .await;
+    assert_eq!(
+        (not_connected.status, not_connected.code()),
+        (409, "not_connected")
+    );
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
+    let started = p
+        .app
+        .post(
+            "/api/v1/calls",
+            &p.amy,
+            json!({"to": "ben", "media": "audio"}),
+        )
+        .await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let id = started.body["call_id"].as_str().unwrap().to_owned();
+    assert_eq!(ben_ws.recv_type("call.incoming").await["media"], "audio");
+    assert_eq!(
+        amy_ws.recv_type("call.ringing").await["call_id"],
+        id.as_str()
+    );
+    // The callee ending a ringing call over REST declines it.
+    assert_eq!(
+        p.app
+            .post(&format!("/api/v1/calls/{id}/end"), &p.ben, json!({}))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(amy_ws.recv_type("call.ended").await, ended(&id, "declined"));
+    let gone = p
+        .app
+        .post(&format!("/api/v1/calls/{id}/end"), &p.ben, json!({}))
+        .await;
+    assert_eq!((gone.status, gone.code()), (404, "call_not_found"));
+    let not_friend = p
+        .app
+        .post(
+            "/api/v1/calls",
+            &p.amy,
+            json!({"to": "nobody", "media": "audio"}),
+        )
+        .await;
+    assert_eq!((not_friend.status, not_friend.code()), (403, "not_friends"));
+}
+
+async fn calls_left_open_by_a_crash_are_closed_as_failed_at_start(backend: Backend) {
+    let p = pair(backend).await;
+    let (_amy_ws, _ben_ws, id) = active_call(&p).await;
+    actix_rt::time::sleep(Duration::from_millis(150)).await;
+    // A second broker on the same database, as after a crash of the first.
+    let restarted = spawn_app_on(p.app.db.shared(), |_| {}).await;
+    let call = restarted.get(&format!("/api/v1/calls/{id}"), &p.amy).await;
+    assert_eq!(call.body["outcome"], "failed");
+    assert!(call.body["ended_at"].is_string());
+}
+
+/// Graceful shutdown ends live calls as `server_shutdown` and writes their records.
+#[actix_rt::test]
+async fn shutdown_ends_calls_and_records_them() {
+    let p = pair(Backend::Sqlite).await;
+    let (mut amy_ws, mut ben_ws, id) = active_call(&p).await;
+    let shutdown = p.app.shutdown.clone();
+    actix_rt::spawn(async move { shutdown.shutdown().await });
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "server_shutdown")
+    );
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&id, "server_shutdown")
+    );
+    assert_eq!(amy_ws.expect_close().await.code, 1001);
+    let restarted = spawn_app_on(p.app.db.shared(), |_| {}).await;
+    let call = restarted.get(&format!("/api/v1/calls/{id}"), &p.amy).await;
+    assert_eq!(call.body["outcome"], "server_shutdown");
+}
