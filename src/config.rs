@@ -1,7 +1,7 @@
 //! Every setting of the broker: a command-line flag, an environment variable (SWITCHBOARD_*)
 //! and a default that works with no configuration at all.
 use clap::Parser;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Which database the broker talks to, chosen explicitly by the URL scheme.
@@ -109,6 +109,107 @@ pub struct Config {
     /// Sustained client frames per second allowed on one WebSocket (bursts up to twice that).
     #[arg(long, env = "SWITCHBOARD_WS_MAX_FRAME_RATE", default_value_t = 50)]
     pub ws_max_frame_rate: u32,
+
+    /// Run the embedded STUN/TURN relay (true/false). Off, clients get only --ice-server URLs.
+    #[arg(long, env = "SWITCHBOARD_RELAY", default_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub relay: bool,
+
+    /// UDP address of the embedded relay for STUN and TURN (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RELAY_LISTEN",
+        default_value = "127.0.0.1:3478"
+    )]
+    pub relay_listen: SocketAddr,
+
+    /// The relay's address as clients reach it (a public IP in deployment); put in the ICE
+    /// server URLs and in relayed addresses. Defaults to the --relay-listen IP.
+    #[arg(long, env = "SWITCHBOARD_RELAY_PUBLIC_IP")]
+    pub relay_public_ip: Option<IpAddr>,
+
+    /// TURN realm of the embedded relay.
+    #[arg(long, env = "SWITCHBOARD_RELAY_REALM", default_value = "switchboard")]
+    pub relay_realm: String,
+
+    /// UDP ports the relay hands out as relayed addresses, inclusive (open them in the firewall).
+    #[arg(long, env = "SWITCHBOARD_RELAY_PORTS", default_value = "49152-65535",
+          value_parser = PortRange::parse)]
+    pub relay_ports: PortRange,
+
+    /// Relay allocations one user may hold at once (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_RELAY_USER_QUOTA", default_value_t = 10)]
+    pub relay_user_quota: usize,
+
+    /// Shared secret for TURN credentials (coturn's static-auth-secret). If unset, one is
+    /// generated and kept in the database, so restarts keep issued credentials valid.
+    #[arg(long, env = "SWITCHBOARD_TURN_SECRET", hide_env_values = true, value_parser = secret)]
+    pub turn_secret: Option<String>,
+
+    /// How long issued STUN/TURN credentials stay valid.
+    #[arg(long, env = "SWITCHBOARD_ICE_CREDENTIAL_TTL", default_value = "1h",
+          value_parser = credential_ttl)]
+    pub ice_credential_ttl: Duration,
+
+    /// An external STUN or TURN server URL handed to clients (stun:, stuns:, turn:, turns:);
+    /// repeat the flag, or separate with commas in the variable. TURN ones get the same
+    /// credentials as the embedded relay (run coturn with use-auth-secret and the same secret).
+    #[arg(long = "ice-server", env = "SWITCHBOARD_ICE_SERVERS", value_delimiter = ',',
+          value_parser = ice_server_url)]
+    pub ice_servers: Vec<String>,
+}
+
+/// An inclusive range of UDP ports, written `min-max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl PortRange {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (min, max) = s
+            .split_once('-')
+            .ok_or_else(|| "expected min-max, e.g. 49152-65535".to_string())?;
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{p:?} is not a port"))
+        };
+        let (min, max) = (port(min)?, port(max)?);
+        if min == 0 || max < min {
+            return Err("expected 1 <= min <= max".into());
+        }
+        Ok(Self { min, max })
+    }
+}
+
+fn secret(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("the TURN secret must not be empty (leave it unset to generate one)".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+fn credential_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = duration(s)?;
+    if ttl < Duration::from_secs(1) {
+        Err("credentials must live at least 1s".into())
+    } else {
+        Ok(ttl)
+    }
+}
+
+fn ice_server_url(s: &str) -> Result<String, String> {
+    let url = s.trim();
+    let known = ["stun:", "stuns:", "turn:", "turns:"];
+    let rest = known.iter().find_map(|scheme| url.strip_prefix(scheme));
+    if rest.is_some_and(|r| !r.is_empty()) {
+        Ok(url.to_owned())
+    } else {
+        Err("expected a stun:, stuns:, turn: or turns: URL".into())
+    }
 }
 
 impl Config {

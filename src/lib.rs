@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod ice;
 pub mod ids;
 pub mod presence;
 pub mod startup;

@@ -4,7 +4,10 @@ use switchboard::{config::Config, startup::Application};
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let config = Config::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The turn crate logs every refused relay request as an error; off by default so that
+    // anyone sending garbage to the relay can't flood the log (RUST_LOG=turn=warn brings it back).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,turn=off"))
+        .init();
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(err) => {

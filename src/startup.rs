@@ -8,6 +8,7 @@ use crate::calls::{
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::http;
+use crate::ice::Ice;
 use crate::presence::hub::{CloseAll, PresenceHub};
 use crate::state::AppState;
 use crate::time::now_ms;
@@ -21,14 +22,15 @@ use std::sync::Arc;
 /// Starts the call recorder, the presence hub and the call router, the router on its own thread. The
 /// hub and the router tell each other about busy and do-not-disturb, so the hub's address is
 /// made before either actor starts.
-fn start_actors(config: &Config, db: &Db) -> (Addr<PresenceHub>, Addr<CallRouter>) {
+fn start_actors(config: &Config, db: &Db, ice: &Ice) -> (Addr<PresenceHub>, Addr<CallRouter>) {
     let recorder = CallRecorder::start(db.clone());
     let hub_ctx = Context::<PresenceHub>::new();
     let hub_addr = hub_ctx.address();
     let (ring, grace) = (config.ring_timeout, config.reconnect_grace);
     let busy_listener = hub_addr.clone().recipient();
+    let router_ice = ice.clone();
     let router = CallRouter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-        CallRouter::new(busy_listener, recorder, ring, grace)
+        CallRouter::new(busy_listener, recorder, ring, grace, router_ice)
     });
     let hub = PresenceHub::new(
         db.clone(),
@@ -53,15 +55,19 @@ pub struct ShutdownHandle {
     server: ServerHandle,
     presence: Addr<PresenceHub>,
     router: Addr<CallRouter>,
+    ice: Ice,
 }
 
 impl ShutdownHandle {
     pub async fn shutdown(&self) {
         log::info!("shutting down: ending calls and closing connections");
+        // Stop taking connections first, so nothing new starts while calls are ended.
+        self.server.pause().await;
         let _ = self.router.send(EndAllCalls).await;
         let _ = self.presence.send(CloseAll).await;
         // Give sessions a moment to write their close frames before connections are dropped.
         actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.ice.close().await;
         self.server.stop(true).await;
     }
 }
@@ -109,7 +115,8 @@ impl Application {
         if failed > 0 {
             log::warn!("closed {failed} call(s) left open by an earlier crash as failed");
         }
-        let (presence, router) = start_actors(&config, &db);
+        let ice = Ice::start(&config, &db).await?;
+        let (presence, router) = start_actors(&config, &db, &ice);
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(config.login_max_failures, config.login_window),
             config: config.clone(),
@@ -117,6 +124,7 @@ impl Application {
             hasher,
             presence,
             router,
+            ice: ice.clone(),
         });
 
         let listener = TcpListener::bind(config.listen)
@@ -144,6 +152,7 @@ impl Application {
             server: server.handle(),
             presence: state_presence,
             router: state_router,
+            ice,
         };
         Ok(Self {
             address,

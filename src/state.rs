@@ -1,7 +1,7 @@
 //! The shared handles every request handler and actor is given at start-up, and the hooks
 //! through which REST changes reach the realtime side.
 use crate::auth::{login_limiter::LoginLimiter, password::PasswordHasher};
-use crate::calls::router::CallRouter;
+use crate::calls::router::{CallRouter, PeersBlocked};
 use crate::config::Config;
 use crate::db::{users::UserRow, Db};
 use crate::ids::UserId;
@@ -31,6 +31,8 @@ pub struct AppState {
     pub login_limiter: LoginLimiter,
     pub presence: Addr<PresenceHub>,
     pub router: Addr<CallRouter>,
+    /// ICE servers and credentials for clients; the embedded TURN relay if it runs.
+    pub ice: crate::ice::Ice,
 }
 
 impl AppState {
@@ -55,6 +57,12 @@ impl AppState {
                 },
             )
         };
+        if change == RelationChange::Blocked {
+            // A call between them loses its relay at once.
+            self.router.do_send(PeersBlocked {
+                users: [actor.user_id(), other.user_id()],
+            });
+        }
         self.presence.do_send(RelationChanged {
             actor: person(actor),
             other: person(other),

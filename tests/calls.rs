@@ -15,12 +15,14 @@ on_both_databases!(
     calling_someone_offline_is_unavailable_at_once_and_missed,
     busy_and_dnd_callees_give_busy_and_a_missed_call,
     a_caller_in_a_call_cannot_start_another,
+    blocking_the_peer_ends_the_call,
     only_friends_can_be_called,
     glare_merges_two_invites_into_one_accepted_call,
     hangup_completes_the_call_for_both_and_busy_presence_follows,
     a_dropped_participant_can_resume_within_the_grace,
     a_participant_gone_past_the_grace_ends_the_call_as_connection_lost,
     a_callee_device_dropping_while_ringing_only_stops_that_device,
+    a_callee_device_connecting_while_ringing_sees_the_call_and_can_accept,
     signals_flow_only_between_the_two_devices_of_an_active_call,
     invalid_sdp_is_refused_and_not_relayed,
     history_lists_calls_with_outcomes_for_participants_only,
@@ -195,12 +197,12 @@ async fn calling_someone_offline_is_unavailable_at_once_and_missed(backend: Back
         amy_ws.recv_type("call.ended").await,
         ended(&id, "unavailable")
     );
-    let (_, welcome) = p.app.ws_login(&p.ben).await;
-    assert_eq!(welcome["missed_calls"], 1);
     assert_eq!(
         history(&p.app, &p.ben).await["calls"][0]["outcome"],
         "unavailable"
     );
+    let (_, welcome) = p.app.ws_login(&p.ben).await;
+    assert_eq!(welcome["missed_calls"], 1);
 }
 
 async fn busy_and_dnd_callees_give_busy_and_a_missed_call(backend: Backend) {
@@ -239,6 +241,20 @@ async fn a_caller_in_a_call_cannot_start_another(backend: Backend) {
         .request(json!({"type": "call.invite", "to": "cat", "media": "audio"}))
         .await;
     assert_eq!(second["error"], "already_in_call");
+}
+
+async fn blocking_the_peer_ends_the_call(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, mut ben_ws, id) = active_call(&p).await;
+    assert_eq!(p.app.put("/api/v1/blocks/amy", &p.ben).await.status, 204);
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "completed")
+    );
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&id, "completed")
+    );
 }
 
 async fn only_friends_can_be_called(backend: Backend) {
@@ -389,6 +405,30 @@ async fn a_callee_device_dropping_while_ringing_only_stops_that_device(backend: 
     );
 }
 
+async fn a_callee_device_connecting_while_ringing_sees_the_call_and_can_accept(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_old, _) = p.app.ws_login(&p.ben).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    ben_old.recv_type("call.incoming").await;
+    let (mut ben_new, welcome) = p.app.ws_login(&p.ben).await;
+    assert_eq!(
+        welcome["calls"],
+        json!([{"call_id": id, "peer": "amy", "direction": "incoming", "media": "video", "state": "ringing"}])
+    );
+    ben_new
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    assert_eq!(
+        amy_ws.recv_type("call.accepted").await["call_id"],
+        id.as_str()
+    );
+    assert_eq!(
+        ben_old.recv_type("call.answered_elsewhere").await["call_id"],
+        id.as_str()
+    );
+}
+
 async fn signals_flow_only_between_the_two_devices_of_an_active_call(backend: Backend) {
     let p = pair(backend).await;
     let cat = p.app.register("cat").await;
@@ -400,7 +440,8 @@ async fn signals_flow_only_between_the_two_devices_of_an_active_call(backend: Ba
         .ok(json!({"type": "signal", "call_id": id, "kind": "offer", "sdp": SDP}))
         .await;
     for n in 0..5 {
-        amy_ws.send(json!({"type": "signal", "call_id": id, "kind": "candidate", "candidate": {"candidate": format!("c{n}"), "sdpMid": "0"}})).await;
+        // An `sdp` riding on a candidate frame is never relayed unchecked.
+        amy_ws.send(json!({"type": "signal", "call_id": id, "kind": "candidate", "sdp": "junk", "candidate": {"candidate": format!("c{n}"), "sdpMid": "0"}})).await;
     }
     let offer = ben_ws.recv_type("signal").await;
     assert_eq!(
@@ -410,6 +451,7 @@ async fn signals_flow_only_between_the_two_devices_of_an_active_call(backend: Ba
     for n in 0..5 {
         let c = ben_ws.recv_type("signal").await;
         assert_eq!(c["candidate"]["candidate"], format!("c{n}"), "in order");
+        assert!(c.get("sdp").is_none(), "{c}");
     }
     ben_ws
         .ok(json!({"type": "signal", "call_id": id, "kind": "answer", "sdp": SDP}))

@@ -81,7 +81,8 @@ async fn webrtc_peers_negotiate_through_switchboard_and_exchange_data_channel_me
     let accepted = alice.ws.recv_type("call.accepted").await;
     assert_eq!(
         accepted,
-        json!({"type": "call.accepted", "call_id": call_id, "peer": "bob", "offerer": true})
+        json!({"type": "call.accepted", "call_id": call_id, "peer": "bob", "offerer": true,
+               "ice_servers": accepted["ice_servers"]})
     );
 
     // Offer and answer, relayed verbatim with the sender's name.

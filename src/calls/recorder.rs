@@ -2,6 +2,7 @@
 //! thread, so the router never waits on the database.
 use super::state::Record;
 use crate::db::{self, calls::CallRow, Db};
+use crate::error::{AppError, ErrorCode};
 use actix::prelude::*;
 
 pub struct CallRecorder {
@@ -32,7 +33,28 @@ impl Handler<WriteRecord> for CallRecorder {
     type Result = ();
 
     fn handle(&mut self, WriteRecord(record): WriteRecord, _: &mut Self::Context) {
-        let result = self.db.get().and_then(|mut conn| match &record {
+        // A busy or restarting database is worth waiting for: the record is the call history.
+        // This actor has its own thread, so sleeping here blocks nobody else.
+        for (attempt, pause_ms) in [100, 400, 1600, 0].into_iter().enumerate() {
+            match self.write(&record) {
+                Ok(()) => return,
+                Err(e) if e.code == ErrorCode::Unavailable && pause_ms > 0 => {
+                    log::warn!("retrying call record (attempt {}): {e}", attempt + 1);
+                    std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+                }
+                Err(e) => {
+                    log::error!("could not record {record:?}: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl CallRecorder {
+    fn write(&self, record: &Record) -> Result<(), AppError> {
+        let mut conn = self.db.get()?;
+        match record {
             Record::Created {
                 id,
                 caller,
@@ -60,9 +82,6 @@ impl Handler<WriteRecord> for CallRecorder {
                 outcome,
                 detail,
             } => db::calls::mark_ended(&mut conn, id, *at, *outcome, detail.as_deref()),
-        });
-        if let Err(e) = result {
-            log::error!("could not record {record:?}: {e}");
         }
     }
 }

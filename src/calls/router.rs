@@ -7,6 +7,7 @@ use super::state::{
     Call, CallError, Effect, Event, Invite, Media, Notice, Party, Phase, Role, Target,
 };
 use crate::error::{AppError, ErrorCode};
+use crate::ice::Ice;
 use crate::ids::{CallId, DeviceId, UserId};
 use crate::presence::hub::{DndChanged, SetBusy};
 use crate::time::now_ms;
@@ -42,6 +43,10 @@ pub struct CallRouter {
     recorder: Addr<CallRecorder>,
     ring_timeout: Duration,
     reconnect_grace: Duration,
+    /// Call credentials for the relay: honoured from answer to end.
+    ice: Ice,
+    /// Set once shutdown began: no new calls.
+    shutting_down: bool,
 }
 
 impl CallRouter {
@@ -50,6 +55,7 @@ impl CallRouter {
         recorder: Addr<CallRecorder>,
         ring_timeout: Duration,
         reconnect_grace: Duration,
+        ice: Ice,
     ) -> Self {
         Self {
             devices: HashMap::new(),
@@ -60,6 +66,8 @@ impl CallRouter {
             recorder,
             ring_timeout,
             reconnect_grace,
+            ice,
+            shutting_down: false,
         }
     }
 
@@ -94,6 +102,11 @@ impl CallRouter {
         };
         match slot.call.clone().apply(event, now_ms()) {
             Ok((call, effects)) => {
+                if slot.call.answered_at.is_none() && call.answered_at.is_some() {
+                    // Before `call.accepted` goes out with the credentials.
+                    self.ice
+                        .call_answered(&call.id, [&call.caller.user, &call.callee.user]);
+                }
                 slot.call = call;
                 if !self.execute(&mut slot, effects, ctx) {
                     self.calls.insert(id.clone(), slot);
@@ -116,7 +129,7 @@ impl CallRouter {
         for effect in effects {
             match effect {
                 Effect::Notify(Target::Device(user, device), notice) => {
-                    let frame = encode_notice(&slot.call, &user, notice);
+                    let frame = encode_notice(&slot.call, &user, notice, &self.ice);
                     self.send_to(&user, &device, frame);
                 }
                 Effect::Persist(record) => self.recorder.do_send(WriteRecord(record)),
@@ -153,6 +166,11 @@ impl CallRouter {
                 }
                 Effect::Release => {
                     released = true;
+                    if slot.call.answered_at.is_some() {
+                        for party in [&slot.call.caller, &slot.call.callee] {
+                            self.ice.revoke(&slot.call.id, &party.user);
+                        }
+                    }
                     for party in [&slot.call.caller, &slot.call.callee] {
                         if self.user_call.get(&party.user) == Some(&slot.call.id) {
                             self.user_call.remove(&party.user);
@@ -190,12 +208,16 @@ impl CallRouter {
     }
 }
 
-fn encode_notice(call: &Call, to: &UserId, notice: Notice) -> bytestring::ByteString {
+fn encode_notice(call: &Call, to: &UserId, notice: Notice, ice: &Ice) -> bytestring::ByteString {
     let id = call.id.as_str();
     let peer = if *to == call.caller.user {
         &call.callee
     } else {
         &call.caller
+    };
+    let ice_servers = match notice {
+        Notice::Accepted { .. } => ice.servers(to, Some(&call.id)),
+        _ => Vec::new(),
     };
     match notice {
         Notice::Incoming => ServerFrame::CallIncoming {
@@ -209,6 +231,7 @@ fn encode_notice(call: &Call, to: &UserId, notice: Notice) -> bytestring::ByteSt
             call_id: id,
             peer: &peer.username,
             offerer,
+            ice_servers: &ice_servers,
         },
         Notice::AnsweredElsewhere => ServerFrame::CallAnsweredElsewhere { call_id: id },
         Notice::Ended(reason) => ServerFrame::CallEnded {
@@ -237,6 +260,8 @@ pub struct Attach {
 pub struct Detach {
     pub user: UserId,
     pub device: DeviceId,
+    /// The device's session was revoked: its call credential is revoked with it.
+    pub revoked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -294,6 +319,13 @@ pub struct RelaySignal {
     pub candidate: Option<Value>,
 }
 
+/// `users[0]` blocked `users[1]`: a call between them ends and loses its relay credentials.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeersBlocked {
+    pub users: [UserId; 2],
+}
+
 /// End every call with `server_shutdown`; answers once the records are written.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -318,10 +350,15 @@ impl Handler<Attach> for CallRouter {
         if ringing_for_me {
             let _ = self.dispatch(&id, Event::DeviceJoined { device }, ctx);
         }
-        let summary = self
-            .calls
-            .get(&id)
-            .and_then(|s| Self::summary(&s.call, &msg.user));
+        let slot = self.calls.get(&id);
+        if slot.is_some_and(|s| s.call.phase == Phase::Active) {
+            // Presence may have gone offline and back during the reconnect grace.
+            self.presence.do_send(SetBusy {
+                user: msg.user.clone(),
+                busy: true,
+            });
+        }
+        let summary = slot.and_then(|s| Self::summary(&s.call, &msg.user));
         MessageResult(summary.into_iter().collect())
     }
 }
@@ -337,6 +374,15 @@ impl Handler<Detach> for CallRouter {
             }
         }
         if let Some(id) = self.user_call.get(&msg.user).cloned() {
+            if msg.revoked {
+                let holds_call = self.calls.get(&id).is_some_and(|s| {
+                    let role = s.call.role_of(&msg.user);
+                    role.and_then(|r| s.call.device(r)) == Some(&msg.device)
+                });
+                if holds_call {
+                    self.ice.revoke(&id, &msg.user);
+                }
+            }
             let _ = self.dispatch(&id, Event::DeviceLeft { device: msg.device }, ctx);
         }
     }
@@ -346,6 +392,12 @@ impl Handler<PlaceCall> for CallRouter {
     type Result = Result<Placed, AppError>;
 
     fn handle(&mut self, msg: PlaceCall, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Err(AppError::new(
+                ErrorCode::Unavailable,
+                "the server is shutting down",
+            ));
+        }
         if msg.caller.user == msg.callee.user {
             return Err(AppError::new(
                 ErrorCode::CannotCallSelf,
@@ -522,6 +574,7 @@ impl Handler<RelaySignal> for CallRouter {
                         reference,
                         call_id: None,
                         merged: None,
+                        ice_servers: None,
                     };
                     self.send_to(&msg.user, &msg.device, ack.encode());
                 }
@@ -543,10 +596,36 @@ impl Handler<DndChanged> for CallRouter {
     }
 }
 
+impl Handler<PeersBlocked> for CallRouter {
+    type Result = ();
+
+    /// A block ends any call between the two at once, as if the blocker hung up (cancelled,
+    /// declined or completed, by the call's state), and revokes its relay credentials.
+    fn handle(&mut self, msg: PeersBlocked, ctx: &mut Context<Self>) {
+        let [blocker, blocked] = &msg.users;
+        let Some(id) = self
+            .user_call
+            .get(blocker)
+            .filter(|&id| self.user_call.get(blocked) == Some(id))
+            .cloned()
+        else {
+            return;
+        };
+        for user in [blocker, blocked] {
+            self.ice.revoke(&id, user);
+        }
+        let role = self.calls.get(&id).and_then(|s| s.call.role_of(blocker));
+        if let Some(by) = role {
+            let _ = self.dispatch(&id, Event::Hangup { by, reason: None }, ctx);
+        }
+    }
+}
+
 impl Handler<EndAllCalls> for CallRouter {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: EndAllCalls, ctx: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
         let ids: Vec<CallId> = self.calls.keys().cloned().collect();
         for id in ids {
             let _ = self.dispatch(&id, Event::Shutdown, ctx);

@@ -372,13 +372,14 @@ impl Call {
             (Phase::Ringing, Event::Reject { reason }) => {
                 self.end(EndReason::Declined, reason, now, &mut fx)
             }
-            (Phase::Ringing, Event::Cancel)
-            | (
+            (Phase::Ringing, Event::Cancel) => self.end(EndReason::Cancelled, None, now, &mut fx),
+            (
                 Phase::Ringing,
                 Event::Hangup {
-                    by: Role::Caller, ..
+                    by: Role::Caller,
+                    reason,
                 },
-            ) => self.end(EndReason::Cancelled, None, now, &mut fx),
+            ) => self.end(EndReason::Cancelled, reason, now, &mut fx),
             (
                 Phase::Ringing,
                 Event::Hangup {
@@ -419,8 +420,14 @@ impl Call {
                         self.notify(role, &old, Notice::AnsweredElsewhere, &mut fx);
                     }
                 }
-                *self.device_mut(role) = Some(device);
+                *self.device_mut(role) = Some(device.clone());
                 fx.push(Effect::CancelGrace(role));
+                // The call may have been answered while this side was away, and a new device
+                // needs its role anyway: tell it, so the offerer can renegotiate.
+                if self.phase == Phase::Active {
+                    let offerer = self.offerer == role;
+                    self.notify(role, &device, Notice::Accepted { offerer }, &mut fx);
+                }
             }
             (Phase::Ringing | Phase::Active, Event::Shutdown) => {
                 self.end(EndReason::ServerShutdown, None, now, &mut fx)
@@ -689,7 +696,16 @@ mod tests {
                 3,
             )
             .unwrap();
-        assert_eq!(fx, vec![Effect::CancelGrace(Role::Callee)]);
+        assert_eq!(
+            fx,
+            vec![
+                Effect::CancelGrace(Role::Callee),
+                Effect::Notify(
+                    Target::Device(UserId("id-bob".into()), dev("b9")),
+                    Notice::Accepted { offerer: false }
+                )
+            ]
+        );
         assert_eq!(call.callee_device, Some(dev("b9")));
         // A late timer after resuming changes nothing.
         let (call, fx) = call
@@ -755,6 +771,37 @@ mod tests {
                 ("a1".into(), Notice::Accepted { offerer: true }),
                 ("b1".into(), Notice::Accepted { offerer: false })
             ]
+        );
+    }
+
+    #[test]
+    fn a_caller_resuming_after_the_answer_is_told_the_call_was_accepted() {
+        let (call, _) = ringing_call(&["b1"]);
+        let (call, _) = call
+            .apply(Event::DeviceLeft { device: dev("a1") }, 1)
+            .unwrap();
+        let accept = Event::Accept {
+            device: dev("b1"),
+            offerer: Role::Caller,
+            announce: false,
+        };
+        let (call, fx) = call.apply(accept, 2).unwrap();
+        assert!(
+            notices(&fx).is_empty(),
+            "nobody to tell on the caller's side"
+        );
+        let (_, fx) = call
+            .apply(
+                Event::Resume {
+                    role: Role::Caller,
+                    device: dev("a2"),
+                },
+                3,
+            )
+            .unwrap();
+        assert_eq!(
+            notices(&fx),
+            vec![("a2".into(), Notice::Accepted { offerer: true })]
         );
     }
 

@@ -110,6 +110,14 @@ pub fn set_last_seen(conn: &mut DbConn, id: &UserId, at: i64) -> Result<(), AppE
     Ok(())
 }
 
+pub fn set_last_seen_many(conn: &mut DbConn, ids: &[UserId], at: i64) -> Result<(), AppError> {
+    let ids: Vec<&str> = ids.iter().map(UserId::as_str).collect();
+    diesel::update(users::table.filter(users::id.eq_any(ids)))
+        .set(users::last_seen.eq(Some(at)))
+        .execute(conn)?;
+    Ok(())
+}
+
 pub fn set_calls_seen_at(conn: &mut DbConn, id: &UserId, at: i64) -> Result<(), AppError> {
     diesel::update(users::table.find(id.as_str()))
         .set(users::calls_seen_at.eq(at))

@@ -228,21 +228,15 @@ async fn list_friends(state: web::Data<AppState>, me: Identity) -> Result<HttpRe
         .await;
     let views: Vec<FriendView> = friends
         .iter()
-        .map(|f| match online.get(&f.user_id()) {
-            Some(p) => FriendView {
-                username: f.username.clone(),
+        .map(|f| {
+            let presence = crate::presence::of(f, &online);
+            FriendView {
+                username: presence.username,
                 display_name: f.display_name.clone(),
-                presence: p.status.to_owned(),
-                status_message: p.message.clone(),
-                last_seen: None,
-            },
-            None => FriendView {
-                username: f.username.clone(),
-                display_name: f.display_name.clone(),
-                presence: "offline".into(),
-                status_message: None,
-                last_seen: f.last_seen,
-            },
+                presence: presence.status.to_owned(),
+                status_message: presence.message,
+                last_seen: presence.last_seen,
+            }
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "friends": views })))

@@ -13,7 +13,13 @@ pub fn username(raw: &str) -> Result<String, AppError> {
     let valid_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
-    if valid_len && valid_chars {
+    if name == "requests" {
+        // `/friends/requests` is a route, so no friend may be called that.
+        Err(AppError::new(
+            ErrorCode::InvalidUsername,
+            "that username is reserved",
+        ))
+    } else if valid_len && valid_chars {
         Ok(name)
     } else {
         Err(AppError::new(
@@ -125,6 +131,7 @@ mod tests {
         assert!(username(&"a".repeat(33)).is_err());
         assert!(username("ann smith").is_err());
         assert!(username("änn").is_err());
+        assert!(username("Requests").is_err());
     }
 
     #[test]

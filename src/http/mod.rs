@@ -4,6 +4,7 @@ pub mod blocks;
 pub mod calls;
 pub mod friends;
 pub mod health;
+pub mod ice;
 pub mod input;
 pub mod me;
 pub mod users;
@@ -27,7 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(users::configure)
                 .configure(friends::configure)
                 .configure(blocks::configure)
-                .configure(calls::configure),
+                .configure(calls::configure)
+                .configure(ice::configure),
         );
 }
 

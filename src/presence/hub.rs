@@ -206,7 +206,7 @@ pub struct PresenceOf {
     pub users: Vec<UserId>,
 }
 
-/// Closes every socket; answers when all were told.
+/// Closes every socket; answers when all were told and last_seen is written.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CloseAll;
@@ -392,9 +392,10 @@ impl Handler<PresenceOf> for PresenceHub {
 }
 
 impl Handler<CloseAll> for PresenceHub {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) {
+    /// Closes every socket and records everyone online as last seen now.
+    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> Self::Result {
         for online in self.users.values() {
             for (device, _) in online.devices.values() {
                 device.kick.do_send(Kick {
@@ -403,5 +404,16 @@ impl Handler<CloseAll> for PresenceHub {
                 });
             }
         }
+        let users: Vec<UserId> = self.users.keys().cloned().collect();
+        let db = self.db.clone();
+        Box::pin(async move {
+            let now = now_ms();
+            let written = db
+                .run(move |conn| crate::db::users::set_last_seen_many(conn, &users, now))
+                .await;
+            if let Err(e) = written {
+                log::warn!("could not record last_seen at shutdown: {e}");
+            }
+        })
     }
 }

@@ -2,6 +2,7 @@
 //! the socket edge; SDP and ICE candidates stay opaque after validation.
 use crate::calls::state::{EndReason, Media};
 use crate::error::ErrorCode;
+use crate::ice::IceServer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -152,6 +153,8 @@ pub enum ServerFrame<'a> {
         calls: Vec<CallSummary>,
         missed_calls: i64,
         heartbeat: Heartbeat,
+        /// STUN/TURN servers with a per-user credential, for `RTCPeerConnection`.
+        ice_servers: &'a [IceServer],
     },
     #[serde(rename = "ack")]
     Ack {
@@ -161,6 +164,9 @@ pub enum ServerFrame<'a> {
         call_id: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         merged: Option<bool>,
+        /// On the ack of `call.accept`: ICE servers with a credential scoped to the call.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<&'a [IceServer]>,
     },
     #[serde(rename = "error")]
     Error {
@@ -192,6 +198,8 @@ pub enum ServerFrame<'a> {
         peer: &'a str,
         /// Whether this side sends the SDP offer (the caller, or the earlier inviter in glare).
         offerer: bool,
+        /// ICE servers with a credential scoped to this call (revoked when it ends).
+        ice_servers: &'a [IceServer],
     },
     #[serde(rename = "call.answered_elsewhere")]
     CallAnsweredElsewhere { call_id: &'a str },

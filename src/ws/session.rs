@@ -5,8 +5,7 @@
 use super::device::{Deliver, DeviceHandle, Kick};
 use super::frame_budget::FrameBudget;
 use super::protocol::{
-    ClientFrame, ClientRef, FriendPresence, Heartbeat, IdOnly, PresenceInfo, ServerFrame,
-    SignalKind,
+    ClientFrame, ClientRef, FriendPresence, Heartbeat, IdOnly, ServerFrame, SignalKind,
 };
 use crate::auth::identity::authenticate;
 use crate::calls::router::{ActOnCall, Attach, CallAction, Detach, PlaceCall, RelaySignal};
@@ -15,17 +14,21 @@ use crate::db;
 use crate::error::{AppError, ErrorCode};
 use crate::http::{input, views::UserView};
 use crate::ids::{CallId, DeviceId, UserId};
-use crate::presence::hub::{Connect, Disconnect, SetStatus};
+use crate::presence::hub::{Connect, Disconnect, SetStatus, CLOSE_REVOKED};
 use crate::state::AppState;
 use actix::prelude::*;
 use actix_web::web;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant;
 
 /// Close codes of our own (4000-4999 is the application range).
 pub const CLOSE_AUTH_TIMEOUT: u16 = 4000;
 pub const CLOSE_UNAUTHORIZED: u16 = 4003;
 pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4008;
+/// Authentication could not finish (database unavailable): 1013, "try again later".
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// Longest status message a user may set.
 const MAX_STATUS_MESSAGE: usize = 140;
@@ -51,8 +54,13 @@ pub struct UserSession {
     device: DeviceId,
     me: Option<Me>,
     authenticating: bool,
+    /// Set by the authentication work just before it registers the device with the hub and
+    /// the router, so `stopped` unregisters it even if the socket dies before `me` is set.
+    registering: Rc<Cell<Option<UserId>>>,
     last_heard: Instant,
     budget: FrameBudget,
+    /// Closing because its session was revoked (logout, password change, account deletion).
+    revoked: bool,
 }
 
 impl UserSession {
@@ -63,8 +71,10 @@ impl UserSession {
             device: DeviceId::new(),
             me: None,
             authenticating: false,
+            registering: Rc::default(),
             last_heard: Instant::now(),
             budget,
+            revoked: false,
         }
     }
 
@@ -108,6 +118,7 @@ impl UserSession {
                     reference,
                     call_id,
                     merged,
+                    ice_servers: None,
                 },
             );
         }
@@ -155,6 +166,7 @@ impl UserSession {
             deliver: ctx.address().recipient::<Deliver>(),
             kick: ctx.address().recipient::<Kick>(),
         };
+        let registering = self.registering.clone();
         let work = async move {
             let identity = authenticate(&state, &token).await?;
             let user = identity.user.clone();
@@ -170,6 +182,7 @@ impl UserSession {
                     })
                     .await?
             };
+            registering.set(Some(user.user_id()));
             let online = state
                 .presence
                 .send(Connect {
@@ -192,17 +205,9 @@ impl UserSession {
                 .map_err(AppError::internal)?;
             let friends: Vec<FriendPresence> = friends
                 .into_iter()
-                .map(|f| {
-                    let presence = online.get(&f.user_id()).cloned().unwrap_or(PresenceInfo {
-                        username: f.username.clone(),
-                        status: "offline",
-                        message: None,
-                        last_seen: f.last_seen,
-                    });
-                    FriendPresence {
-                        display_name: f.display_name,
-                        presence,
-                    }
+                .map(|f| FriendPresence {
+                    presence: crate::presence::of(&f, &online),
+                    display_name: f.display_name,
                 })
                 .collect();
             Ok::<_, AppError>((user, friends, calls, missed))
@@ -227,13 +232,17 @@ impl UserSession {
                             interval_ms: config.heartbeat_interval.as_millis() as u64,
                             timeout_ms: config.heartbeat_timeout.as_millis() as u64,
                         },
+                        ice_servers: &session.state.ice.servers(&user.user_id(), None),
                     };
                     session.send(ctx, welcome);
                 }
                 Err(err) => {
                     session.send_error(ctx, &id, &err);
+                    // Never leave a socket half registered: the client reconnects and retries.
                     if err.code == ErrorCode::Unauthorized {
                         session.close(ctx, CLOSE_UNAUTHORIZED, "invalid token");
+                    } else {
+                        session.close(ctx, CLOSE_TRY_AGAIN, "authentication failed, try again");
                     }
                 }
             }
@@ -312,6 +321,11 @@ impl UserSession {
                 if let Err(err) = validate_signal(kind, sdp.as_deref(), candidate.is_some()) {
                     return self.send_error(ctx, &id, &err);
                 }
+                // Relay only what the kind carries, so no unchecked SDP rides on a candidate.
+                let (sdp, candidate) = match kind {
+                    SignalKind::Offer | SignalKind::Answer => (sdp, None),
+                    SignalKind::Candidate => (None, candidate),
+                };
                 self.state.router.do_send(RelaySignal {
                     user: me.user.clone(),
                     device: self.device.clone(),
@@ -378,15 +392,30 @@ impl UserSession {
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
         let Some(me) = &self.me else { return };
+        let call_id = CallId(call_id);
+        let accepting = action == CallAction::Accept;
         let msg = ActOnCall {
             user: me.user.clone(),
             device: Some(self.device.clone()),
-            call_id: CallId(call_id),
+            call_id: call_id.clone(),
             action,
         };
         let work = self.state.router.send(msg);
         ctx.wait(work.into_actor(self).map(move |result, session, ctx| {
             match result.map_err(AppError::internal).and_then(|r| r) {
+                // The callee's device gets no `call.accepted`: its call credential rides the ack.
+                Ok(()) if accepting => {
+                    if let (Some(reference), Some(me)) = (id.as_ref(), &session.me) {
+                        let servers = session.state.ice.servers(&me.user, Some(&call_id));
+                        let ack = ServerFrame::Ack {
+                            reference,
+                            call_id: None,
+                            merged: None,
+                            ice_servers: Some(&servers),
+                        };
+                        session.send(ctx, ack);
+                    }
+                }
                 Ok(()) => session.ack(ctx, &id, None, None),
                 Err(err) => session.send_error(ctx, &id, &err),
             }
@@ -449,14 +478,20 @@ impl Actor for UserSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if let Some(me) = self.me.take() {
+        let registered = self
+            .me
+            .take()
+            .map(|me| me.user)
+            .or_else(|| self.registering.take());
+        if let Some(user) = registered {
             self.state.presence.do_send(Disconnect {
-                user: me.user.clone(),
+                user: user.clone(),
                 device: self.device.clone(),
             });
             self.state.router.do_send(Detach {
-                user: me.user,
+                user,
                 device: self.device.clone(),
+                revoked: self.revoked,
             });
         }
     }
@@ -522,6 +557,7 @@ impl Handler<Kick> for UserSession {
     type Result = ();
 
     fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
+        self.revoked |= kick.code == CLOSE_REVOKED;
         self.close(ctx, kick.code, kick.reason);
     }
 }

@@ -119,6 +119,8 @@ impl Drop for TestDatabase {
 pub fn test_config(db_url: &str) -> Config {
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".parse().expect("addr");
+    // Tests run in parallel: each broker's STUN/TURN relay takes a free UDP port.
+    config.relay_listen = "127.0.0.1:0".parse().expect("addr");
     config.database_url = DatabaseUrl::parse(db_url).expect("db url");
     config.bcrypt_cost = 4;
     config.db_pool_size = 4;

@@ -1,0 +1,334 @@
+//! The embedded STUN/TURN relay: webrtc-rs's TURN server on its own thread (an arbiter of its
+//! own, so relay traffic never shares a thread with the broker's actors), with an auth handler
+//! for coturn-style credentials, a per-user allocation quota, and revocation of call
+//! credentials.
+//!
+//! The actors reach the relay only through [`Relay::allow_call`] and [`Relay::revoke_call`],
+//! which take a short lock on the book below and queue any allocation deletion for the relay
+//! thread: they never wait on the relay.
+use super::credentials::{self, Issuer, Refusal};
+use super::gate::Gate;
+use crate::ids::{CallId, UserId};
+use actix::{Arbiter, ArbiterHandle};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::{mpsc, oneshot};
+use webrtc::turn::allocation::AllocationInfo;
+use webrtc::turn::auth::{generate_auth_key, AuthHandler};
+use webrtc::turn::relay::relay_range::RelayAddressGeneratorRanges;
+use webrtc::turn::server::config::{ConnConfig, ServerConfig};
+use webrtc::turn::server::Server;
+use webrtc::util::vnet::net::Net;
+
+/// Allocate requests waiting for the server's answer; more than this many means nobody is
+/// answering them, and the oldest bookkeeping is dropped.
+const MAX_PENDING: usize = 4096;
+
+pub struct RelaySettings {
+    /// UDP address for STUN and TURN (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The address clients are told to send to, and relayed addresses carry.
+    pub public_ip: IpAddr,
+    pub realm: String,
+    /// Relayed transport addresses are taken from this inclusive port range.
+    pub ports: (u16, u16),
+    /// Allocations one user may hold at once (0: no limit).
+    pub user_quota: usize,
+    pub issuer: Issuer,
+}
+
+/// What the auth handler, the gate and the broker share about live credentials and
+/// allocations. Every lock is held for a few map operations, never across an await.
+pub(super) struct Shared {
+    issuer: Issuer,
+    realm: String,
+    quota: usize,
+    book: Mutex<Book>,
+    /// Usernames whose allocations the relay thread should delete.
+    deletions: mpsc::UnboundedSender<String>,
+}
+
+#[derive(Default)]
+struct Book {
+    /// `(call id, user id)` pairs whose call credentials are honoured: from the moment the call
+    /// is answered until it ends (or that side's session is revoked, or one blocks the other).
+    live_calls: HashSet<(String, String)>,
+    /// Allocations per user id: client address -> username that made it.
+    allocations: HashMap<String, HashMap<SocketAddr, String>>,
+    /// Authenticated allocate requests the server has not answered yet: client address ->
+    /// (user id, username).
+    pending: HashMap<SocketAddr, (String, String)>,
+}
+
+/// The outcome of checking an authenticated allocate request against the quota.
+pub(super) enum Admission {
+    Admit,
+    OverQuota,
+}
+
+impl Shared {
+    fn book(&self) -> MutexGuard<'_, Book> {
+        // A panic while holding the lock leaves plain maps behind; they are still usable.
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The long-term key (MD5 of `username:realm:password`) for `username`, or why it is
+    /// refused: malformed, expired, or naming a call that is not live.
+    pub(super) fn key_for(&self, username: &str) -> Result<Vec<u8>, Refusal> {
+        let password = self
+            .issuer
+            .password_for(username, credentials::now_secs())?;
+        let parsed = credentials::parse(username)?;
+        if let Some(call) = parsed.call {
+            let pair = (call.to_owned(), parsed.user.to_owned());
+            if !self.book().live_calls.contains(&pair) {
+                return Err(Refusal::Revoked);
+            }
+        }
+        Ok(generate_auth_key(username, &self.realm, &password))
+    }
+
+    /// An authenticated allocate request from `client`: within the user's quota it is let
+    /// through and remembered until the server answers it.
+    pub(super) fn admit_allocation(&self, client: SocketAddr, username: &str) -> Admission {
+        let Ok(parsed) = credentials::parse(username) else {
+            return Admission::Admit;
+        };
+        let user = parsed.user;
+        let mut book = self.book();
+        let held = book.allocations.get(user);
+        // A retransmission, or a second allocate on the same 5-tuple (which the server refuses
+        // with 437), is not a new allocation.
+        if held.is_some_and(|h| h.contains_key(&client)) {
+            return Admission::Admit;
+        }
+        let in_flight = book
+            .pending
+            .iter()
+            .filter(|(addr, (u, _))| u == user && **addr != client)
+            .count();
+        if self.quota > 0 && held.map_or(0, |h| h.len()) + in_flight >= self.quota {
+            return Admission::OverQuota;
+        }
+        if book.pending.len() >= MAX_PENDING {
+            book.pending.clear();
+        }
+        book.pending
+            .insert(client, (user.to_owned(), username.to_owned()));
+        Admission::Admit
+    }
+
+    /// The server answered an allocate request from `client`.
+    pub(super) fn allocation_answered(&self, client: SocketAddr, success: bool) {
+        let mut book = self.book();
+        let Some((user, username)) = book.pending.remove(&client) else {
+            return;
+        };
+        if !success {
+            return;
+        }
+        // Revoked between the server's credential check and now: undo at once.
+        let revoked = credentials::parse(&username).is_ok_and(|p| {
+            p.call
+                .is_some_and(|call| !book.live_calls.contains(&(call.to_owned(), user.clone())))
+        });
+        if revoked {
+            let _ = self.deletions.send(username);
+            return;
+        }
+        book.allocations
+            .entry(user)
+            .or_default()
+            .insert(client, username);
+    }
+
+    /// An allocation ended (expired, refreshed to zero, or deleted).
+    fn allocation_closed(&self, info: &AllocationInfo) {
+        let Ok(parsed) = credentials::parse(&info.username) else {
+            return;
+        };
+        let mut book = self.book();
+        if let Some(held) = book.allocations.get_mut(parsed.user) {
+            if held.get(&info.five_tuple.src_addr) == Some(&info.username) {
+                held.remove(&info.five_tuple.src_addr);
+            }
+            if held.is_empty() {
+                book.allocations.remove(parsed.user);
+            }
+        }
+    }
+
+    fn allow_call(&self, call: &CallId, user: &UserId) {
+        self.book()
+            .live_calls
+            .insert((call.0.clone(), user.0.clone()));
+    }
+
+    /// Refuses the call credential of `user` from now on and deletes its allocations.
+    fn revoke_call(&self, call: &CallId, user: &UserId) {
+        let doomed: Vec<String> = {
+            let mut book = self.book();
+            book.live_calls.remove(&(call.0.clone(), user.0.clone()));
+            book.allocations
+                .get(user.as_str())
+                .map(|held| {
+                    held.values()
+                        .filter(|name| {
+                            credentials::parse(name).is_ok_and(|p| p.call == Some(call.as_str()))
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for username in doomed {
+            let _ = self.deletions.send(username);
+        }
+    }
+}
+
+/// The TURN server's view of credentials: split on ':', refuse malformed, expired and revoked
+/// usernames, and derive the key from the shared secret. Called on the relay thread for every
+/// authenticated request; it only hashes and looks up a set.
+struct CredentialCheck(Arc<Shared>);
+
+impl AuthHandler for CredentialCheck {
+    fn auth_handle(
+        &self,
+        username: &str,
+        _realm: &str,
+        src_addr: SocketAddr,
+    ) -> Result<Vec<u8>, webrtc::turn::Error> {
+        self.0.key_for(username).map_err(|refusal| {
+            log::debug!("relay refused {src_addr}: {refusal}");
+            webrtc::turn::Error::Other(refusal.to_string())
+        })
+    }
+}
+
+/// A running relay. Dropping it leaves the relay running; [`Relay::close`] stops it.
+pub struct Relay {
+    shared: Arc<Shared>,
+    server: Arc<Server>,
+    local_addr: SocketAddr,
+    arbiter: ArbiterHandle,
+}
+
+impl Relay {
+    /// Binds the UDP socket (so a taken port fails start-up with a clear line) and starts the
+    /// TURN server on a thread of its own.
+    pub async fn start(settings: RelaySettings) -> Result<Self, String> {
+        let (min_port, max_port) = settings.ports;
+        let socket = std::net::UdpSocket::bind(settings.listen).map_err(|e| {
+            format!(
+                "cannot listen for STUN/TURN on udp {} (--relay-listen): {e}",
+                settings.listen
+            )
+        })?;
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
+        let (deletions, deletion_queue) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            issuer: settings.issuer,
+            realm: settings.realm.clone(),
+            quota: settings.user_quota,
+            book: Mutex::new(Book::default()),
+            deletions,
+        });
+        let generator = RelayAddressGeneratorRanges {
+            relay_address: settings.public_ip,
+            min_port,
+            max_port,
+            max_retries: 0,
+            address: settings.listen.ip().to_string(),
+            net: Arc::new(Net::new(None)),
+        };
+        let arbiter = Arbiter::new();
+        let (started_tx, started) = oneshot::channel();
+        let serving = {
+            let shared = shared.clone();
+            let realm = settings.realm;
+            async move {
+                let result = serve(socket, shared, realm, generator, deletion_queue).await;
+                let _ = started_tx.send(result);
+            }
+        };
+        if !arbiter.spawn(serving) {
+            return Err("the relay thread did not start".into());
+        }
+        let server = started
+            .await
+            .map_err(|_| "the relay thread stopped while starting".to_string())??;
+        log::info!("STUN/TURN relay listening on udp {local_addr}");
+        Ok(Self {
+            shared,
+            server,
+            local_addr,
+            arbiter: arbiter.handle(),
+        })
+    }
+
+    /// The bound UDP address (its port is the real one when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Honour `user`'s credential for `call` (the call was answered).
+    pub fn allow_call(&self, call: &CallId, user: &UserId) {
+        self.shared.allow_call(call, user);
+    }
+
+    /// Refuse `user`'s credential for `call` from now on and delete its allocations.
+    pub fn revoke_call(&self, call: &CallId, user: &UserId) {
+        self.shared.revoke_call(call, user);
+    }
+
+    /// Ends every allocation and stops the relay thread.
+    pub async fn close(&self) {
+        if let Err(e) = self.server.close().await {
+            log::warn!("closing the relay: {e}");
+        }
+        self.arbiter.stop();
+    }
+}
+
+/// Runs on the relay thread: wraps the socket in the gate, starts the TURN server and the two
+/// housekeeping tasks (deleting revoked allocations, forgetting closed ones).
+async fn serve(
+    socket: std::net::UdpSocket,
+    shared: Arc<Shared>,
+    realm: String,
+    generator: RelayAddressGeneratorRanges,
+    mut deletion_queue: mpsc::UnboundedReceiver<String>,
+) -> Result<Arc<Server>, String> {
+    let socket = tokio::net::UdpSocket::from_std(socket).map_err(|e| e.to_string())?;
+    let (closed_tx, mut closed) = mpsc::channel::<AllocationInfo>(256);
+    let server = Server::new(ServerConfig {
+        conn_configs: vec![ConnConfig {
+            conn: Arc::new(Gate::new(socket, shared.clone())),
+            relay_addr_generator: Box::new(generator),
+        }],
+        realm,
+        auth_handler: Arc::new(CredentialCheck(shared.clone())),
+        channel_bind_timeout: std::time::Duration::ZERO,
+        alloc_close_notify: Some(closed_tx),
+    })
+    .await
+    .map_err(|e| format!("cannot start the relay: {e}"))?;
+    let server = Arc::new(server);
+    actix::spawn(async move {
+        while let Some(info) = closed.recv().await {
+            shared.allocation_closed(&info);
+        }
+    });
+    let deleter = server.clone();
+    actix::spawn(async move {
+        while let Some(username) = deletion_queue.recv().await {
+            if let Err(e) = deleter.delete_allocations_by_username(username).await {
+                log::warn!("relay: cannot delete revoked allocations: {e}");
+            }
+        }
+    });
+    Ok(server)
+}

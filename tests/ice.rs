@@ -1,0 +1,746 @@
+//! ICE: the embedded STUN/TURN relay, its coturn-style credentials, and revoking call
+//! credentials. Relay checks drive the relay with webrtc-rs's own TURN client; the end-to-end
+//! test connects two relay-only webrtc-rs peers through it with Switchboard's signaling.
+mod common;
+
+use common::{spawn_app_on, spawn_app_with, Backend, TestApp};
+use serde_json::{json, Value};
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchboard::config::Config;
+use switchboard::ice::credentials;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::APIBuilder;
+use webrtc::data_channel::data_channel_message::DataChannelMessage;
+use webrtc::data_channel::RTCDataChannel;
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice::network_type::NetworkType;
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
+use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::policy::ice_transport_policy::RTCIceTransportPolicy;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::turn::client::{Client, ClientConfig};
+use webrtc::util::Conn;
+
+on_both_databases!(
+    ice_servers_list_the_embedded_relay_with_a_per_user_credential,
+    two_relay_only_peers_connect_through_the_embedded_relay_and_exchange_data,
+    expired_wrong_and_malformed_credentials_are_refused_without_disturbing_a_live_allocation,
+    hangup_deletes_the_call_credentials_allocations_and_they_no_longer_allocate,
+    logging_out_the_device_in_a_call_revokes_its_call_credential_at_once,
+    blocking_the_peer_revokes_both_call_credentials_at_once,
+    a_user_over_the_allocation_quota_is_refused_while_others_are_not,
+    a_generated_secret_is_kept_so_credentials_survive_a_restart,
+    with_the_relay_off_ice_servers_lists_only_the_external_servers,
+);
+
+/// Every wait on the relay or a peer is bounded by this.
+const WAIT: Duration = Duration::from_secs(5);
+const SECRET: &str = "ice-test-shared-secret";
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+struct Pair {
+    app: TestApp,
+    alice: String,
+    bob: String,
+}
+
+/// Two friends, alice and bob, on a broker tweaked by `tweak`.
+async fn pair(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Pair {
+    let app = spawn_app_with(backend, tweak).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    app.befriend(&alice, "bob", &bob, "alice").await;
+    Pair { app, alice, bob }
+}
+
+async fn user_id(app: &TestApp, token: &str) -> String {
+    let me = app.get("/api/v1/me", token).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    me.body["id"].as_str().expect("user id").to_owned()
+}
+
+/// The TURN entry of an `ice_servers` list: (host:port of the first turn: URL, username,
+/// credential).
+fn turn_of(servers: &Value) -> (String, String, String) {
+    let entry = servers
+        .as_array()
+        .expect("ice_servers is a list")
+        .iter()
+        .find(|s| s["username"].is_string())
+        .unwrap_or_else(|| panic!("no TURN entry in {servers}"));
+    let url = entry["urls"][0].as_str().expect("url");
+    let addr = url
+        .strip_prefix("turn:")
+        .and_then(|rest| rest.split('?').next())
+        .unwrap_or_else(|| panic!("not a turn: URL: {url}"));
+    (
+        addr.to_owned(),
+        entry["username"].as_str().expect("username").to_owned(),
+        entry["credential"].as_str().expect("credential").to_owned(),
+    )
+}
+
+/// A TURN client of webrtc-rs on its own loopback socket.
+async fn turn_client(server: &str, username: &str, password: &str) -> Client {
+    let conn = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("udp socket"));
+    let client = Client::new(ClientConfig {
+        stun_serv_addr: server.to_owned(),
+        turn_serv_addr: server.to_owned(),
+        username: username.to_owned(),
+        password: password.to_owned(),
+        realm: String::new(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn,
+        vnet: None,
+    })
+    .await
+    .expect("turn client");
+    client.listen().await.expect("turn client listens");
+    client
+}
+
+type Relayed = Box<dyn Conn + Send + Sync>;
+
+/// Asks the relay for an allocation; `Err` carries the refusal.
+async fn allocate(
+    server: &str,
+    username: &str,
+    password: &str,
+) -> Result<(Client, Relayed), String> {
+    let client = turn_client(server, username, password).await;
+    match actix_rt::time::timeout(WAIT, client.allocate()).await {
+        Ok(Ok(relayed)) => Ok((client, Box::new(relayed))),
+        Ok(Err(e)) => {
+            let _ = client.close().await;
+            Err(e.to_string())
+        }
+        Err(_) => panic!("the relay did not answer an allocate within {WAIT:?}"),
+    }
+}
+
+/// A datagram goes out through the allocation to a fresh peer socket and one comes back. The
+/// peer stays connected to the relayed address, to watch it later.
+async fn relays_both_ways(relayed: &Relayed) -> UdpSocket {
+    let peer = UdpSocket::bind("127.0.0.1:0").await.expect("peer socket");
+    let relayed_addr = relayed.local_addr().expect("relayed address");
+    peer.connect(relayed_addr).await.expect("peer connects");
+    let peer_addr = peer.local_addr().expect("peer address");
+    let mut buf = [0u8; 64];
+
+    relayed
+        .send_to(b"out", peer_addr)
+        .await
+        .expect("sent through the relay");
+    let n = actix_rt::time::timeout(WAIT, peer.recv(&mut buf))
+        .await
+        .expect("nothing relayed out")
+        .expect("peer reads");
+    assert_eq!(&buf[..n], b"out");
+
+    peer.send(b"back").await.expect("peer sends");
+    let (n, from) = actix_rt::time::timeout(WAIT, relayed.recv_from(&mut buf))
+        .await
+        .expect("nothing relayed back")
+        .expect("relay conn reads");
+    assert_eq!((&buf[..n], from), (&b"back"[..], peer_addr));
+    peer
+}
+
+/// Waits until the relayed port behind `peer` is closed: the allocation is gone, and datagrams
+/// to it bounce (the ICMP port-unreachable shows on the connected socket as ConnectionRefused).
+async fn wait_until_gone(peer: &UdpSocket) {
+    let deadline = actix_rt::time::Instant::now() + WAIT;
+    let mut buf = [0u8; 64];
+    loop {
+        if let Err(e) = peer.send(b"still there?").await {
+            assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+            return;
+        }
+        match actix_rt::time::timeout(Duration::from_millis(100), peer.recv(&mut buf)).await {
+            Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => return,
+            Ok(Err(e)) => panic!("unexpected error from the relayed port: {e}"),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        assert!(
+            actix_rt::time::Instant::now() < deadline,
+            "the allocation still exists {WAIT:?} later"
+        );
+    }
+}
+
+/// alice calls bob and bob accepts: both sockets, the call id, alice's `call.accepted` and the
+/// ack of bob's `call.accept`.
+async fn answered_call(
+    p: &Pair,
+) -> (
+    common::ws::WsClient,
+    common::ws::WsClient,
+    String,
+    Value,
+    Value,
+) {
+    let (mut alice_ws, _) = p.app.ws_login(&p.alice).await;
+    let (mut bob_ws, _) = p.app.ws_login(&p.bob).await;
+    let invited = alice_ws
+        .ok(json!({"type": "call.invite", "to": "bob", "media": "audio"}))
+        .await;
+    let call_id = invited["call_id"].as_str().expect("call_id").to_owned();
+    bob_ws.recv_type("call.incoming").await;
+    let bob_ack = bob_ws
+        .ok(json!({"type": "call.accept", "call_id": call_id}))
+        .await;
+    let accepted = alice_ws.recv_type("call.accepted").await;
+    (alice_ws, bob_ws, call_id, accepted, bob_ack)
+}
+
+async fn ice_servers_list_the_embedded_relay_with_a_per_user_credential(backend: Backend) {
+    let p = pair(backend, |c| c.turn_secret = Some(SECRET.into())).await;
+    let alice_id = user_id(&p.app, &p.alice).await;
+
+    let reply = p.app.get("/api/v1/ice-servers", &p.alice).await;
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply
+            .headers
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store")
+    );
+    assert_eq!(reply.body["ttl"], 3600);
+    let servers = &reply.body["ice_servers"];
+    let (addr, username, credential) = turn_of(servers);
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":3478") && !addr.ends_with(":0"),
+        "{addr}"
+    );
+    assert_eq!(
+        servers,
+        &json!([
+            {"urls": [format!("stun:{addr}")]},
+            {"urls": [format!("turn:{addr}?transport=udp")], "username": username, "credential": credential},
+        ])
+    );
+    let (expiry, user) = username.split_once(':').expect("<expiry>:<user id>");
+    assert_eq!(user, alice_id);
+    let expiry: u64 = expiry.parse().expect("expiry in unix seconds");
+    assert!(
+        (now_secs() + 3590..=now_secs() + 3600).contains(&expiry),
+        "{expiry}"
+    );
+    // coturn's use-auth-secret password: base64(HMAC-SHA1(secret, username)).
+    assert_eq!(
+        credential,
+        credentials::password(SECRET.as_bytes(), &username)
+    );
+
+    // The same list comes with `welcome`, and only to signed-in users.
+    let (_, welcome) = p.app.ws_login(&p.alice).await;
+    let (_, welcome_user, _) = turn_of(&welcome["ice_servers"]);
+    assert_eq!(welcome["ice_servers"][0], servers[0]);
+    assert_eq!(welcome["ice_servers"][1]["urls"], servers[1]["urls"]);
+    assert!(
+        welcome_user.ends_with(&format!(":{alice_id}")),
+        "{welcome_user}"
+    );
+    let anonymous = p
+        .app
+        .request(awc::http::Method::GET, "/api/v1/ice-servers", None, None)
+        .await;
+    assert_eq!((anonymous.status, anonymous.code()), (401, "unauthorized"));
+}
+
+async fn two_relay_only_peers_connect_through_the_embedded_relay_and_exchange_data(
+    backend: Backend,
+) {
+    // Peers are set up on this thread between socket reads: don't trip the test heartbeat.
+    let p = pair(backend, |c| c.heartbeat_timeout = Duration::from_secs(20)).await;
+    let (mut alice_ws, _) = p.app.ws_login(&p.alice).await;
+    let (mut bob_ws, _) = p.app.ws_login(&p.bob).await;
+    let alice_servers =
+        p.app.get("/api/v1/ice-servers", &p.alice).await.body["ice_servers"].clone();
+    let bob_servers = p.app.get("/api/v1/ice-servers", &p.bob).await.body["ice_servers"].clone();
+    let alice_pc = relay_only_peer(&alice_servers).await;
+    let bob_pc = relay_only_peer(&bob_servers).await;
+    let (alice_heard, _channel) = open_chat(&alice_pc, "hello bob, through the relay").await;
+    let bob_heard = answer_chat(&bob_pc, "hi alice, relayed too");
+
+    // The call, then offer and answer (with their gathered relay candidates) as `signal` frames.
+    let invited = alice_ws
+        .ok(json!({"type": "call.invite", "to": "bob", "media": "video"}))
+        .await;
+    let call_id = invited["call_id"].as_str().expect("call_id").to_owned();
+    bob_ws.recv_type("call.incoming").await;
+    bob_ws
+        .ok(json!({"type": "call.accept", "call_id": call_id}))
+        .await;
+    assert_eq!(alice_ws.recv_type("call.accepted").await["offerer"], true);
+
+    let offer = alice_pc.create_offer(None).await.expect("offer");
+    let offer = gathered(&alice_pc, offer).await;
+    assert_only_relay_candidates(&offer.sdp);
+    alice_ws
+        .ok(json!({"type": "signal", "call_id": call_id, "kind": "offer", "sdp": offer.sdp}))
+        .await;
+    let relayed_offer = bob_ws.recv_type("signal").await;
+    let remote_offer =
+        RTCSessionDescription::offer(relayed_offer["sdp"].as_str().expect("sdp").into())
+            .expect("offer description");
+    bob_pc
+        .set_remote_description(remote_offer)
+        .await
+        .expect("bob takes the offer");
+    let answer = bob_pc.create_answer(None).await.expect("answer");
+    let answer = gathered(&bob_pc, answer).await;
+    assert_only_relay_candidates(&answer.sdp);
+    bob_ws
+        .ok(json!({"type": "signal", "call_id": call_id, "kind": "answer", "sdp": answer.sdp}))
+        .await;
+    let relayed_answer = alice_ws.recv_type("signal").await;
+    let remote_answer =
+        RTCSessionDescription::answer(relayed_answer["sdp"].as_str().expect("sdp").into())
+            .expect("answer description");
+    alice_pc
+        .set_remote_description(remote_answer)
+        .await
+        .expect("alice takes the answer");
+
+    // Act + assert: each side hears the other over the data channel, through the relay.
+    let talk = async {
+        let mut bob_heard = bob_heard;
+        let mut alice_heard = alice_heard;
+        (bob_heard.recv().await, alice_heard.recv().await)
+    };
+    let heard = actix_rt::time::timeout(Duration::from_secs(20), talk).await;
+    assert_eq!(
+        heard.ok(),
+        Some((
+            Some("hello bob, through the relay".to_owned()),
+            Some("hi alice, relayed too".to_owned())
+        )),
+        "alice {}, bob {}",
+        alice_pc.connection_state(),
+        bob_pc.connection_state()
+    );
+    for pc in [&alice_pc, &bob_pc] {
+        let pair = pc
+            .sctp()
+            .transport()
+            .ice_transport()
+            .get_selected_candidate_pair()
+            .await
+            .expect("a selected candidate pair");
+        assert_eq!(
+            (pair.local.typ, pair.remote.typ),
+            (RTCIceCandidateType::Relay, RTCIceCandidateType::Relay)
+        );
+    }
+
+    alice_ws
+        .ok(json!({"type": "call.hangup", "call_id": call_id}))
+        .await;
+    bob_ws.recv_type("call.ended").await;
+    alice_pc.close().await.expect("alice closes");
+    bob_pc.close().await.expect("bob closes");
+}
+
+async fn expired_wrong_and_malformed_credentials_are_refused_without_disturbing_a_live_allocation(
+    backend: Backend,
+) {
+    let p = pair(backend, |c| c.turn_secret = Some(SECRET.into())).await;
+    let alice_id = user_id(&p.app, &p.alice).await;
+    let (server, username, credential) =
+        turn_of(&p.app.get("/api/v1/ice-servers", &p.alice).await.body["ice_servers"]);
+    let (_live_client, live) = allocate(&server, &username, &credential)
+        .await
+        .expect("a fresh credential allocates");
+    relays_both_ways(&live).await;
+
+    // Act: an expired credential (correctly signed), a wrong password, malformed usernames, and
+    // datagrams that are not STUN at all.
+    let expired = format!("{}:{alice_id}", now_secs() - 60);
+    let expired_password = credentials::password(SECRET.as_bytes(), &expired);
+    let refused_expired = allocate(&server, &expired, &expired_password).await;
+    let refused_wrong = allocate(&server, &username, "not-the-password").await;
+    let other_secret = credentials::password(b"some other secret", &username);
+    let refused_other_secret = allocate(&server, &username, &other_secret).await;
+    let mut malformed = Vec::new();
+    for name in [
+        alice_id.clone(),
+        format!("soon:{alice_id}"),
+        format!("{}:{alice_id}:call:extra", now_secs() + 60),
+    ] {
+        let password = credentials::password(SECRET.as_bytes(), &name);
+        malformed.push(allocate(&server, &name, &password).await);
+    }
+    let garbage = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+    for datagram in [
+        &b""[..],
+        b"\x00\x01\x00",
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0xFF; 600],
+        &[0x40; 32],
+    ] {
+        garbage
+            .send_to(datagram, &server)
+            .await
+            .expect("garbage sent");
+    }
+
+    // Assert: all refused; the live allocation still relays, and the relay still serves.
+    assert!(refused_expired.is_err(), "an expired credential allocated");
+    assert!(refused_wrong.is_err(), "a wrong password allocated");
+    assert!(
+        refused_other_secret.is_err(),
+        "a credential signed with another secret allocated"
+    );
+    for (i, result) in malformed.iter().enumerate() {
+        assert!(result.is_err(), "malformed username #{i} allocated");
+    }
+    relays_both_ways(&live).await;
+    let (bob_server, bob_name, bob_credential) =
+        turn_of(&p.app.get("/api/v1/ice-servers", &p.bob).await.body["ice_servers"]);
+    let (_bob_client, bob_relayed) = allocate(&bob_server, &bob_name, &bob_credential)
+        .await
+        .expect("the relay still allocates");
+    relays_both_ways(&bob_relayed).await;
+}
+
+async fn hangup_deletes_the_call_credentials_allocations_and_they_no_longer_allocate(
+    backend: Backend,
+) {
+    let p = pair(backend, |_| {}).await;
+    let (alice_id, bob_id) = (
+        user_id(&p.app, &p.alice).await,
+        user_id(&p.app, &p.bob).await,
+    );
+    let (mut alice_ws, mut bob_ws, call_id, accepted, bob_ack) = answered_call(&p).await;
+
+    // Both sides hold a credential naming the call: the caller in `call.accepted`, the callee
+    // in the ack of its `call.accept`.
+    let (server, alice_name, alice_credential) = turn_of(&accepted["ice_servers"]);
+    let (_, bob_name, bob_credential) = turn_of(&bob_ack["ice_servers"]);
+    for (name, user) in [(&alice_name, &alice_id), (&bob_name, &bob_id)] {
+        let parts: Vec<&str> = name.split(':').collect();
+        assert_eq!(parts[1..], [user.as_str(), call_id.as_str()], "{name}");
+    }
+    let (_alice_client, alice_relayed) = allocate(&server, &alice_name, &alice_credential)
+        .await
+        .expect("the call credential allocates during the call");
+    let (_bob_client, bob_relayed) = allocate(&server, &bob_name, &bob_credential)
+        .await
+        .expect("the call credential allocates during the call");
+    let alice_peer = relays_both_ways(&alice_relayed).await;
+    let bob_peer = relays_both_ways(&bob_relayed).await;
+    let (_, user_name, user_credential) =
+        turn_of(&p.app.get("/api/v1/ice-servers", &p.alice).await.body["ice_servers"]);
+    let (_user_client, user_relayed) = allocate(&server, &user_name, &user_credential)
+        .await
+        .expect("the user credential allocates");
+    let user_peer = relays_both_ways(&user_relayed).await;
+
+    // Act
+    alice_ws
+        .ok(json!({"type": "call.hangup", "call_id": call_id}))
+        .await;
+    bob_ws.recv_type("call.ended").await;
+
+    // Assert: the call's allocations are gone at once, and its credentials are refused.
+    wait_until_gone(&alice_peer).await;
+    wait_until_gone(&bob_peer).await;
+    assert!(allocate(&server, &alice_name, &alice_credential)
+        .await
+        .is_err());
+    assert!(allocate(&server, &bob_name, &bob_credential).await.is_err());
+    // A per-user credential is not tied to the call: it works until it expires.
+    let mut buf = [0u8; 16];
+    user_peer.send(b"still here").await.expect("peer sends");
+    let (n, _) = actix_rt::time::timeout(WAIT, user_relayed.recv_from(&mut buf))
+        .await
+        .expect("the user allocation still relays")
+        .expect("reads");
+    assert_eq!(&buf[..n], b"still here");
+}
+
+async fn logging_out_the_device_in_a_call_revokes_its_call_credential_at_once(backend: Backend) {
+    let p = pair(backend, |c| c.reconnect_grace = Duration::from_secs(30)).await;
+    let (mut alice_ws, _bob_ws, _call_id, accepted, bob_ack) = answered_call(&p).await;
+    let (server, alice_name, alice_credential) = turn_of(&accepted["ice_servers"]);
+    let (_, bob_name, bob_credential) = turn_of(&bob_ack["ice_servers"]);
+    let (_alice_client, alice_relayed) = allocate(&server, &alice_name, &alice_credential)
+        .await
+        .expect("allocates");
+    let (_bob_client, bob_relayed) = allocate(&server, &bob_name, &bob_credential)
+        .await
+        .expect("allocates");
+    let alice_peer = relays_both_ways(&alice_relayed).await;
+
+    // Act: alice logs out the session of the device that holds the call.
+    let logout = p
+        .app
+        .request(
+            awc::http::Method::POST,
+            "/api/v1/auth/logout",
+            Some(&p.alice),
+            None,
+        )
+        .await;
+    assert_eq!(logout.status, 204, "{}", logout.body);
+    alice_ws.expect_close().await;
+
+    // Assert: alice's call allocation is gone and her call credential refused, long before the
+    // 30 s reconnect grace would end the call; bob's side of the call keeps its relay.
+    wait_until_gone(&alice_peer).await;
+    assert!(allocate(&server, &alice_name, &alice_credential)
+        .await
+        .is_err());
+    relays_both_ways(&bob_relayed).await;
+}
+
+async fn blocking_the_peer_revokes_both_call_credentials_at_once(backend: Backend) {
+    let p = pair(backend, |_| {}).await;
+    let (_alice_ws, _bob_ws, _call_id, accepted, bob_ack) = answered_call(&p).await;
+    let (server, alice_name, alice_credential) = turn_of(&accepted["ice_servers"]);
+    let (_, bob_name, bob_credential) = turn_of(&bob_ack["ice_servers"]);
+    let (_alice_client, alice_relayed) = allocate(&server, &alice_name, &alice_credential)
+        .await
+        .expect("allocates");
+    let (_bob_client, bob_relayed) = allocate(&server, &bob_name, &bob_credential)
+        .await
+        .expect("allocates");
+    let alice_peer = relays_both_ways(&alice_relayed).await;
+    let bob_peer = relays_both_ways(&bob_relayed).await;
+
+    // Act
+    let blocked = p.app.put("/api/v1/blocks/bob", &p.alice).await;
+    assert!(blocked.status < 300, "{} {}", blocked.status, blocked.body);
+
+    // Assert
+    wait_until_gone(&alice_peer).await;
+    wait_until_gone(&bob_peer).await;
+    assert!(allocate(&server, &alice_name, &alice_credential)
+        .await
+        .is_err());
+    assert!(allocate(&server, &bob_name, &bob_credential).await.is_err());
+}
+
+async fn a_user_over_the_allocation_quota_is_refused_while_others_are_not(backend: Backend) {
+    let p = pair(backend, |c| c.relay_user_quota = 2).await;
+    let (server, name, credential) =
+        turn_of(&p.app.get("/api/v1/ice-servers", &p.alice).await.body["ice_servers"]);
+    let _first = allocate(&server, &name, &credential)
+        .await
+        .expect("first allocates");
+    let (second_client, second) = allocate(&server, &name, &credential)
+        .await
+        .expect("second allocates");
+
+    // Act
+    let third = allocate(&server, &name, &credential).await;
+
+    // Assert: refused with 486 Allocation Quota Reached; bob is not affected; once alice gives
+    // an allocation back she may allocate again.
+    let refusal = third.err().expect("a third allocation over the quota of 2");
+    assert!(refusal.contains("486"), "{refusal}");
+    let (bob_server, bob_name, bob_credential) =
+        turn_of(&p.app.get("/api/v1/ice-servers", &p.bob).await.body["ice_servers"]);
+    allocate(&bob_server, &bob_name, &bob_credential)
+        .await
+        .expect("another user allocates");
+    second.close().await.expect("allocation released");
+    let _ = second_client.close().await;
+    let deadline = actix_rt::time::Instant::now() + WAIT;
+    loop {
+        match allocate(&server, &name, &credential).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                actix_rt::time::Instant::now() < deadline,
+                "still refused: {e}"
+            ),
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_generated_secret_is_kept_so_credentials_survive_a_restart(backend: Backend) {
+    let p = pair(backend, |c| c.turn_secret = None).await;
+    let (_, name, credential) =
+        turn_of(&p.app.get("/api/v1/ice-servers", &p.alice).await.body["ice_servers"]);
+    p.app.shutdown.shutdown().await;
+
+    // Act: start again on the same database.
+    let restarted = spawn_app_on(p.app.db, |_| {}).await;
+    let login = restarted.login("alice", "password-alice").await;
+    let token = login.body["token"].as_str().expect("token").to_owned();
+    let (server, _, _) =
+        turn_of(&restarted.get("/api/v1/ice-servers", &token).await.body["ice_servers"]);
+
+    // Assert: the credential issued before the restart still allocates.
+    let (_client, relayed) = allocate(&server, &name, &credential)
+        .await
+        .expect("a credential from before the restart allocates");
+    relays_both_ways(&relayed).await;
+}
+
+async fn with_the_relay_off_ice_servers_lists_only_the_external_servers(backend: Backend) {
+    let p = pair(backend, |c| {
+        c.relay = false;
+        c.turn_secret = Some(SECRET.into());
+        c.ice_servers = vec![
+            "stun:stun.example.org:3478".into(),
+            "turn:turn.example.org:3478?transport=udp".into(),
+            "turns:turn.example.org:5349?transport=tcp".into(),
+        ];
+    })
+    .await;
+
+    let reply = p.app.get("/api/v1/ice-servers", &p.alice).await;
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let servers = &reply.body["ice_servers"];
+    let username = servers[1]["username"].as_str().expect("username");
+    assert_eq!(
+        servers,
+        &json!([
+            {"urls": ["stun:stun.example.org:3478"]},
+            {
+                "urls": ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349?transport=tcp"],
+                "username": username,
+                "credential": credentials::password(SECRET.as_bytes(), username),
+            },
+        ])
+    );
+    let (_, welcome) = p.app.ws_login(&p.alice).await;
+    assert_eq!(welcome["ice_servers"][0], servers[0]);
+    assert_eq!(welcome["ice_servers"][1]["urls"], servers[1]["urls"]);
+
+    // No relay and nothing configured: an empty list.
+    let bare = spawn_app_with(backend, |c| c.relay = false).await;
+    let carol = bare.register("carol").await;
+    let reply = bare.get("/api/v1/ice-servers", &carol).await;
+    assert_eq!(reply.body, json!({"ice_servers": [], "ttl": 3600}));
+}
+
+/// A webrtc-rs peer that may only use relay candidates, from `servers` as the API gave them.
+async fn relay_only_peer(servers: &Value) -> Arc<RTCPeerConnection> {
+    let mut settings = SettingEngine::default();
+    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    settings.set_network_types(vec![NetworkType::Udp4]);
+    let api = APIBuilder::new().with_setting_engine(settings).build();
+    let ice_servers = servers
+        .as_array()
+        .expect("ice_servers is a list")
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s["urls"]
+                .as_array()
+                .expect("urls")
+                .iter()
+                .map(|u| u.as_str().expect("url").to_owned())
+                .collect(),
+            username: s["username"].as_str().unwrap_or_default().to_owned(),
+            credential: s["credential"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect();
+    let config = RTCConfiguration {
+        ice_servers,
+        ice_transport_policy: RTCIceTransportPolicy::Relay,
+        ..Default::default()
+    };
+    Arc::new(
+        api.new_peer_connection(config)
+            .await
+            .expect("peer connection"),
+    )
+}
+
+/// Sets `description` as local and waits for ICE gathering to finish, so the description sent
+/// carries every (relay) candidate.
+async fn gathered(
+    pc: &RTCPeerConnection,
+    description: RTCSessionDescription,
+) -> RTCSessionDescription {
+    let mut done = pc.gathering_complete_promise().await;
+    pc.set_local_description(description)
+        .await
+        .expect("local description");
+    actix_rt::time::timeout(WAIT, done.recv())
+        .await
+        .expect("ICE gathering finishes");
+    pc.local_description().await.expect("gathered description")
+}
+
+fn assert_only_relay_candidates(sdp: &str) {
+    let candidates: Vec<&str> = sdp
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    assert!(!candidates.is_empty(), "no candidates gathered: {sdp}");
+    assert!(
+        candidates.iter().all(|c| c.contains(" typ relay")),
+        "{candidates:?}"
+    );
+}
+
+fn text_of(message: &DataChannelMessage) -> String {
+    String::from_utf8_lossy(&message.data).into_owned()
+}
+
+/// The offerer's channel: says `greeting` once open and reports what it hears.
+async fn open_chat(
+    pc: &RTCPeerConnection,
+    greeting: &'static str,
+) -> (mpsc::UnboundedReceiver<String>, Arc<RTCDataChannel>) {
+    let channel = pc
+        .create_data_channel("chat", None)
+        .await
+        .expect("data channel");
+    let greeter = Arc::downgrade(&channel);
+    channel.on_open(Box::new(move || {
+        Box::pin(async move {
+            if let Some(channel) = greeter.upgrade() {
+                let _ = channel.send_text(greeting).await;
+            }
+        })
+    }));
+    let (tx, rx) = mpsc::unbounded_channel();
+    channel.on_message(Box::new(move |message: DataChannelMessage| {
+        let _ = tx.send(text_of(&message));
+        Box::pin(async {})
+    }));
+    (rx, channel)
+}
+
+/// The answerer: reports what it hears on the offered channel and answers with `reply`.
+fn answer_chat(pc: &RTCPeerConnection, reply: &'static str) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            let replier = Arc::downgrade(&channel);
+            channel.on_message(Box::new(move |message: DataChannelMessage| {
+                let _ = tx.send(text_of(&message));
+                let replier = replier.clone();
+                Box::pin(async move {
+                    if let Some(channel) = replier.upgrade() {
+                        let _ = channel.send_text(reply).await;
+                    }
+                })
+            }));
+        })
+    }));
+    rx
+}
