@@ -9,6 +9,7 @@ pub mod input;
 pub mod me;
 pub mod users;
 pub mod views;
+pub mod web_client;
 
 use crate::error::{AppError, ErrorCode};
 use actix_web::body::{BoxBody, MessageBody};
@@ -17,9 +18,10 @@ use actix_web::http::{header, StatusCode};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{web, ResponseError};
 
-/// All routes: probes at the root, the API under /api/v1.
+/// All routes: probes and the web client at the root, the API under /api/v1.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(health::configure)
+        .configure(web_client::configure)
         .service(web::resource("/ws").route(web::get().to(crate::ws::connect)))
         .service(
             web::scope("/api/v1")

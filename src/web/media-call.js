@@ -1,0 +1,186 @@
+// The media side of one call: local camera and microphone, the RTCPeerConnection, and the
+// offer/answer/trickle-ICE exchange carried by the broker's `signal` frames.
+
+/**
+ * Camera and microphone for a call. Falls back to what is available (a video call without a
+ * camera still sends audio and receives video); never throws.
+ * @returns {Promise<{stream: MediaStream, error: Error | null}>}
+ */
+export async function getLocalMedia(media) {
+  const attempts =
+    media === 'video'
+      ? [{ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } }, { audio: true }, { video: true }]
+      : [{ audio: true }];
+  let lastError = null;
+  if (navigator.mediaDevices?.getUserMedia) {
+    for (const constraints of attempts) {
+      try {
+        return { stream: await navigator.mediaDevices.getUserMedia(constraints), error: null };
+      } catch (error) {
+        lastError = error;
+      }
+    }
+  } else {
+    lastError = new Error('this browser gives no access to camera or microphone (is the page on https?)');
+  }
+  return { stream: new MediaStream(), error: lastError };
+}
+
+/** The sess-id of an SDP's o= line: the same for every renegotiation of one peer connection. */
+function sessionIdOf(sdp) {
+  return /^o=\S+ (\d+) /m.exec(sdp)?.[1] ?? null;
+}
+
+export class MediaCall {
+  /**
+   * @param {object} options
+   * @param {'audio'|'video'} options.media
+   * @param {MediaStream} options.localStream
+   * @param {RTCIceServer[]} options.iceServers
+   * @param {(signal: {kind: string, sdp?: string, candidate?: object}) => void} options.sendSignal
+   * @param {(stream: MediaStream) => void} options.onRemoteStream
+   * @param {(state: RTCPeerConnectionState) => void} options.onConnectionState
+   */
+  constructor({ media, localStream, iceServers, sendSignal, onRemoteStream, onConnectionState }) {
+    this.media = media;
+    this.localStream = localStream;
+    this.iceServers = iceServers;
+    this.sendSignal = sendSignal;
+    this.onRemoteStream = onRemoteStream;
+    this.onConnectionState = onConnectionState;
+    this.remoteSession = null;
+    this.pendingCandidates = [];
+    // Signals are handled strictly in arrival order, each after the previous one finished.
+    this.queue = Promise.resolve();
+    this.closed = false;
+    this.#createPeer();
+  }
+
+  #createPeer() {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
+    const remote = new MediaStream();
+    pc.onicecandidate = (event) => {
+      // A null candidate only marks the end of gathering; the broker needs none.
+      if (event.candidate && event.candidate.candidate) {
+        this.sendSignal({ kind: 'candidate', candidate: event.candidate.toJSON() });
+      }
+    };
+    pc.ontrack = (event) => {
+      if (!remote.getTracks().includes(event.track)) remote.addTrack(event.track);
+      this.onRemoteStream(remote);
+    };
+    pc.onconnectionstatechange = () => {
+      if (this.pc === pc) this.onConnectionState(pc.connectionState);
+    };
+    this.pc = pc;
+    this.remoteStream = remote;
+  }
+
+  /** Sends an offer: the first one, an ICE restart, or a fresh start after a page reload. */
+  offer({ iceRestart = false } = {}) {
+    return this.#enqueue(async () => {
+      const pc = this.pc;
+      if (!iceRestart) {
+        // Receive what the call is about even when this side has no camera or microphone.
+        const kinds = this.media === 'video' ? ['audio', 'video'] : ['audio'];
+        for (const kind of kinds) {
+          const has = pc.getTransceivers().some((t) => t.receiver.track?.kind === kind);
+          if (!has) pc.addTransceiver(kind, { direction: 'recvonly' });
+        }
+      }
+      const offer = await pc.createOffer({ iceRestart });
+      await pc.setLocalDescription(offer);
+      this.sendSignal({ kind: 'offer', sdp: pc.localDescription.sdp });
+    });
+  }
+
+  /** One relayed `signal` frame from the peer. */
+  handleSignal({ kind, sdp, candidate }) {
+    return this.#enqueue(async () => {
+      if (kind === 'offer') await this.#onOffer(sdp);
+      else if (kind === 'answer') await this.#onAnswer(sdp);
+      else if (kind === 'candidate' && candidate) await this.#onCandidate(candidate);
+    });
+  }
+
+  async #onOffer(sdp) {
+    const session = sessionIdOf(sdp);
+    if (this.remoteSession && session !== this.remoteSession) {
+      // The peer started over with a new peer connection (it reloaded the page mid-call).
+      this.pc.close();
+      this.pendingCandidates = [];
+      this.#createPeer();
+    }
+    this.remoteSession = session;
+    const pc = this.pc;
+    if (pc.signalingState !== 'stable') {
+      // Both sides offered at once (an ICE restart from each): the remote offer wins.
+      await pc.setLocalDescription({ type: 'rollback' });
+    }
+    await pc.setRemoteDescription({ type: 'offer', sdp });
+    await this.#flushCandidates();
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this.sendSignal({ kind: 'answer', sdp: pc.localDescription.sdp });
+  }
+
+  async #onAnswer(sdp) {
+    const pc = this.pc;
+    if (pc.signalingState !== 'have-local-offer') return;
+    this.remoteSession = sessionIdOf(sdp);
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+    await this.#flushCandidates();
+  }
+
+  async #onCandidate(candidate) {
+    if (!this.pc.remoteDescription) {
+      this.pendingCandidates.push(candidate);
+      return;
+    }
+    await this.#addCandidate(candidate);
+  }
+
+  async #flushCandidates() {
+    const pending = this.pendingCandidates;
+    this.pendingCandidates = [];
+    for (const candidate of pending) await this.#addCandidate(candidate);
+  }
+
+  async #addCandidate(candidate) {
+    try {
+      await this.pc.addIceCandidate(candidate);
+    } catch (error) {
+      // A candidate of an earlier ICE generation or peer connection; harmless.
+      console.debug('ignored ICE candidate', error);
+    }
+  }
+
+  #enqueue(task) {
+    const run = this.queue.then(() => (this.closed ? undefined : task()));
+    this.queue = run.catch((error) => console.warn('signaling step failed', error));
+    return run;
+  }
+
+  setMuted(muted) {
+    for (const track of this.localStream.getAudioTracks()) track.enabled = !muted;
+  }
+
+  setCameraOff(off) {
+    for (const track of this.localStream.getVideoTracks()) track.enabled = !off;
+  }
+
+  get hasAudio() {
+    return this.localStream.getAudioTracks().length > 0;
+  }
+
+  get hasVideo() {
+    return this.localStream.getVideoTracks().length > 0;
+  }
+
+  close() {
+    this.closed = true;
+    this.pc.close();
+    for (const track of this.localStream.getTracks()) track.stop();
+  }
+}

@@ -1,0 +1,201 @@
+//! The web client in a real browser: headless Debian Chromium, driven by Playwright
+//! (tests/browser/run.mjs), against the real broker binary. Both run inside a fresh network
+//! namespace with only loopback, so WebRTC's ICE can use nothing but 127.0.0.1 and the test
+//! never depends on (or reaches) the machine's network.
+//!
+//! What it needs, installed here when missing (and a clear failure when that fails): Debian's
+//! `chromium` and `chromium-driver` packages, and `playwright-core` from npm in tests/browser/.
+//! Screenshots land in target/tmp/browser/screenshots/.
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The whole run: install checks aside, the scenarios take well under a minute.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+/// Short enough that the missed-call scenario waits only this long, long enough that a loaded
+/// machine still clicks "accept" in time in the others.
+const RING_TIMEOUT: &str = "8s";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Debian's Chromium, installed with apt-get when it isn't there (never a downloaded browser).
+fn ensure_chromium() {
+    if Path::new(CHROMIUM).exists() {
+        return;
+    }
+    eprintln!("{CHROMIUM} is missing: installing Debian's chromium and chromium-driver");
+    let sudo = if is_root() { "" } else { "sudo -n " };
+    let script = format!(
+        "{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q \
+         chromium chromium-driver"
+    );
+    let status = Command::new("sh").arg("-c").arg(&script).status();
+    let installed = matches!(status, Ok(s) if s.success()) && Path::new(CHROMIUM).exists();
+    assert!(
+        installed,
+        "the browser tests need Debian's Chromium and could not install it ({status:?}). \
+         Install it with: apt-get install chromium chromium-driver"
+    );
+}
+
+/// playwright-core from tests/browser/package-lock.json, installed with `npm ci` when missing.
+fn ensure_playwright() {
+    let dir = browser_dir();
+    if dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        return;
+    }
+    eprintln!("installing playwright-core in {} (npm ci)", dir.display());
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        // The package never downloads a browser, but say so anyway.
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .status();
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "the browser tests need playwright-core and `npm ci` in {} failed ({status:?}); \
+         they need Node.js 20+ with npm and the npm registry",
+        dir.display()
+    );
+}
+
+fn free_port() -> u16 {
+    // Any port is free in the new namespace; one free here too keeps a manual run beside it easy.
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// What runs inside the namespace: loopback up, the broker in the background, the scenarios in
+/// the foreground, the broker stopped whatever happens.
+const NAMESPACE_SCRIPT: &str = r#"
+ip link set lo up || exit 90
+"$SB_BIN" --listen "127.0.0.1:$SB_PORT" --database-url "sqlite://$SB_DB" \
+    --bcrypt-cost 4 --ring-timeout "$SB_RING_TIMEOUT" --presence-grace 1s \
+    --reconnect-grace 10s --heartbeat-interval 5s --heartbeat-timeout 15s \
+    >"$SB_LOG" 2>&1 &
+broker=$!
+trap 'kill $broker 2>/dev/null' INT TERM
+node run.mjs
+status=$?
+kill -TERM $broker 2>/dev/null
+wait $broker 2>/dev/null
+exit $status
+"#;
+
+#[test]
+fn web_client_makes_video_calls_in_chromium() {
+    ensure_chromium();
+    ensure_playwright();
+
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let shots = out.join("screenshots");
+    let _ = fs::remove_dir_all(&shots);
+    fs::create_dir_all(&shots).expect("screenshot dir");
+    let db_dir = tempfile::tempdir().expect("temp dir");
+    let broker_log = out.join("broker.log");
+    let run_log = out.join("scenarios.log");
+    let port = free_port();
+
+    // Root may create a network namespace outright; anyone else maps themselves to root in a
+    // user namespace first.
+    let unshare_flags = if is_root() { "-n" } else { "-rn" };
+    let log_file = fs::File::create(&run_log).expect("log file");
+    let mut child = Command::new("unshare")
+        .args([unshare_flags, "--", "sh", "-c", NAMESPACE_SCRIPT])
+        .current_dir(browser_dir())
+        .env("SB_BIN", env!("CARGO_BIN_EXE_switchboard"))
+        .env("SB_PORT", port.to_string())
+        .env("SB_DB", db_dir.path().join("switchboard.db"))
+        .env("SB_LOG", &broker_log)
+        .env("SB_RING_TIMEOUT", RING_TIMEOUT)
+        .env("RUST_LOG", "info")
+        .env("SWITCHBOARD_URL", format!("http://127.0.0.1:{port}"))
+        .env("SCREENSHOT_DIR", &shots)
+        .env("CHROMIUM", CHROMIUM)
+        .env(
+            "RING_TIMEOUT_MS",
+            humantime_ms(RING_TIMEOUT).unwrap_or(8000).to_string(),
+        )
+        .env(
+            "TOTAL_TIMEOUT_MS",
+            (RUN_TIMEOUT - Duration::from_secs(20))
+                .as_millis()
+                .to_string(),
+        )
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        // Its own process group, so a timeout can stop the browser and broker with it.
+        .process_group(0)
+        .spawn()
+        .expect("start `unshare` (util-linux) for the browser tests");
+
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        match child.try_wait().expect("wait for the browser tests") {
+            Some(status) => break Some(status),
+            None if Instant::now() > deadline => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+
+    let mut scenarios = String::new();
+    if let Ok(mut f) = fs::File::open(&run_log) {
+        let _ = f.read_to_string(&mut scenarios);
+    }
+    let report = format!(
+        "--- scenarios ({}) ---\n{scenarios}\n--- broker log, last lines ({}) ---\n{}",
+        run_log.display(),
+        broker_log.display(),
+        tail(&broker_log, 40)
+    );
+    match status {
+        Some(s) if s.success() => {
+            println!("{scenarios}");
+            println!("screenshots in {}", shots.display());
+        }
+        Some(s) if s.code() == Some(90) => panic!(
+            "could not bring up loopback in a new network namespace (needs root or user \
+             namespaces)\n{report}"
+        ),
+        Some(s) => panic!("the browser scenarios failed ({s})\n{report}"),
+        None => panic!("the browser scenarios did not finish within {RUN_TIMEOUT:?}\n{report}"),
+    }
+}
+
+/// "6s" -> 6000.
+fn humantime_ms(s: &str) -> Option<u64> {
+    s.strip_suffix('s')?.parse::<u64>().ok().map(|n| n * 1000)
+}

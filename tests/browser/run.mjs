@@ -1,0 +1,524 @@
+// Drives Switchboard's web client in headless Chromium (Debian's /usr/bin/chromium, never a
+// downloaded browser) through every scenario of the web-client issue, using only the page's own
+// buttons and fields. Started by tests/browser.rs inside a loopback-only network namespace, with
+// the broker already listening at SWITCHBOARD_URL. Exits non-zero on the first failed check.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const BASE = required('SWITCHBOARD_URL');
+const SHOTS = required('SCREENSHOT_DIR');
+const RING_TIMEOUT_MS = Number(process.env.RING_TIMEOUT_MS ?? 6000);
+const TOTAL_TIMEOUT_MS = Number(process.env.TOTAL_TIMEOUT_MS ?? 240_000);
+const STEP_TIMEOUT_MS = 20_000;
+const PASSWORD = 'correct horse battery';
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`${name} is not set; run this through \`cargo test --test browser\``);
+    process.exit(2);
+  }
+  return value;
+}
+
+const started = Date.now();
+const log = (message) => console.log(`[browser ${((Date.now() - started) / 1000).toFixed(1)}s] ${message}`);
+const asserted = [];
+function pass(scenario) {
+  asserted.push(scenario);
+  log(`PASS ${scenario}`);
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+const watchdog = setTimeout(() => {
+  console.error(`browser scenarios took longer than ${TOTAL_TIMEOUT_MS} ms`);
+  process.exit(3);
+}, TOTAL_TIMEOUT_MS);
+watchdog.unref();
+
+async function waitForBroker() {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const response = await fetch(`${BASE}/healthz`);
+      if (response.ok) return;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) throw new Error(`the broker did not answer at ${BASE}/healthz`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The page and its files are served with the right types and revalidating cache headers. */
+async function checkServedFiles() {
+  const expectations = [
+    ['/', 'text/html'],
+    ['/web/app.js', 'text/javascript'],
+    ['/web/realtime.js', 'text/javascript'],
+    ['/web/style.css', 'text/css'],
+    ['/web/favicon.svg', 'image/svg+xml'],
+  ];
+  for (const [path, type] of expectations) {
+    const response = await fetch(`${BASE}${path}`);
+    check(response.status === 200, `${path} answers 200 (got ${response.status})`);
+    check(response.headers.get('content-type')?.startsWith(type), `${path} is ${type} (got ${response.headers.get('content-type')})`);
+    check(response.headers.get('cache-control') === 'no-cache', `${path} says cache-control: no-cache`);
+    const etag = response.headers.get('etag');
+    check(etag, `${path} has an ETag`);
+    const again = await fetch(`${BASE}${path}`, { headers: { 'if-none-match': etag } });
+    check(again.status === 304, `${path} with its ETag answers 304 (got ${again.status})`);
+  }
+  const index = await fetch(`${BASE}/`);
+  check(index.headers.get('content-security-policy')?.includes("script-src 'self'"), 'the page has a CSP');
+  const missing = await fetch(`${BASE}/web/nope.js`);
+  check(missing.status === 404, 'unknown files are 404');
+  pass('the page and its files are served with content types, ETags and no-cache');
+}
+
+// ------------------------------------------------------------------ page helpers
+
+const pageErrors = [];
+
+async function openPage(context, name) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  page.on('pageerror', (error) => pageErrors.push(`${name}: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) log(`${name} console: ${message.text()}`);
+  });
+  await page.goto(BASE);
+  return page;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+  log(`screenshot ${name}.png`);
+}
+
+/** Waits until `fn(arg)` in the page returns something truthy. */
+async function until(page, fn, arg, what) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout: STEP_TIMEOUT_MS, polling: 100 });
+  } catch (error) {
+    throw new Error(`timed out waiting for ${what}: ${error.message.split('\n')[0]}`);
+  }
+}
+
+/** Like until(), for predicates that need to await (getStats): polls page.evaluate. */
+async function untilAsync(page, fn, arg, what) {
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  let last;
+  for (;;) {
+    last = await page.evaluate(fn, arg);
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+async function visible(page, selector, options = {}) {
+  const locator = page.locator(selector, options).first();
+  await locator.waitFor({ state: 'visible' });
+  return locator;
+}
+
+async function hidden(page, selector) {
+  await page.locator(selector).first().waitFor({ state: 'hidden' });
+}
+
+async function textOf(page, selector) {
+  return (await page.locator(selector).first().textContent())?.trim() ?? '';
+}
+
+async function online(page) {
+  await until(page, () => window.switchboard?.connection === 'online', null, 'the WebSocket to be online');
+}
+
+async function toast(page, reason, text) {
+  const locator = await visible(page, `#toasts .toast[data-reason="${reason}"]`, text ? { hasText: text } : {});
+  return (await locator.locator('.toast-text').textContent()).trim();
+}
+
+async function clearToasts(page) {
+  await page.evaluate(() => document.querySelectorAll('#toasts .toast').forEach((t) => t.remove()));
+}
+
+/** Opens a section through its tab, as a person would (a no-op for Friends on wide screens). */
+async function openTab(page, tab) {
+  const button = page.locator(`#tab-${tab}`);
+  if (await button.isVisible()) await button.click();
+}
+
+async function register(page, username, displayName) {
+  await page.click('#auth-tab-register');
+  await page.fill('#auth-username', username);
+  await page.fill('#auth-display-name', displayName);
+  await page.fill('#auth-password', PASSWORD);
+  await page.click('#auth-submit');
+  await visible(page, '#home-screen');
+  await online(page);
+}
+
+/** Video frames decoded from the peer, from RTCPeerConnection stats. */
+async function framesDecoded(page) {
+  return page.evaluate(async () => {
+    const pc = window.switchboard?.pc;
+    if (!pc) return 0;
+    let frames = 0;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded ?? 0);
+    });
+    return frames;
+  });
+}
+
+async function remoteVideoPlays(page, who) {
+  await untilAsync(
+    page,
+    async () => {
+      const pc = window.switchboard?.pc;
+      if (!pc) return false;
+      let frames = 0;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded ?? 0);
+      });
+      const video = document.querySelector('#remote-video');
+      return frames > 0 && video.readyState >= 2 && video.videoWidth > 0 && !video.paused && getComputedStyle(video).display !== 'none';
+    },
+    null,
+    `${who}'s remote video to play (inbound-rtp framesDecoded > 0)`,
+  );
+  return framesDecoded(page);
+}
+
+async function callPhase(page, phase, who) {
+  await until(page, (p) => document.querySelector('#call-screen').dataset.phase === p && !document.querySelector('#call-screen').hidden, phase, `${who}'s call screen to be ${phase}`);
+}
+
+async function ringtone(page) {
+  return page.evaluate(() => window.switchboard.ringtone.kind);
+}
+
+async function endedScreenGone(page) {
+  await hidden(page, '#call-screen');
+}
+
+// ------------------------------------------------------------------ the scenarios
+
+async function main() {
+  mkdirSync(SHOTS, { recursive: true });
+  await waitForBroker();
+  await checkServedFiles();
+
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    // Playwright passes --headless and a fresh --user-data-dir itself.
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  try {
+    await scenarios(browser);
+  } finally {
+    await browser.close();
+  }
+  check(pageErrors.length === 0, `no uncaught errors in the pages:\n${pageErrors.join('\n')}`);
+  log(`all ${asserted.length} checks passed`);
+}
+
+async function scenarios(browser) {
+  const permissions = ['camera', 'microphone'];
+  const desktop = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions });
+  const phone = await browser.newContext({
+    viewport: { width: 390, height: 844 },
+    isMobile: true,
+    hasTouch: true,
+    permissions,
+  });
+
+  // ---- Registration and sign-in, with errors next to the fields.
+  const alice = await openPage(desktop, 'alice');
+  await visible(alice, '#auth-screen');
+  await shot(alice, 'sign-in-desktop');
+  await alice.click('#auth-tab-register');
+  await alice.fill('#auth-username', 'A!');
+  await alice.fill('#auth-password', PASSWORD);
+  await alice.click('#auth-submit');
+  check((await textOf(alice, '#auth-username-error')).includes('3–32 characters'), 'a bad username is explained under the username field');
+  check((await alice.getAttribute('#auth-username', 'aria-invalid')) === 'true', 'the username field is marked invalid');
+  await alice.fill('#auth-username', 'alice');
+  await alice.fill('#auth-password', 'short');
+  await alice.click('#auth-submit');
+  check((await textOf(alice, '#auth-password-error')).includes('at least 8'), 'a short password is explained under the password field');
+  check((await textOf(alice, '#auth-username-error')) === '', 'the username error is gone once fixed');
+  await alice.fill('#auth-display-name', 'Alice Liddell');
+  await alice.fill('#auth-password', PASSWORD);
+  await alice.click('#auth-submit');
+  await visible(alice, '#home-screen');
+  await online(alice);
+  check((await textOf(alice, '#me-name')) === 'Alice Liddell', 'the header shows who is signed in');
+
+  const bob = await openPage(phone, 'bob');
+  await visible(bob, '#auth-screen');
+  await bob.click('#auth-tab-register');
+  await bob.fill('#auth-username', 'alice');
+  await bob.fill('#auth-password', PASSWORD);
+  await bob.click('#auth-submit');
+  await until(bob, () => document.querySelector('#auth-username-error').textContent.includes('taken'), null, 'the username-taken error');
+  await shot(bob, 'sign-up-error-phone');
+  await bob.fill('#auth-username', 'bob');
+  await bob.fill('#auth-display-name', 'Bob Builder');
+  await bob.click('#auth-submit');
+  await visible(bob, '#home-screen');
+  await online(bob);
+  pass('register shows client and server errors next to their fields, then signs in');
+
+  await alice.click('#logout');
+  await visible(alice, '#auth-screen');
+  check((await alice.evaluate(() => localStorage.getItem('switchboard.session'))) === null, 'logout forgets the token');
+  await alice.fill('#auth-username', 'alice');
+  await alice.fill('#auth-password', 'wrong password');
+  await alice.click('#auth-submit');
+  await until(alice, () => document.querySelector('#auth-password-error').textContent.includes('Wrong username or password'), null, 'the wrong-password error');
+  await alice.fill('#auth-password', PASSWORD);
+  await alice.click('#auth-submit');
+  await visible(alice, '#home-screen');
+  await online(alice);
+  const stored = await alice.evaluate(() => JSON.parse(localStorage.getItem('switchboard.session')));
+  check(stored?.token && !alice.url().includes(stored.token), 'the token is in localStorage, never in the URL');
+  pass('log out, a wrong password shown next to the field, log in again');
+
+  // ---- Friends: search, request, accept, live presence.
+  await openTab(alice, 'search');
+  await alice.fill('#search-input', 'bo');
+  await (await visible(alice, '#search-results [data-user="bob"] .add-friend')).click();
+  await visible(alice, '#search-results [data-user="bob"] .pill', { hasText: 'Request sent' });
+  await openTab(alice, 'requests');
+  await visible(alice, '#outgoing-requests [data-user="bob"]');
+  await until(bob, () => document.querySelector('#requests-badge').textContent === '1' && !document.querySelector('#requests-badge').hidden, null, "Bob's live friend-request badge");
+  await openTab(bob, 'requests');
+  await shot(bob, 'friend-request-phone');
+  await (await visible(bob, '#incoming-requests [data-user="alice"] .accept-request')).click();
+  await openTab(bob, 'friends');
+  await visible(bob, '#friend-list [data-user="alice"][data-status="online"] .dot[data-status="online"]');
+  await visible(alice, '#friend-list [data-user="bob"][data-status="online"] .dot[data-status="online"]');
+  await until(alice, () => document.querySelectorAll('#outgoing-requests li').length === 0, null, "Alice's sent request to disappear once accepted");
+  pass('search, add friend, incoming/outgoing requests, accept; both see each other online');
+
+  // ---- Own status, live on the friend's page; dnd makes a call "busy".
+  await bob.fill('#status-message', 'In a meeting');
+  await bob.selectOption('#status-select', 'dnd');
+  await visible(alice, '#friend-list [data-user="bob"][data-status="dnd"]', { hasText: 'In a meeting' });
+  await alice.click('#friend-list [data-user="bob"] .call-video');
+  const busy = await toast(alice, 'busy');
+  check(busy.includes('Bob Builder is busy'), `the caller is told the callee is busy (got "${busy}")`);
+  await bob.fill('#status-message', '');
+  await bob.selectOption('#status-select', 'online');
+  await visible(alice, '#friend-list [data-user="bob"][data-status="online"]');
+  await until(bob, () => document.querySelector('#missed-badge').textContent === '1' && !document.querySelector('#missed-badge').hidden, null, "Bob's missed badge after the busy call");
+  pass('own status (dnd + message) shows live on the friend; calling them says busy; a missed badge');
+  await endedScreenGone(alice);
+  await clearToasts(alice);
+  await clearToasts(bob);
+  await shot(alice, 'home-desktop');
+  await shot(bob, 'friends-phone');
+
+  // ---- A video call, accepted: remote video plays on both pages.
+  await alice.click('#friend-list [data-user="bob"] .call-video');
+  await callPhase(alice, 'ringing', 'Alice');
+  check((await textOf(alice, '#call-status')) === 'Ringing…', 'the caller sees Ringing…');
+  await visible(bob, '#incoming');
+  check((await textOf(bob, '#incoming-name')) === 'Alice Liddell', "the alert shows the caller's name");
+  check((await textOf(bob, '#incoming-kind')) === 'Incoming video call', 'the alert says video call');
+  check((await ringtone(bob)) === 'incoming', 'the callee hears the ringtone');
+  check((await ringtone(alice)) === 'ringback', 'the caller hears ringback');
+  log(`Bob's AudioContext is ${await bob.evaluate(() => window.switchboard.ringtone.context)}`);
+  await shot(alice, 'outgoing-call-desktop');
+  await shot(bob, 'incoming-call-phone');
+  await bob.click('#incoming-accept');
+  await callPhase(bob, 'active', 'Bob');
+  await callPhase(alice, 'active', 'Alice');
+  check((await ringtone(bob)) === null && (await ringtone(alice)) === null, 'tones stop once answered');
+  const aliceFrames = await remoteVideoPlays(alice, 'Alice');
+  const bobFrames = await remoteVideoPlays(bob, 'Bob');
+  log(`framesDecoded: Alice ${aliceFrames}, Bob ${bobFrames}`);
+  pass('video call accepted; remote video plays on both pages (inbound-rtp framesDecoded > 0)');
+  await until(alice, () => /^00:0[2-9]$/.test(document.querySelector('#call-timer').textContent), null, 'the call timer to run');
+
+  await bob.click('#call-mute');
+  check((await bob.getAttribute('#call-mute', 'aria-pressed')) === 'true', 'mute is pressed');
+  check(
+    await bob.evaluate(() => window.switchboard.pc.getSenders().filter((s) => s.track?.kind === 'audio').every((s) => !s.track.enabled)),
+    'mute disables the microphone track',
+  );
+  await alice.click('#call-camera');
+  check(
+    await alice.evaluate(() => window.switchboard.pc.getSenders().filter((s) => s.track?.kind === 'video').every((s) => !s.track.enabled)),
+    'camera off disables the camera track',
+  );
+  await shot(bob, 'in-call-muted-phone');
+  await alice.click('#call-camera');
+  await bob.click('#call-mute');
+  check((await bob.getAttribute('#call-mute', 'aria-pressed')) === 'false', 'unmute');
+  await clearToasts(alice);
+  await clearToasts(bob);
+  await shot(alice, 'in-call-desktop');
+  await shot(bob, 'in-call-phone');
+  pass('mute, camera off and the call timer');
+
+  // ---- The WebSocket drops mid-call: it reconnects and resumes the call.
+  await alice.evaluate(() => window.switchboard.dropConnection());
+  await visible(alice, '#conn-banner');
+  await online(alice);
+  await hidden(alice, '#conn-banner');
+  const afterDrop = await alice.evaluate(() => ({ call: window.switchboard.call, toasts: [...document.querySelectorAll('.toast')].map((t) => t.dataset.reason + ':' + t.textContent) }));
+  check(afterDrop.call?.phase === 'active', `the call is still active (${JSON.stringify(afterDrop)})`);
+  const before = await framesDecoded(alice);
+  await alice.waitForTimeout(1500);
+  const after = await framesDecoded(alice);
+  check(after > before, `video keeps flowing after the reconnect (${before} -> ${after})`);
+  check((await alice.locator('#toasts .toast[data-reason="connection_lost"]').count()) === 0, 'no connection-lost message');
+  pass('WebSocket dropped mid-call: reconnects with backoff and resumes the call');
+
+  // ---- Bob reloads the page mid-call: it signs in again from storage and rejoins.
+  const oldPc = await alice.evaluateHandle(() => window.switchboard.pc);
+  await bob.reload();
+  await online(bob);
+  await callPhase(bob, 'active', 'Bob after reloading');
+  await remoteVideoPlays(bob, 'Bob after reloading');
+  await untilAsync(alice, (old) => window.switchboard.pc && window.switchboard.pc !== old, oldPc, "Alice's new peer connection");
+  await remoteVideoPlays(alice, 'Alice after Bob reloaded');
+  pass('a page reloaded mid-call rejoins it with new media');
+
+  await alice.click('#call-hangup');
+  const aliceEnded = await toast(alice, 'completed');
+  const bobEnded = await toast(bob, 'completed');
+  check(aliceEnded.startsWith('Call with Bob Builder ended'), `hang-up message for Alice (got "${aliceEnded}")`);
+  check(bobEnded.startsWith('Call with Alice Liddell ended'), `hang-up message for Bob (got "${bobEnded}")`);
+  await endedScreenGone(alice);
+  await endedScreenGone(bob);
+
+  await openTab(alice, 'history');
+  await visible(alice, '#history-list [data-peer="bob"][data-outcome="completed"][data-direction="outgoing"][data-media="video"]');
+  await openTab(bob, 'history');
+  await visible(bob, '#history-list [data-peer="alice"][data-outcome="completed"][data-direction="incoming"][data-media="video"]');
+  await hidden(bob, '#missed-badge');
+  pass('hang up ends the call on both pages; both histories show it');
+
+  // ---- A declined call.
+  await clearToasts(alice);
+  await clearToasts(bob);
+  await openTab(bob, 'friends');
+  await alice.click('#friend-list [data-user="bob"] .call-audio');
+  await visible(bob, '#incoming');
+  check((await textOf(bob, '#incoming-kind')) === 'Incoming audio call', 'the alert says audio call');
+  await bob.click('#incoming-decline');
+  await hidden(bob, '#incoming');
+  check((await ringtone(bob)) === null, 'declining stops the ringtone');
+  const declined = await toast(alice, 'declined');
+  check(declined === 'Bob Builder declined the call.', `the caller is told it was declined (got "${declined}")`);
+  await until(alice, () => document.querySelector('#call-status').textContent === 'Bob Builder declined the call.', null, 'the declined message on the call screen');
+  await shot(alice, 'declined-desktop');
+  await endedScreenGone(alice);
+  pass('a declined call: the caller sees "declined"');
+
+  // ---- Missed calls: one rings out (no answer), one is cancelled by the caller.
+  await clearToasts(alice);
+  await alice.click('#friend-list [data-user="bob"] .call-video');
+  await visible(bob, '#incoming');
+  log(`letting it ring for the ring timeout (${RING_TIMEOUT_MS} ms)`);
+  const noAnswer = await toast(alice, 'no_answer');
+  check(noAnswer === 'No answer from Bob Builder.', `the caller is told nobody answered (got "${noAnswer}")`);
+  const missed = await toast(bob, 'no_answer');
+  check(missed === 'Missed call from Alice Liddell.', `the callee is told of the missed call (got "${missed}")`);
+  await hidden(bob, '#incoming');
+  await until(bob, () => document.querySelector('#missed-badge').textContent === '1' && !document.querySelector('#missed-badge').hidden, null, 'the missed badge to show 1');
+  await endedScreenGone(alice);
+
+  await clearToasts(bob);
+  await alice.click('#friend-list [data-user="bob"] .call-video');
+  await visible(bob, '#incoming');
+  await callPhase(alice, 'ringing', 'Alice');
+  await alice.click('#call-hangup');
+  await toast(alice, 'cancelled', 'Call cancelled.');
+  const cancelled = await toast(bob, 'cancelled');
+  check(cancelled === 'Missed call from Alice Liddell.', `a cancelled call is a missed call for the callee (got "${cancelled}")`);
+  await hidden(bob, '#incoming');
+  await until(bob, () => document.querySelector('#missed-badge').textContent === '2', null, 'the missed badge to show 2');
+  await shot(bob, 'missed-badge-phone');
+  await openTab(bob, 'history');
+  // The call made while Bob was on do-not-disturb (busy) is a missed call too.
+  await until(
+    bob,
+    () => ['busy', 'no_answer', 'cancelled'].every((o) => document.querySelector(`#history-list .call-record.missed[data-outcome="${o}"][data-peer="alice"]`)),
+    null,
+    'the busy, no-answer and cancelled calls marked missed in the history',
+  );
+  check((await bob.locator('#history-list .call-record.missed').count()) === 3, 'exactly three missed calls');
+  await hidden(bob, '#missed-badge');
+  await shot(bob, 'history-phone');
+  await openTab(alice, 'history');
+  await visible(alice, '#history-list [data-peer="bob"][data-outcome="no_answer"]');
+  await visible(alice, '#history-list [data-peer="bob"][data-outcome="declined"]');
+  await endedScreenGone(alice);
+  await clearToasts(alice);
+  await shot(alice, 'history-desktop');
+  pass('missed calls (no answer, cancelled): messages on both sides, the missed badge, then seen');
+
+  // ---- The callee has two tabs: both ring, one answers, the other stops.
+  await openTab(bob, 'friends');
+  const bob2 = await openPage(phone, 'bob-tab-2');
+  await visible(bob2, '#home-screen'); // Signed in from localStorage, no typing.
+  await online(bob2);
+  await clearToasts(alice);
+  await clearToasts(bob);
+  await alice.click('#friend-list [data-user="bob"] .call-video');
+  await visible(bob, '#incoming');
+  await visible(bob2, '#incoming');
+  check((await ringtone(bob)) === 'incoming' && (await ringtone(bob2)) === 'incoming', 'both tabs ring');
+  await bob2.click('#incoming-accept');
+  await hidden(bob, '#incoming');
+  check((await ringtone(bob)) === null, 'the other tab stops ringing');
+  const elsewhere = await toast(bob, 'answered_elsewhere');
+  check(elsewhere === 'Answered on another device.', `the other tab says where the call went (got "${elsewhere}")`);
+  await shot(bob, 'answered-elsewhere-phone');
+  await callPhase(bob2, 'active', 'Bob (tab 2)');
+  await remoteVideoPlays(bob2, 'Bob (tab 2)');
+  await remoteVideoPlays(alice, 'Alice');
+  check(await bob.evaluate(() => window.switchboard.call === null), 'the first tab is not in the call');
+  await bob2.click('#call-hangup');
+  await toast(alice, 'completed');
+  pass('a callee with two tabs: both ring, one accepts, the other stops');
+
+  // ---- Offline presence with last seen.
+  await bob.close();
+  await bob2.close();
+  await visible(alice, '#friend-list [data-user="bob"][data-status="offline"]', { hasText: 'Last seen' });
+  check((await alice.locator('#friend-list [data-user="bob"] .call-video').count()) === 0, 'no call buttons for an offline friend');
+  pass('a friend who closes every tab goes offline with "last seen"');
+  await alice.close();
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(`[browser] FAILED: ${error.stack ?? error}`);
+    process.exit(1);
+  },
+);
