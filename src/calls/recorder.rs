@@ -1,23 +1,68 @@
-//! The CallRecorder: writes call records in the order the router produced them, on its own
-//! thread, so the router never waits on the database.
-use super::state::Record;
-use crate::db::{self, calls::CallRow, Db};
+//! The CallRecorder: writes call records in the order the router produced them, on the
+//! blocking pool, so the router never waits on the database. Records that arrive while a
+//! write is under way queue up and are then written together in one transaction (group
+//! commit): one commit per batch instead of one per record, which is what lets a Postgres that
+//! syncs each commit to disk keep up with a thousand calls a second.
+use super::state::{Media, Record};
+use crate::db::{self, calls::CallRow, Db, DbConn};
 use crate::error::{AppError, ErrorCode};
+use crate::ids::{CallId, UserId};
 use actix::prelude::*;
+use diesel::Connection;
+use std::collections::{HashMap, VecDeque};
+use tokio::sync::oneshot;
+
+/// Most records written in one transaction.
+const MAX_BATCH: usize = 512;
 
 pub struct CallRecorder {
     db: Db,
+    queue: VecDeque<Record>,
+    /// A batch is being written; the next one waits for it.
+    writing: bool,
+    /// Flush requests, answered once the queue is empty and nothing is being written.
+    flushed: Vec<oneshot::Sender<()>>,
 }
 
 impl CallRecorder {
-    /// One thread: records of one call must land in order (created, answered, ended).
+    /// One batch at a time: records of one call must land in order (created, answered, ended).
     pub fn start(db: Db) -> Addr<CallRecorder> {
-        SyncArbiter::start(1, move || CallRecorder { db: db.clone() })
+        CallRecorder {
+            db,
+            queue: VecDeque::new(),
+            writing: false,
+            flushed: Vec::new(),
+        }
+        .start()
+    }
+
+    fn write_next(&mut self, ctx: &mut Context<Self>) {
+        if self.writing {
+            return;
+        }
+        if self.queue.is_empty() {
+            for done in self.flushed.drain(..) {
+                let _ = done.send(());
+            }
+            return;
+        }
+        let n = self.queue.len().min(MAX_BATCH);
+        let batch: Vec<Record> = self.queue.drain(..n).collect();
+        self.writing = true;
+        let db = self.db.clone();
+        let work = actix_web::web::block(move || write_batch(&db, &batch));
+        ctx.spawn(work.into_actor(self).map(|result, recorder, ctx| {
+            if let Err(e) = result {
+                log::error!("call records lost: {e}");
+            }
+            recorder.writing = false;
+            recorder.write_next(ctx);
+        }));
     }
 }
 
 impl Actor for CallRecorder {
-    type Context = SyncContext<Self>;
+    type Context = Context<Self>;
 }
 
 #[derive(Message)]
@@ -32,28 +77,65 @@ pub struct Flush;
 impl Handler<WriteRecord> for CallRecorder {
     type Result = ();
 
-    fn handle(&mut self, WriteRecord(record): WriteRecord, _: &mut Self::Context) {
-        // A busy or restarting database is worth waiting for: the record is the call history.
-        // This actor has its own thread, so sleeping here blocks nobody else.
-        for (attempt, pause_ms) in [100, 400, 1600, 0].into_iter().enumerate() {
-            match self.write(&record) {
-                Ok(()) => return,
-                Err(e) if e.code == ErrorCode::Unavailable && pause_ms > 0 => {
-                    log::warn!("retrying call record (attempt {}): {e}", attempt + 1);
-                    std::thread::sleep(std::time::Duration::from_millis(pause_ms));
-                }
-                Err(e) => {
-                    log::error!("could not record {record:?}: {e}");
-                    return;
-                }
+    fn handle(&mut self, WriteRecord(record): WriteRecord, ctx: &mut Self::Context) {
+        self.queue.push_back(record);
+        self.write_next(ctx);
+    }
+}
+
+/// Runs `write`, retrying while the database is unavailable: a busy or restarting database is
+/// worth waiting for, the record is the call history. Runs on the blocking pool, so sleeping
+/// here blocks nobody else.
+fn with_retry(what: &str, mut write: impl FnMut() -> Result<(), AppError>) -> Result<(), AppError> {
+    let mut outcome = Ok(());
+    for (attempt, pause_ms) in [100, 400, 1600, 0].into_iter().enumerate() {
+        outcome = write();
+        match &outcome {
+            Err(e) if e.code == ErrorCode::Unavailable && pause_ms > 0 => {
+                log::warn!("retrying {what} (attempt {}): {e}", attempt + 1);
+                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            }
+            _ => break,
+        }
+    }
+    outcome
+}
+
+/// Writes a batch in one transaction, folded into the fewest statements. If that fails, each
+/// record is written on its own, so a bad record costs only itself.
+fn write_batch(db: &Db, batch: &[Record]) {
+    let (rows, updates) = fold(batch);
+    let together = with_retry("call records", || {
+        let mut conn = db.get()?;
+        conn.transaction(|conn| {
+            db::calls::insert_many(conn, &rows)?;
+            updates.iter().try_for_each(|record| write(conn, record))
+        })
+    });
+    if let Err(e) = together {
+        if batch.len() > 1 {
+            log::warn!(
+                "writing {} call records together failed ({e}); one by one",
+                batch.len()
+            );
+        }
+        for record in batch {
+            let alone = with_retry("a call record", || write(&mut *db.get()?, record));
+            if let Err(e) = alone {
+                log::error!("could not record {record:?}: {e}");
             }
         }
     }
 }
 
-impl CallRecorder {
-    fn write(&self, record: &Record) -> Result<(), AppError> {
-        let mut conn = self.db.get()?;
+/// Calls created in the batch become rows of one multi-row insert that already carry what the
+/// batch later says about them (answered, ended); records about calls created in an earlier
+/// batch stay updates, in order. Records of different calls never touch the same row.
+fn fold(batch: &[Record]) -> (Vec<CallRow>, Vec<&Record>) {
+    let mut rows: Vec<CallRow> = Vec::new();
+    let mut created: HashMap<&str, usize> = HashMap::new();
+    let mut updates = Vec::new();
+    for record in batch {
         match record {
             Record::Created {
                 id,
@@ -61,33 +143,77 @@ impl CallRecorder {
                 callee,
                 media,
                 at,
-            } => db::calls::insert(
-                &mut conn,
-                &CallRow {
-                    id: id.0.clone(),
-                    caller_id: caller.0.clone(),
-                    callee_id: callee.0.clone(),
-                    media: media.as_str().to_owned(),
-                    created_at: *at,
-                    answered_at: None,
-                    ended_at: None,
-                    outcome: None,
-                    end_reason: None,
-                },
-            ),
-            Record::Answered { id, at } => db::calls::mark_answered(&mut conn, id, *at),
+            } => {
+                created.insert(id.as_str(), rows.len());
+                rows.push(new_row(id, caller, callee, *media, *at));
+            }
+            Record::Answered { id, at } => match created.get(id.as_str()) {
+                Some(&i) => rows[i].answered_at = Some(*at),
+                None => updates.push(record),
+            },
             Record::Ended {
                 id,
                 at,
                 outcome,
                 detail,
-            } => db::calls::mark_ended(&mut conn, id, *at, *outcome, detail.as_deref()),
+            } => match created.get(id.as_str()) {
+                Some(&i) => {
+                    rows[i].ended_at = Some(*at);
+                    rows[i].outcome = Some(outcome.as_str().to_owned());
+                    rows[i].end_reason = detail.clone();
+                }
+                None => updates.push(record),
+            },
         }
+    }
+    (rows, updates)
+}
+
+fn new_row(id: &CallId, caller: &UserId, callee: &UserId, media: Media, at: i64) -> CallRow {
+    CallRow {
+        id: id.0.clone(),
+        caller_id: caller.0.clone(),
+        callee_id: callee.0.clone(),
+        media: media.as_str().to_owned(),
+        created_at: at,
+        answered_at: None,
+        ended_at: None,
+        outcome: None,
+        end_reason: None,
+    }
+}
+
+fn write(conn: &mut DbConn, record: &Record) -> Result<(), AppError> {
+    match record {
+        Record::Created {
+            id,
+            caller,
+            callee,
+            media,
+            at,
+        } => db::calls::insert(conn, &new_row(id, caller, callee, *media, *at)),
+        Record::Answered { id, at } => db::calls::mark_answered(conn, id, *at),
+        Record::Ended {
+            id,
+            at,
+            outcome,
+            detail,
+        } => db::calls::mark_ended(conn, id, *at, *outcome, detail.as_deref()),
     }
 }
 
 impl Handler<Flush> for CallRecorder {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) {}
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        let (done, flushed) = oneshot::channel();
+        if self.writing || !self.queue.is_empty() {
+            self.flushed.push(done);
+        } else {
+            let _ = done.send(());
+        }
+        Box::pin(async move {
+            let _ = flushed.await;
+        })
+    }
 }

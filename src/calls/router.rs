@@ -14,7 +14,7 @@ use crate::time::now_ms;
 use crate::ws::device::DeviceHandle;
 use crate::ws::protocol::{CallSummary, ClientRef, ServerFrame, SignalKind};
 use actix::prelude::*;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -315,8 +315,9 @@ pub struct RelaySignal {
     pub reference: ClientRef,
     pub call_id: CallId,
     pub kind: SignalKind,
-    pub sdp: Option<String>,
-    pub candidate: Option<Value>,
+    /// Raw JSON as the client sent it (the SDP was checked by the session).
+    pub sdp: Option<Box<RawValue>>,
+    pub candidate: Option<Box<RawValue>>,
 }
 
 /// `users[0]` blocked `users[1]`: a call between them ends and loses its relay credentials.
@@ -562,7 +563,7 @@ impl Handler<RelaySignal> for CallRouter {
                 from: &from.username,
                 kind: msg.kind,
                 sdp: msg.sdp.as_deref(),
-                candidate: msg.candidate.as_ref(),
+                candidate: msg.candidate.as_deref(),
             };
             peer_device.send(frame.encode());
             Ok(())

@@ -29,6 +29,24 @@ pub fn insert(conn: &mut DbConn, row: &CallRow) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Several rows at once (the recorder's batches): one statement on Postgres, where each
+/// statement is a round trip; row by row on SQLite, which is in-process and whose multi-row
+/// insert diesel can't build for rows with NULLs left to defaults.
+pub fn insert_many(conn: &mut DbConn, rows: &[CallRow]) -> Result<(), AppError> {
+    match conn {
+        _ if rows.is_empty() => {}
+        DbConn::Pg(pg) => {
+            diesel::insert_into(calls::table).values(rows).execute(pg)?;
+        }
+        DbConn::Sqlite(_) => {
+            for row in rows {
+                insert(conn, row)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn mark_answered(conn: &mut DbConn, id: &CallId, at: i64) -> Result<(), AppError> {
     diesel::update(calls::table.find(id.as_str()))
         .set(calls::answered_at.eq(Some(at)))

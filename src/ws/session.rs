@@ -125,7 +125,7 @@ impl UserSession {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let frame: ClientFrame = match serde_json::from_str(text) {
+        let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
             Err(e) => {
                 let reference = serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
@@ -431,7 +431,7 @@ fn clip(reason: Option<String>) -> Option<String> {
 /// Offers and answers carry SDP that must parse; candidates carry a candidate.
 fn validate_signal(
     kind: SignalKind,
-    sdp: Option<&str>,
+    sdp: Option<&serde_json::value::RawValue>,
     has_candidate: bool,
 ) -> Result<(), AppError> {
     match kind {
@@ -439,6 +439,9 @@ fn validate_signal(
             let sdp = sdp.ok_or_else(|| {
                 AppError::new(ErrorCode::InvalidFrame, "offers and answers need sdp")
             })?;
+            // Relayed as the client's raw JSON once it parses; unescaped here to check it.
+            let sdp: String = serde_json::from_str(sdp.get())
+                .map_err(|_| AppError::new(ErrorCode::InvalidFrame, "sdp must be a string"))?;
             let mut reader = std::io::Cursor::new(sdp.as_bytes());
             webrtc::sdp::SessionDescription::unmarshal(&mut reader)
                 .map(|_| ())
