@@ -121,11 +121,7 @@ async fn run_on(options: &Options, db: Database) -> Res<Report> {
     )
     .await?;
     let n = options.setup_pairs;
-    let accounts = population::register(server.addr, "setup", 2 * n, 8).await?;
-    let pairs: Vec<_> = (0..n)
-        .map(|i| (accounts[2 * i].clone(), accounts[2 * i + 1].clone()))
-        .collect();
-    population::befriend(server.addr, pairs.clone(), 8).await?;
+    let pairs = population::friend_pairs(server.addr, "setup", n).await?;
     progress(format!(
         "setup ({backend}): {n} pairs cycling for {} s",
         options.setup_secs

@@ -50,11 +50,7 @@ pub async fn run(options: &Options) -> Res<Report> {
     let n = options.relay_calls;
     let pairs = {
         let setup = ServerProcess::switchboard(&bin, &db, &BROKER_FLAGS, options.workdir()).await?;
-        let accounts = population::register(setup.addr, "iso", 2 * n, 8).await?;
-        let pairs: Vec<_> = (0..n)
-            .map(|i| (accounts[2 * i].clone(), accounts[2 * i + 1].clone()))
-            .collect();
-        population::befriend(setup.addr, pairs.clone(), 8).await?;
+        let pairs = population::friend_pairs(setup.addr, "iso", n).await?;
         setup.stop().await?;
         pairs
     };

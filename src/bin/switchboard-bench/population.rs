@@ -84,6 +84,20 @@ pub async fn register_one(http: &mut Http, username: &str) -> Res<Account> {
     })
 }
 
+/// Registers `2 * n` accounts named after `prefix` and makes them `n` pairs of friends.
+pub async fn friend_pairs(
+    addr: SocketAddr,
+    prefix: &str,
+    n: usize,
+) -> Res<Vec<(Account, Account)>> {
+    let accounts = register(addr, prefix, 2 * n, 8).await?;
+    let pairs: Vec<_> = (0..n)
+        .map(|i| (accounts[2 * i].clone(), accounts[2 * i + 1].clone()))
+        .collect();
+    befriend(addr, pairs.clone(), 8).await?;
+    Ok(pairs)
+}
+
 /// Makes each pair friends: the first asks, the second accepts.
 pub async fn befriend(
     addr: SocketAddr,

@@ -75,11 +75,7 @@ async fn switchboard_round(options: &Options, round: usize) -> Res<ServerRun> {
     )
     .await?;
     let n = options.relay_calls;
-    let accounts = population::register(server.addr, "relay", 2 * n, 8).await?;
-    let pairs: Vec<_> = (0..n)
-        .map(|i| (accounts[2 * i].clone(), accounts[2 * i + 1].clone()))
-        .collect();
-    population::befriend(server.addr, pairs.clone(), 8).await?;
+    let pairs = population::friend_pairs(server.addr, "relay", n).await?;
     let links = switchboard::call_links(server.addr, &pairs).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_kib_ready = server.sample()?.rss_kib;
