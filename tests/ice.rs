@@ -3,6 +3,7 @@
 //! test connects two relay-only webrtc-rs peers through it with Switchboard's signaling.
 mod common;
 
+use common::data_channel::{answer_chat, open_chat};
 use common::{spawn_app_on, spawn_app_with, Backend, TestApp};
 use serde_json::{json, Value};
 use std::io::ErrorKind;
@@ -11,11 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard::config::Config;
 use switchboard::ice::credentials;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
-use webrtc::data_channel::data_channel_message::DataChannelMessage;
-use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
@@ -693,54 +691,4 @@ fn assert_only_relay_candidates(sdp: &str) {
         candidates.iter().all(|c| c.contains(" typ relay")),
         "{candidates:?}"
     );
-}
-
-fn text_of(message: &DataChannelMessage) -> String {
-    String::from_utf8_lossy(&message.data).into_owned()
-}
-
-/// The offerer's channel: says `greeting` once open and reports what it hears.
-async fn open_chat(
-    pc: &RTCPeerConnection,
-    greeting: &'static str,
-) -> (mpsc::UnboundedReceiver<String>, Arc<RTCDataChannel>) {
-    let channel = pc
-        .create_data_channel("chat", None)
-        .await
-        .expect("data channel");
-    let greeter = Arc::downgrade(&channel);
-    channel.on_open(Box::new(move || {
-        Box::pin(async move {
-            if let Some(channel) = greeter.upgrade() {
-                let _ = channel.send_text(greeting).await;
-            }
-        })
-    }));
-    let (tx, rx) = mpsc::unbounded_channel();
-    channel.on_message(Box::new(move |message: DataChannelMessage| {
-        let _ = tx.send(text_of(&message));
-        Box::pin(async {})
-    }));
-    (rx, channel)
-}
-
-/// The answerer: reports what it hears on the offered channel and answers with `reply`.
-fn answer_chat(pc: &RTCPeerConnection, reply: &'static str) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
-        let tx = tx.clone();
-        Box::pin(async move {
-            let replier = Arc::downgrade(&channel);
-            channel.on_message(Box::new(move |message: DataChannelMessage| {
-                let _ = tx.send(text_of(&message));
-                let replier = replier.clone();
-                Box::pin(async move {
-                    if let Some(channel) = replier.upgrade() {
-                        let _ = channel.send_text(reply).await;
-                    }
-                })
-            }));
-        })
-    }));
-    rx
 }

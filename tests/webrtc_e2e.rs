@@ -3,6 +3,7 @@
 //! frames) and talk over it.
 mod common;
 
+use common::data_channel::{answer_chat, open_chat};
 use common::ws::WsClient;
 use common::{spawn_app_with, Backend};
 use serde_json::{json, Value};
@@ -12,8 +13,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
-use webrtc::data_channel::data_channel_message::DataChannelMessage;
-use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
@@ -60,8 +59,8 @@ async fn webrtc_peers_negotiate_through_switchboard_and_exchange_data_channel_me
 
     let (alice_pc, alice_candidates) = peer_connection().await;
     let (bob_pc, bob_candidates) = peer_connection().await;
-    let (alice_inbox, _alice_channel) = open_chat(&alice_pc).await;
-    let bob_inbox = answer_chat(&bob_pc);
+    let (alice_inbox, _alice_channel) = open_chat(&alice_pc, GREETING).await;
+    let bob_inbox = answer_chat(&bob_pc, REPLY);
     let mut alice = Side::new("alice", alice_ws, alice_pc, alice_candidates, alice_inbox);
     let mut bob = Side::new("bob", bob_ws, bob_pc, bob_candidates, bob_inbox);
 
@@ -208,59 +207,6 @@ async fn peer_connection() -> (
         })
     }));
     (Arc::new(pc), rx)
-}
-
-/// The offerer's channel: greets once open, and reports what it hears.
-async fn open_chat(
-    pc: &RTCPeerConnection,
-) -> (mpsc::UnboundedReceiver<String>, Arc<RTCDataChannel>) {
-    let channel = pc
-        .create_data_channel("chat", None)
-        .await
-        .expect("data channel");
-    let greeter = Arc::downgrade(&channel);
-    channel.on_open(Box::new(move || {
-        Box::pin(async move {
-            if let Some(channel) = greeter.upgrade() {
-                channel.send_text(GREETING).await.expect("greeting sent");
-            }
-        })
-    }));
-    let (tx, rx) = mpsc::unbounded_channel();
-    channel.on_message(Box::new(move |message: DataChannelMessage| {
-        let tx = tx.clone();
-        Box::pin(async move {
-            let _ = tx.send(text_of(&message));
-        })
-    }));
-    (rx, channel)
-}
-
-/// The answerer's side: takes the offered channel, reports what it hears and replies.
-fn answer_chat(pc: &RTCPeerConnection) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
-        let tx = tx.clone();
-        Box::pin(async move {
-            let replier = Arc::downgrade(&channel);
-            channel.on_message(Box::new(move |message: DataChannelMessage| {
-                let tx = tx.clone();
-                let replier = replier.clone();
-                Box::pin(async move {
-                    let _ = tx.send(text_of(&message));
-                    if let Some(channel) = replier.upgrade() {
-                        channel.send_text(REPLY).await.expect("reply sent");
-                    }
-                })
-            }));
-        })
-    }));
-    rx
-}
-
-fn text_of(message: &DataChannelMessage) -> String {
-    assert!(message.is_string, "expected a text message");
-    String::from_utf8(message.data.to_vec()).expect("UTF-8 text")
 }
 
 /// Forwards each side's candidates through Switchboard and applies the other side's, until both

@@ -2,6 +2,7 @@
 //! file, or a fresh Postgres database) and talks HTTP and WebSocket to it.
 #![allow(dead_code)]
 
+pub mod data_channel;
 pub mod ws;
 
 use awc::http::Method;
