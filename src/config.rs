@@ -1,6 +1,6 @@
 //! Every setting of the broker: a command-line flag, an environment variable (SWITCHBOARD_*)
 //! and a default that works with no configuration at all.
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -213,8 +213,32 @@ fn ice_server_url(s: &str) -> Result<String, String> {
 }
 
 impl Config {
-    /// The defaults, as if started with no flags and no environment.
+    /// The defaults, as if started with no flags and no environment: `SWITCHBOARD_*`
+    /// variables are not read, so a stray one can't leak into tests.
     pub fn defaults() -> Self {
-        Self::parse_from(["switchboard"])
+        let without_env = Self::command().mut_args(|arg| arg.env(None));
+        let matches = without_env.get_matches_from(["switchboard"]);
+        match Self::from_arg_matches(&matches) {
+            Ok(config) => config,
+            // Every flag has a default, so this can only be a bug in the definitions above.
+            Err(e) => unreachable!("the default configuration does not parse: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        std::env::set_var("SWITCHBOARD_RING_TIMEOUT", "1s");
+        let config = Config::defaults();
+        std::env::remove_var("SWITCHBOARD_RING_TIMEOUT");
+        assert_eq!(config.ring_timeout, Duration::from_secs(45));
+        assert_eq!(
+            config.listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
     }
 }

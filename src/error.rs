@@ -3,6 +3,7 @@
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use serde::Serialize;
 use std::fmt;
+use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,6 +44,8 @@ pub enum ErrorCode {
     NotConnected,
     AlreadyInCall,
     InvalidTransition,
+    /// A write collided with data already there (a unique constraint).
+    Conflict,
     // 413 / 415 / 429
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -65,7 +68,7 @@ impl ErrorCode {
             | BlockNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UsernameTaken | AlreadyFriends | RequestExists | UserBlocked | NotConnected
-            | AlreadyInCall | InvalidTransition => StatusCode::CONFLICT,
+            | AlreadyInCall | InvalidTransition | Conflict => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -152,7 +155,7 @@ impl From<diesel::result::Error> for AppError {
         match err {
             E::NotFound => Self::new(ErrorCode::NotFound, "not found"),
             E::DatabaseError(K::UniqueViolation, _) => {
-                Self::new(ErrorCode::InvalidTransition, "conflicts with existing data")
+                Self::new(ErrorCode::Conflict, "conflicts with existing data")
             }
             E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, info) => {
                 Self::unavailable(info.message())
@@ -185,4 +188,39 @@ impl From<actix_web::error::BlockingError> for AppError {
     fn from(err: actix_web::error::BlockingError) -> Self {
         Self::internal(err)
     }
+}
+
+/// Why the broker could not start: one line naming what is wrong and, for a setting, its flag.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot connect to the database: {0}")]
+    DatabaseConnect(#[source] diesel::r2d2::PoolError),
+    #[error("database migration failed: {0}")]
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the database failed during start-up: {0}")]
+    Database(#[source] AppError),
+    #[error("bcrypt setup failed: {0}")]
+    Bcrypt(#[source] bcrypt::BcryptError),
+    #[error("cannot listen on {addr} ({flag}): {source}")]
+    Bind {
+        flag: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the relay listens on {0} (all interfaces): set --relay-public-ip to the address \
+         clients reach it at"
+    )]
+    RelayPublicIpMissing(SocketAddr),
+    #[error("cannot start the relay: {0}")]
+    Relay(#[source] webrtc::turn::Error),
+    #[error("cannot start {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start {0}: its thread stopped")]
+    ThreadStopped(&'static str),
 }

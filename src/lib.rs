@@ -2,6 +2,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 pub mod auth;
+pub mod availability;
 pub mod calls;
 pub mod config;
 pub mod db;
@@ -9,8 +10,11 @@ pub mod error;
 pub mod http;
 pub mod ice;
 pub mod ids;
+pub mod people;
 pub mod presence;
 pub mod startup;
 pub mod state;
 pub mod time;
+pub mod vocabulary;
+pub mod wire;
 pub mod ws;

@@ -7,6 +7,7 @@ use crate::calls::{
 };
 use crate::config::Config;
 use crate::db::{self, Db};
+use crate::error::StartupError;
 use crate::http;
 use crate::ice::Ice;
 use crate::presence::hub::{CloseAll, PresenceHub};
@@ -19,9 +20,9 @@ use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-/// Starts the call recorder, the presence hub and the call router, the router on its own thread. The
-/// hub and the router tell each other about busy and do-not-disturb, so the hub's address is
-/// made before either actor starts.
+/// Starts the call recorder, the presence hub and the call router, the router on its own
+/// thread. The hub and the router tell each other about busy and do-not-disturb (through
+/// `availability` recipients), so the hub's address is made before either actor starts.
 fn start_actors(config: &Config, db: &Db, ice: &Ice) -> (Addr<PresenceHub>, Addr<CallRouter>) {
     let recorder = CallRecorder::start(db.clone());
     let hub_ctx = Context::<PresenceHub>::new();
@@ -94,24 +95,25 @@ async fn wait_for_signal() {
 impl Application {
     /// Connects to the database (running migrations), binds the listener and starts serving.
     /// Errors are one line naming what is wrong.
-    pub async fn build(config: Config) -> Result<Self, String> {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
         let config = Arc::new(config);
+        let blocking = |_| StartupError::ThreadStopped("the blocking pool");
         let db = {
             let (url, size) = (config.database_url.clone(), config.db_pool_size);
             web::block(move || Db::connect(&url, size))
                 .await
-                .map_err(|e| e.to_string())??
+                .map_err(blocking)??
         };
         let hasher = {
             let (cost, n) = (config.bcrypt_cost, config.bcrypt_concurrency);
             web::block(move || PasswordHasher::new(cost, n))
                 .await
-                .map_err(|e| e.to_string())??
+                .map_err(blocking)??
         };
         let failed = db
             .run(|conn| db::calls::fail_open_calls(conn, now_ms()))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StartupError::Database)?;
         if failed > 0 {
             log::warn!("closed {failed} call(s) left open by an earlier crash as failed");
         }
@@ -127,9 +129,13 @@ impl Application {
             ice: ice.clone(),
         });
 
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|e| format!("cannot listen on {} (--listen): {e}", config.listen))?;
-        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let bind = |source| StartupError::Bind {
+            flag: "--listen",
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).map_err(bind)?;
+        let address = listener.local_addr().map_err(bind)?;
         let (state_presence, state_router) = (state.presence.clone(), state.router.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -146,7 +152,11 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(5)
         .listen(listener)
-        .map_err(|e| format!("cannot serve on {address}: {e}"))?
+        .map_err(|source| StartupError::Bind {
+            flag: "--listen",
+            addr: address,
+            source,
+        })?
         .run();
         let shutdown = ShutdownHandle {
             server: server.handle(),

@@ -1,28 +1,21 @@
-//! The shared handles every request handler and actor is given at start-up, and the hooks
-//! through which REST changes reach the realtime side.
+//! The handles the two edges (REST and the socket) share, given to every handler at start-up:
+//! configuration, the database, the password hasher, the actors' addresses, ICE. Also the
+//! hooks through which REST changes reach the realtime side, and the lookups both edges need.
 use crate::auth::{login_limiter::LoginLimiter, password::PasswordHasher};
 use crate::calls::router::{CallRouter, PeersBlocked};
 use crate::config::Config;
-use crate::db::{users::UserRow, Db};
+use crate::db::{self, users::UserRow, Db};
+use crate::error::{AppError, ErrorCode};
+use crate::ice::Ice;
 use crate::ids::UserId;
-use crate::presence::hub::{PresenceHub, PresenceOf, RelationChanged, RevokeSessions};
-use crate::ws::protocol::{Person, PresenceInfo};
+use crate::people::{Party, Person};
+use crate::presence::hub::{
+    PresenceHub, PresenceOf, RelationChange, RelationChanged, RevokeSessions,
+};
+use crate::wire::protocol::PresenceInfo;
 use actix::Addr;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A change between two users made over REST, which the realtime side pushes to devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelationChange {
-    /// `actor` asked `other` to be friends.
-    Requested,
-    /// `actor` and `other` became friends.
-    Accepted,
-    /// `actor` ended the friendship with `other` (or deleted their account).
-    Removed,
-    /// `actor` blocked `other`: friendship and requests are gone.
-    Blocked,
-}
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -32,7 +25,7 @@ pub struct AppState {
     pub presence: Addr<PresenceHub>,
     pub router: Addr<CallRouter>,
     /// ICE servers and credentials for clients; the embedded TURN relay if it runs.
-    pub ice: crate::ice::Ice,
+    pub ice: Ice,
 }
 
 impl AppState {
@@ -48,24 +41,15 @@ impl AppState {
 
     /// The relation between two users changed: tell their devices, start or stop presence.
     pub fn relation_changed(&self, actor: &UserRow, other: &UserRow, change: RelationChange) {
-        let person = |u: &UserRow| {
-            (
-                u.user_id(),
-                Person {
-                    username: u.username.clone(),
-                    display_name: u.display_name.clone(),
-                },
-            )
-        };
         if change == RelationChange::Blocked {
-            // A call between them loses its relay at once.
+            // A call between them ends at once, and loses its relay with it.
             self.router.do_send(PeersBlocked {
                 users: [actor.user_id(), other.user_id()],
             });
         }
         self.presence.do_send(RelationChanged {
-            actor: person(actor),
-            other: person(other),
+            actor: (actor.user_id(), Person::from(actor)),
+            other: (other.user_id(), Person::from(other)),
             change,
         });
     }
@@ -76,5 +60,23 @@ impl AppState {
             .send(PresenceOf { users })
             .await
             .unwrap_or_default()
+    }
+
+    /// The callee named `name`, if they are `caller`'s friend (`call.invite` and
+    /// `POST /calls`). Unknown users and blockers give the same `not_friends` as strangers, so
+    /// nothing is revealed.
+    pub async fn callable_friend(&self, caller: &UserId, name: String) -> Result<Party, AppError> {
+        let caller = caller.clone();
+        let callee = self
+            .db
+            .run(move |conn| {
+                let not_friends =
+                    || AppError::new(ErrorCode::NotFriends, "you can only call your friends");
+                db::users::find_named_if(conn, &name, not_friends, |conn, callee| {
+                    db::relations::are_friends(conn, &caller, &callee.id)
+                })
+            })
+            .await?;
+        Ok(Party::from(&callee))
     }
 }

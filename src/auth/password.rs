@@ -3,7 +3,7 @@
 //! run at a lower CPU priority, so that on a busy machine signaling and presence come first.
 //! bcrypt is the one CPU-heavy thing the broker does: at normal priority two hashes on a
 //! two-core machine pushed relay latency p99 from 0.5 ms to 30 ms (docs/benchmarks.md).
-use crate::error::AppError;
+use crate::error::{AppError, StartupError};
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -23,9 +23,9 @@ pub struct PasswordHasher {
 }
 
 impl PasswordHasher {
-    pub fn new(cost: u32, concurrency: usize) -> Result<Self, String> {
-        let dummy = bcrypt::hash("switchboard-dummy-password", cost)
-            .map_err(|e| format!("bcrypt setup failed: {e}"))?;
+    pub fn new(cost: u32, concurrency: usize) -> Result<Self, StartupError> {
+        let dummy =
+            bcrypt::hash("switchboard-dummy-password", cost).map_err(StartupError::Bcrypt)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..concurrency.max(1) {
@@ -33,7 +33,10 @@ impl PasswordHasher {
             std::thread::Builder::new()
                 .name(format!("bcrypt-{n}"))
                 .spawn(move || hashing_thread(&queue))
-                .map_err(|e| format!("cannot start the bcrypt threads: {e}"))?;
+                .map_err(|source| StartupError::Io {
+                    what: "the bcrypt threads",
+                    source,
+                })?;
         }
         Ok(Self {
             cost,

@@ -3,10 +3,11 @@
 //! write is under way queue up and are then written together in one transaction (group
 //! commit): one commit per batch instead of one per record, which is what lets a Postgres that
 //! syncs each commit to disk keep up with a thousand calls a second.
-use super::state::{Media, Record};
+use super::state::Record;
 use crate::db::{self, calls::CallRow, Db, DbConn};
 use crate::error::{AppError, ErrorCode};
 use crate::ids::{CallId, UserId};
+use crate::vocabulary::Media;
 use actix::prelude::*;
 use diesel::Connection;
 use std::collections::{HashMap, VecDeque};
@@ -133,7 +134,7 @@ fn write_batch(db: &Db, batch: &[Record]) {
 /// batch stay updates, in order. Records of different calls never touch the same row.
 fn fold(batch: &[Record]) -> (Vec<CallRow>, Vec<&Record>) {
     let mut rows: Vec<CallRow> = Vec::new();
-    let mut created: HashMap<&str, usize> = HashMap::new();
+    let mut created: HashMap<&CallId, usize> = HashMap::new();
     let mut updates = Vec::new();
     for record in batch {
         match record {
@@ -144,10 +145,10 @@ fn fold(batch: &[Record]) -> (Vec<CallRow>, Vec<&Record>) {
                 media,
                 at,
             } => {
-                created.insert(id.as_str(), rows.len());
+                created.insert(id, rows.len());
                 rows.push(new_row(id, caller, callee, *media, *at));
             }
-            Record::Answered { id, at } => match created.get(id.as_str()) {
+            Record::Answered { id, at } => match created.get(id) {
                 Some(&i) => rows[i].answered_at = Some(*at),
                 None => updates.push(record),
             },
@@ -156,10 +157,10 @@ fn fold(batch: &[Record]) -> (Vec<CallRow>, Vec<&Record>) {
                 at,
                 outcome,
                 detail,
-            } => match created.get(id.as_str()) {
+            } => match created.get(id) {
                 Some(&i) => {
                     rows[i].ended_at = Some(*at);
-                    rows[i].outcome = Some(outcome.as_str().to_owned());
+                    rows[i].outcome = Some(*outcome);
                     rows[i].end_reason = detail.clone();
                 }
                 None => updates.push(record),
@@ -171,10 +172,10 @@ fn fold(batch: &[Record]) -> (Vec<CallRow>, Vec<&Record>) {
 
 fn new_row(id: &CallId, caller: &UserId, callee: &UserId, media: Media, at: i64) -> CallRow {
     CallRow {
-        id: id.0.clone(),
-        caller_id: caller.0.clone(),
-        callee_id: callee.0.clone(),
-        media: media.as_str().to_owned(),
+        id: id.clone(),
+        caller_id: caller.clone(),
+        callee_id: callee.clone(),
+        media,
         created_at: at,
         answered_at: None,
         ended_at: None,

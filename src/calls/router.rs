@@ -3,16 +3,16 @@
 //! between the two devices of an active call. It knows each connected device of every user, so
 //! ringing reaches all of them.
 use super::recorder::{CallRecorder, Flush, WriteRecord};
-use super::state::{
-    Call, CallError, Effect, Event, Invite, Media, Notice, Party, Phase, Role, Target,
-};
+use super::state::{Call, CallError, Effect, Event, Invite, Notice, Phase, Role, Target};
+use crate::availability::{DndChanged, SetBusy};
 use crate::error::{AppError, ErrorCode};
 use crate::ice::Ice;
 use crate::ids::{CallId, DeviceId, UserId};
-use crate::presence::hub::{DndChanged, SetBusy};
+use crate::people::Party;
 use crate::time::now_ms;
-use crate::ws::device::DeviceHandle;
-use crate::ws::protocol::{CallSummary, ClientRef, ServerFrame, SignalKind};
+use crate::vocabulary::{Direction, LiveState, Media, SignalKind};
+use crate::wire::device::DeviceHandle;
+use crate::wire::protocol::{CallSummary, ClientRef, ServerFrame};
 use actix::prelude::*;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
@@ -43,7 +43,7 @@ pub struct CallRouter {
     recorder: Addr<CallRecorder>,
     ring_timeout: Duration,
     reconnect_grace: Duration,
-    /// Call credentials for the relay: honoured from answer to end.
+    /// Call credentials for the relay, granted and revoked as the state machine says.
     ice: Ice,
     /// Set once shutdown began: no new calls.
     shutting_down: bool,
@@ -100,27 +100,21 @@ impl CallRouter {
         let Some(mut slot) = self.calls.remove(id) else {
             return Err(AppError::new(ErrorCode::CallNotFound, "no such call"));
         };
-        match slot.call.clone().apply(event, now_ms()) {
-            Ok((call, effects)) => {
-                if slot.call.answered_at.is_none() && call.answered_at.is_some() {
-                    // Before `call.accepted` goes out with the credentials.
-                    self.ice
-                        .call_answered(&call.id, [&call.caller.user, &call.callee.user]);
-                }
-                slot.call = call;
-                if !self.execute(&mut slot, effects, ctx) {
-                    self.calls.insert(id.clone(), slot);
-                }
-                Ok(())
-            }
-            Err(CallError::InvalidTransition) => {
-                self.calls.insert(id.clone(), slot);
+        // A refused event leaves the call untouched, so it simply goes back.
+        let (released, outcome) = match slot.call.apply(event, now_ms()) {
+            Ok(effects) => (self.execute(&mut slot, effects, ctx), Ok(())),
+            Err(CallError::InvalidTransition) => (
+                false,
                 Err(AppError::new(
                     ErrorCode::InvalidTransition,
                     "the call can't do that in its current state",
-                ))
-            }
+                )),
+            ),
+        };
+        if !released {
+            self.calls.insert(id.clone(), slot);
         }
+        outcome
     }
 
     /// Runs effects; returns whether the call was released.
@@ -164,13 +158,16 @@ impl CallRouter {
                         });
                     }
                 }
+                Effect::GrantRelay => {
+                    let call = &slot.call;
+                    self.ice
+                        .call_answered(&call.id, [&call.caller.user, &call.callee.user]);
+                }
+                Effect::RevokeRelay(role) => {
+                    self.ice.revoke(&slot.call.id, &slot.call.party(role).user);
+                }
                 Effect::Release => {
                     released = true;
-                    if slot.call.answered_at.is_some() {
-                        for party in [&slot.call.caller, &slot.call.callee] {
-                            self.ice.revoke(&slot.call.id, &party.user);
-                        }
-                    }
                     for party in [&slot.call.caller, &slot.call.callee] {
                         if self.user_call.get(&party.user) == Some(&slot.call.id) {
                             self.user_call.remove(&party.user);
@@ -189,18 +186,17 @@ impl CallRouter {
             Role::Callee => &call.caller,
         };
         let state = match call.phase {
-            Phase::Ringing if role == Role::Callee => "ringing",
-            Phase::Ringing => "calling",
-            Phase::Active => "active",
+            Phase::Ringing if role == Role::Callee => LiveState::Ringing,
+            Phase::Ringing => LiveState::Calling,
+            Phase::Active => LiveState::Active,
             Phase::Ended(_) => return None,
         };
         Some(CallSummary {
-            call_id: call.id.0.clone(),
+            call_id: call.id.clone(),
             peer: peer.username.clone(),
-            direction: if role == Role::Caller {
-                "outgoing"
-            } else {
-                "incoming"
+            direction: match role {
+                Role::Caller => Direction::Outgoing,
+                Role::Callee => Direction::Incoming,
             },
             media: call.media,
             state,
@@ -209,7 +205,7 @@ impl CallRouter {
 }
 
 fn encode_notice(call: &Call, to: &UserId, notice: Notice, ice: &Ice) -> bytestring::ByteString {
-    let id = call.id.as_str();
+    let id = &call.id;
     let peer = if *to == call.caller.user {
         &call.callee
     } else {
@@ -375,16 +371,11 @@ impl Handler<Detach> for CallRouter {
             }
         }
         if let Some(id) = self.user_call.get(&msg.user).cloned() {
-            if msg.revoked {
-                let holds_call = self.calls.get(&id).is_some_and(|s| {
-                    let role = s.call.role_of(&msg.user);
-                    role.and_then(|r| s.call.device(r)) == Some(&msg.device)
-                });
-                if holds_call {
-                    self.ice.revoke(&id, &msg.user);
-                }
-            }
-            let _ = self.dispatch(&id, Event::DeviceLeft { device: msg.device }, ctx);
+            let left = Event::DeviceLeft {
+                device: msg.device,
+                revoked: msg.revoked,
+            };
+            let _ = self.dispatch(&id, left, ctx);
         }
     }
 }
@@ -559,7 +550,7 @@ impl Handler<RelaySignal> for CallRouter {
                     AppError::new(ErrorCode::NotConnected, "the other side is reconnecting")
                 })?;
             let frame = ServerFrame::Signal {
-                call_id: call.id.as_str(),
+                call_id: &call.id,
                 from: &from.username,
                 kind: msg.kind,
                 sdp: msg.sdp.as_deref(),
@@ -601,7 +592,7 @@ impl Handler<PeersBlocked> for CallRouter {
     type Result = ();
 
     /// A block ends any call between the two at once, as if the blocker hung up (cancelled,
-    /// declined or completed, by the call's state), and revokes its relay credentials.
+    /// declined or completed, by the call's state); ending it revokes its relay credentials.
     fn handle(&mut self, msg: PeersBlocked, ctx: &mut Context<Self>) {
         let [blocker, blocked] = &msg.users;
         let Some(id) = self
@@ -612,9 +603,6 @@ impl Handler<PeersBlocked> for CallRouter {
         else {
             return;
         };
-        for user in [blocker, blocked] {
-            self.ice.revoke(&id, user);
-        }
         let role = self.calls.get(&id).and_then(|s| s.call.role_of(blocker));
         if let Some(by) = role {
             let _ = self.dispatch(&id, Event::Hangup { by, reason: None }, ctx);

@@ -1,5 +1,6 @@
-//! The call state machine as plain data: `apply(call, event) -> (call, effects)`, no actix, no
-//! I/O. The router executes the effects (frames, timers, persistence, presence).
+//! The call state machine as plain data: `call.apply(event) -> effects`, no actix, no I/O. It
+//! decides everything that follows from a transition; the router only executes the effects
+//! (frames, timers, persistence, presence, relay credentials).
 //!
 //! ```text
 //!   invite ──► Ringing ──accept──► Active ──hangup──► Ended(completed)
@@ -11,76 +12,14 @@
 //!   shutdown from any live phase ──────────────────► Ended(server_shutdown)
 //! ```
 use crate::ids::{CallId, DeviceId, UserId};
-use serde::{Deserialize, Serialize};
+use crate::people::Party;
+use crate::vocabulary::{EndReason, Media};
 use std::collections::BTreeSet;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Media {
-    Audio,
-    Video,
-}
-
-impl Media {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Media::Audio => "audio",
-            Media::Video => "video",
-        }
-    }
-}
-
-/// How a call ended: its stored outcome and the `reason` of `call.ended`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    Completed,
-    Declined,
-    Cancelled,
-    NoAnswer,
-    Unavailable,
-    Busy,
-    ConnectionLost,
-    Failed,
-    ServerShutdown,
-}
-
-impl EndReason {
-    pub fn as_str(self) -> &'static str {
-        use EndReason::*;
-        match self {
-            Completed => "completed",
-            Declined => "declined",
-            Cancelled => "cancelled",
-            NoAnswer => "no_answer",
-            Unavailable => "unavailable",
-            Busy => "busy",
-            ConnectionLost => "connection_lost",
-            Failed => "failed",
-            ServerShutdown => "server_shutdown",
-        }
-    }
-
-    /// Outcomes that count as a missed call for the callee.
-    pub const MISSED: [EndReason; 4] = [
-        EndReason::Cancelled,
-        EndReason::NoAnswer,
-        EndReason::Unavailable,
-        EndReason::Busy,
-    ];
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Caller,
     Callee,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Party {
-    pub user: UserId,
-    pub username: String,
-    pub display_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,8 +70,11 @@ pub enum Event {
         reason: Option<String>,
     },
     RingTimeout,
+    /// A device went away. `revoked`: its session was revoked, so its side's relay
+    /// credential for the call goes with it.
     DeviceLeft {
         device: DeviceId,
+        revoked: bool,
     },
     GraceExpired {
         role: Role,
@@ -192,6 +134,11 @@ pub enum Effect {
     CancelGrace(Role),
     /// Both participants enter (`true`) or leave a call, for `busy` presence.
     SetBusy(bool),
+    /// The relay honours both parties' credentials for this call from now on. Comes before
+    /// the `call.accepted` notices that carry them.
+    GrantRelay,
+    /// The relay refuses this side's credential for the call and drops its allocations.
+    RevokeRelay(Role),
     /// The call is over: forget it.
     Release,
 }
@@ -317,8 +264,9 @@ impl Call {
         ));
     }
 
-    /// Applies one event, returning the next state and what to do about it.
-    pub fn apply(mut self, event: Event, now: i64) -> Result<(Call, Vec<Effect>), CallError> {
+    /// Applies one event in place, returning what to do about it. A refused event leaves the
+    /// call exactly as it was: every refusal is decided before anything changes.
+    pub fn apply(&mut self, event: Event, now: i64) -> Result<Vec<Effect>, CallError> {
         let mut fx = Vec::new();
         match (self.phase, event) {
             (Phase::Ringing, Event::DeviceJoined { device }) => {
@@ -340,6 +288,7 @@ impl Call {
                 self.offerer = offerer;
                 self.callee_device = Some(device.clone());
                 fx.push(Effect::CancelRingTimer);
+                fx.push(Effect::GrantRelay);
                 if let Some(d) = self.caller_device.clone() {
                     self.notify(
                         Role::Caller,
@@ -393,13 +342,16 @@ impl Call {
             (Phase::Active, Event::Hangup { reason, .. }) => {
                 self.end(EndReason::Completed, reason, now, &mut fx)
             }
-            (Phase::Ringing | Phase::Active, Event::DeviceLeft { device }) => {
+            (Phase::Ringing | Phase::Active, Event::DeviceLeft { device, revoked }) => {
                 if self.ringing.remove(&device) {
                     // A ringing callee device leaving only stops that device.
                 } else {
                     for role in [Role::Caller, Role::Callee] {
                         if self.device(role) == Some(&device) {
                             *self.device_mut(role) = None;
+                            if revoked && self.answered_at.is_some() {
+                                fx.push(Effect::RevokeRelay(role));
+                            }
                             fx.push(Effect::StartGrace(role));
                         }
                     }
@@ -434,7 +386,7 @@ impl Call {
             }
             _ => return Err(CallError::InvalidTransition),
         }
-        Ok((self, fx))
+        Ok(fx)
     }
 
     /// Ends the call: everyone still attached hears why, timers stop, the record is closed.
@@ -462,6 +414,10 @@ impl Call {
             outcome: reason,
             detail,
         }));
+        if self.answered_at.is_some() {
+            fx.push(Effect::RevokeRelay(Role::Caller));
+            fx.push(Effect::RevokeRelay(Role::Callee));
+        }
         fx.push(Effect::Release);
     }
 }
@@ -469,6 +425,28 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `apply` by value, so a test reads as a sequence of states.
+    trait Step: Sized {
+        fn step(self, event: Event, now: i64) -> Result<(Call, Vec<Effect>), CallError>;
+    }
+
+    impl Step for Call {
+        fn step(mut self, event: Event, now: i64) -> Result<(Call, Vec<Effect>), CallError> {
+            let fx = self.apply(event, now)?;
+            Ok((self, fx))
+        }
+    }
+
+    fn accepted_call() -> Call {
+        let (call, _) = ringing_call(&["b1"]);
+        let accept = Event::Accept {
+            device: dev("b1"),
+            offerer: Role::Caller,
+            announce: false,
+        };
+        call.step(accept, 1).unwrap().0
+    }
 
     fn party(name: &str) -> Party {
         Party {
@@ -550,7 +528,7 @@ mod tests {
     fn accept_connects_one_device_and_stops_the_others() {
         let (call, _) = ringing_call(&["b1", "b2"]);
         let (call, fx) = call
-            .apply(
+            .step(
                 Event::Accept {
                     device: dev("b2"),
                     offerer: Role::Caller,
@@ -578,7 +556,7 @@ mod tests {
     #[test]
     fn accept_from_a_device_that_is_not_ringing_is_refused() {
         let (call, _) = ringing_call(&["b1"]);
-        let err = call.apply(
+        let err = call.step(
             Event::Accept {
                 device: dev("zz"),
                 offerer: Role::Caller,
@@ -616,7 +594,7 @@ mod tests {
             ),
         ] {
             let (call, _) = ringing_call(&["b1", "b2"]);
-            let (call, fx) = call.apply(event, 5).unwrap();
+            let (call, fx) = call.step(event, 5).unwrap();
             assert_eq!(call.phase, Phase::Ended(reason));
             assert_eq!(
                 notices(&fx),
@@ -635,7 +613,7 @@ mod tests {
     fn hangup_of_an_active_call_completes_it_for_both() {
         let (call, _) = ringing_call(&["b1"]);
         let (call, _) = call
-            .apply(
+            .step(
                 Event::Accept {
                     device: dev("b1"),
                     offerer: Role::Caller,
@@ -645,7 +623,7 @@ mod tests {
             )
             .unwrap();
         let (call, fx) = call
-            .apply(
+            .step(
                 Event::Hangup {
                     by: Role::Callee,
                     reason: Some("bye".into()),
@@ -674,7 +652,7 @@ mod tests {
     fn a_dropped_participant_gets_a_grace_period_and_can_resume() {
         let (call, _) = ringing_call(&["b1"]);
         let (call, _) = call
-            .apply(
+            .step(
                 Event::Accept {
                     device: dev("b1"),
                     offerer: Role::Caller,
@@ -684,11 +662,17 @@ mod tests {
             )
             .unwrap();
         let (call, fx) = call
-            .apply(Event::DeviceLeft { device: dev("b1") }, 2)
+            .step(
+                Event::DeviceLeft {
+                    device: dev("b1"),
+                    revoked: false,
+                },
+                2,
+            )
             .unwrap();
         assert_eq!(fx, vec![Effect::StartGrace(Role::Callee)]);
         let (call, fx) = call
-            .apply(
+            .step(
                 Event::Resume {
                     role: Role::Callee,
                     device: dev("b9"),
@@ -709,7 +693,7 @@ mod tests {
         assert_eq!(call.callee_device, Some(dev("b9")));
         // A late timer after resuming changes nothing.
         let (call, fx) = call
-            .apply(Event::GraceExpired { role: Role::Callee }, 4)
+            .step(Event::GraceExpired { role: Role::Callee }, 4)
             .unwrap();
         assert!(fx.is_empty());
         assert_eq!(call.phase, Phase::Active);
@@ -719,7 +703,7 @@ mod tests {
     fn grace_expiry_ends_the_call_as_connection_lost() {
         let (call, _) = ringing_call(&["b1"]);
         let (call, _) = call
-            .apply(
+            .step(
                 Event::Accept {
                     device: dev("b1"),
                     offerer: Role::Caller,
@@ -729,10 +713,16 @@ mod tests {
             )
             .unwrap();
         let (call, _) = call
-            .apply(Event::DeviceLeft { device: dev("a1") }, 2)
+            .step(
+                Event::DeviceLeft {
+                    device: dev("a1"),
+                    revoked: false,
+                },
+                2,
+            )
             .unwrap();
         let (call, fx) = call
-            .apply(Event::GraceExpired { role: Role::Caller }, 3)
+            .step(Event::GraceExpired { role: Role::Caller }, 3)
             .unwrap();
         assert_eq!(call.phase, Phase::Ended(EndReason::ConnectionLost));
         assert_eq!(
@@ -745,7 +735,13 @@ mod tests {
     fn a_ringing_callee_device_leaving_only_stops_that_device() {
         let (call, _) = ringing_call(&["b1", "b2"]);
         let (call, fx) = call
-            .apply(Event::DeviceLeft { device: dev("b1") }, 2)
+            .step(
+                Event::DeviceLeft {
+                    device: dev("b1"),
+                    revoked: false,
+                },
+                2,
+            )
             .unwrap();
         assert!(fx.is_empty());
         assert_eq!(call.phase, Phase::Ringing);
@@ -756,7 +752,7 @@ mod tests {
     fn glare_accept_announces_to_the_accepting_device_too() {
         let (call, _) = ringing_call(&["b1"]);
         let (_, fx) = call
-            .apply(
+            .step(
                 Event::Accept {
                     device: dev("b1"),
                     offerer: Role::Caller,
@@ -778,20 +774,26 @@ mod tests {
     fn a_caller_resuming_after_the_answer_is_told_the_call_was_accepted() {
         let (call, _) = ringing_call(&["b1"]);
         let (call, _) = call
-            .apply(Event::DeviceLeft { device: dev("a1") }, 1)
+            .step(
+                Event::DeviceLeft {
+                    device: dev("a1"),
+                    revoked: false,
+                },
+                1,
+            )
             .unwrap();
         let accept = Event::Accept {
             device: dev("b1"),
             offerer: Role::Caller,
             announce: false,
         };
-        let (call, fx) = call.apply(accept, 2).unwrap();
+        let (call, fx) = call.step(accept, 2).unwrap();
         assert!(
             notices(&fx).is_empty(),
             "nobody to tell on the caller's side"
         );
         let (_, fx) = call
-            .apply(
+            .step(
                 Event::Resume {
                     role: Role::Caller,
                     device: dev("a2"),
@@ -808,7 +810,7 @@ mod tests {
     #[test]
     fn ended_calls_refuse_every_event() {
         let (call, _) = ringing_call(&["b1"]);
-        let (call, _) = call.apply(Event::Cancel, 1).unwrap();
+        let (call, _) = call.step(Event::Cancel, 1).unwrap();
         for event in [
             Event::Cancel,
             Event::RingTimeout,
@@ -816,7 +818,7 @@ mod tests {
             Event::Reject { reason: None },
         ] {
             assert_eq!(
-                call.clone().apply(event, 2).unwrap_err(),
+                call.clone().step(event, 2).unwrap_err(),
                 CallError::InvalidTransition
             );
         }
@@ -825,8 +827,87 @@ mod tests {
     #[test]
     fn shutdown_ends_live_calls() {
         let (call, _) = ringing_call(&["b1"]);
-        let (call, fx) = call.apply(Event::Shutdown, 1).unwrap();
+        let (call, fx) = call.step(Event::Shutdown, 1).unwrap();
         assert_eq!(call.phase, Phase::Ended(EndReason::ServerShutdown));
         assert_eq!(outcome(&fx), Some(EndReason::ServerShutdown));
+    }
+
+    #[test]
+    fn the_relay_is_granted_before_the_accepted_notices_and_revoked_when_the_call_ends() {
+        let (call, _) = ringing_call(&["b1"]);
+        let accept = Event::Accept {
+            device: dev("b1"),
+            offerer: Role::Caller,
+            announce: false,
+        };
+        let (call, fx) = call.step(accept, 1).unwrap();
+        let grant = fx.iter().position(|e| *e == Effect::GrantRelay).unwrap();
+        let notice = fx
+            .iter()
+            .position(|e| matches!(e, Effect::Notify(_, Notice::Accepted { .. })))
+            .unwrap();
+        assert!(
+            grant < notice,
+            "credentials are honoured before they are handed out"
+        );
+        let hangup = Event::Hangup {
+            by: Role::Caller,
+            reason: None,
+        };
+        let (_, fx) = call.step(hangup, 2).unwrap();
+        let revoked: Vec<&Effect> = fx
+            .iter()
+            .filter(|e| matches!(e, Effect::RevokeRelay(_)))
+            .collect();
+        assert_eq!(
+            revoked,
+            [
+                &Effect::RevokeRelay(Role::Caller),
+                &Effect::RevokeRelay(Role::Callee)
+            ]
+        );
+        assert_eq!(fx.last(), Some(&Effect::Release));
+    }
+
+    #[test]
+    fn a_call_never_answered_has_no_relay_to_grant_or_revoke() {
+        let (call, _) = ringing_call(&["b1"]);
+        let (_, fx) = call.step(Event::Cancel, 1).unwrap();
+        assert!(!fx
+            .iter()
+            .any(|e| matches!(e, Effect::GrantRelay | Effect::RevokeRelay(_))));
+    }
+
+    #[test]
+    fn a_revoked_device_loses_its_sides_relay_and_keeps_the_grace() {
+        let call = accepted_call();
+        let left = Event::DeviceLeft {
+            device: dev("b1"),
+            revoked: true,
+        };
+        let (call, fx) = call.step(left, 2).unwrap();
+        assert_eq!(
+            fx,
+            vec![
+                Effect::RevokeRelay(Role::Callee),
+                Effect::StartGrace(Role::Callee)
+            ]
+        );
+        assert_eq!(call.phase, Phase::Active);
+    }
+
+    #[test]
+    fn a_refused_event_leaves_the_call_as_it_was() {
+        let mut call = accepted_call();
+        let before = format!("{call:?}");
+        let err = call.apply(Event::Cancel, 5).unwrap_err();
+        assert_eq!(err, CallError::InvalidTransition);
+        let stray_accept = Event::Accept {
+            device: dev("zz"),
+            offerer: Role::Caller,
+            announce: false,
+        };
+        assert!(call.apply(stray_accept, 6).is_err());
+        assert_eq!(format!("{call:?}"), before);
     }
 }

@@ -2,23 +2,24 @@
 //! REST reads.
 use super::schema::{calls, users};
 use super::DbConn;
-use crate::calls::state::EndReason;
 use crate::error::AppError;
 use crate::ids::{CallId, UserId};
+use crate::vocabulary::{EndReason, Media};
 use diesel::prelude::*;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = calls)]
 pub struct CallRow {
-    pub id: String,
-    pub caller_id: String,
-    pub callee_id: String,
-    pub media: String,
+    pub id: CallId,
+    pub caller_id: UserId,
+    pub callee_id: UserId,
+    pub media: Media,
     pub created_at: i64,
     pub answered_at: Option<i64>,
     pub ended_at: Option<i64>,
-    pub outcome: Option<String>,
+    pub outcome: Option<EndReason>,
+    /// The free-text detail a client gave (a decline's reason), if any.
     pub end_reason: Option<String>,
 }
 
@@ -48,7 +49,7 @@ pub fn insert_many(conn: &mut DbConn, rows: &[CallRow]) -> Result<(), AppError> 
 }
 
 pub fn mark_answered(conn: &mut DbConn, id: &CallId, at: i64) -> Result<(), AppError> {
-    diesel::update(calls::table.find(id.as_str()))
+    diesel::update(calls::table.find(id))
         .set(calls::answered_at.eq(Some(at)))
         .execute(conn)?;
     Ok(())
@@ -61,10 +62,10 @@ pub fn mark_ended(
     outcome: EndReason,
     detail: Option<&str>,
 ) -> Result<(), AppError> {
-    diesel::update(calls::table.find(id.as_str()))
+    diesel::update(calls::table.find(id))
         .set((
             calls::ended_at.eq(Some(at)),
-            calls::outcome.eq(Some(outcome.as_str())),
+            calls::outcome.eq(Some(outcome)),
             calls::end_reason.eq(detail),
         ))
         .execute(conn)?;
@@ -77,13 +78,13 @@ pub fn fail_open_calls(conn: &mut DbConn, now: i64) -> Result<usize, AppError> {
         diesel::update(calls::table.filter(calls::ended_at.is_null()))
             .set((
                 calls::ended_at.eq(Some(now)),
-                calls::outcome.eq(Some(EndReason::Failed.as_str())),
+                calls::outcome.eq(Some(EndReason::Failed)),
             ))
             .execute(conn)?,
     )
 }
 
-pub fn find(conn: &mut DbConn, id: &str) -> Result<Option<CallRow>, AppError> {
+pub fn find(conn: &mut DbConn, id: &CallId) -> Result<Option<CallRow>, AppError> {
     Ok(calls::table
         .find(id)
         .select(CallRow::as_select())
@@ -95,15 +96,11 @@ pub fn find(conn: &mut DbConn, id: &str) -> Result<Option<CallRow>, AppError> {
 pub fn history(
     conn: &mut DbConn,
     user: &UserId,
-    before: Option<(i64, String)>,
+    before: Option<(i64, CallId)>,
     limit: i64,
 ) -> Result<Vec<CallRow>, AppError> {
     let mut query = calls::table
-        .filter(
-            calls::caller_id
-                .eq(user.as_str())
-                .or(calls::callee_id.eq(user.as_str())),
-        )
+        .filter(calls::caller_id.eq(user).or(calls::callee_id.eq(user)))
         .select(CallRow::as_select())
         .order((calls::created_at.desc(), calls::id.desc()))
         .limit(limit)
@@ -119,8 +116,8 @@ pub fn history(
 }
 
 /// Usernames of the given user ids.
-pub fn usernames(conn: &mut DbConn, ids: &[&str]) -> Result<HashMap<String, String>, AppError> {
-    let rows: Vec<(String, String)> = users::table
+pub fn usernames(conn: &mut DbConn, ids: &[&UserId]) -> Result<HashMap<UserId, String>, AppError> {
+    let rows: Vec<(UserId, String)> = users::table
         .filter(users::id.eq_any(ids))
         .select((users::id, users::username))
         .load(conn)?;
@@ -129,12 +126,11 @@ pub fn usernames(conn: &mut DbConn, ids: &[&str]) -> Result<HashMap<String, Stri
 
 /// Missed calls for `user` since they last looked at their history.
 pub fn missed_since(conn: &mut DbConn, user: &UserId, since: i64) -> Result<i64, AppError> {
-    let missed: Vec<&str> = EndReason::MISSED.iter().map(|r| r.as_str()).collect();
     Ok(calls::table
-        .filter(calls::callee_id.eq(user.as_str()))
+        .filter(calls::callee_id.eq(user))
         .filter(calls::created_at.gt(since))
         .filter(calls::answered_at.is_null())
-        .filter(calls::outcome.eq_any(missed))
+        .filter(calls::outcome.eq_any(EndReason::MISSED))
         .count()
         .get_result(conn)?)
 }

@@ -8,7 +8,7 @@ pub mod settings;
 pub mod users;
 
 use crate::config::DatabaseUrl;
-use crate::error::AppError;
+use crate::error::{AppError, StartupError};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
@@ -77,7 +77,7 @@ impl Db {
     /// Builds the pool and runs pending migrations. SQLite gets a single connection: it has one
     /// writer anyway, and a single connection rules out the "read then upgrade to write" busy
     /// errors that concurrent transactions would otherwise hit.
-    pub fn connect(url: &DatabaseUrl, pool_size: u32) -> Result<Self, String> {
+    pub fn connect(url: &DatabaseUrl, pool_size: u32) -> Result<Self, StartupError> {
         let size = match url {
             DatabaseUrl::Postgres(_) => pool_size.max(1),
             DatabaseUrl::Sqlite(_) => 1,
@@ -87,15 +87,13 @@ impl Db {
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(3))
             .build(DbManager { url: url.clone() })
-            .map_err(|e| format!("cannot connect to the database: {e}"))?;
-        let mut conn = pool
-            .get()
-            .map_err(|e| format!("cannot connect to the database: {e}"))?;
+            .map_err(StartupError::DatabaseConnect)?;
+        let mut conn = pool.get().map_err(StartupError::DatabaseConnect)?;
         let migrated = match &mut *conn {
             DbConn::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|_| ()),
             DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
         };
-        migrated.map_err(|e| format!("database migration failed: {e}"))?;
+        migrated.map_err(StartupError::Migration)?;
         drop(conn);
         Ok(Self { pool })
     }

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 #[diesel(table_name = sessions)]
 pub struct SessionRow {
     pub token_hash: String,
-    pub user_id: String,
+    pub user_id: UserId,
     pub created_at: i64,
     pub last_used_at: i64,
     pub expires_at: i64,
@@ -70,7 +70,7 @@ pub fn delete_all_for_user(
 ) -> Result<Vec<String>, AppError> {
     conn.transaction(|conn| {
         let mut query = sessions::table
-            .filter(sessions::user_id.eq(user.as_str()))
+            .filter(sessions::user_id.eq(user))
             .select(sessions::token_hash)
             .into_boxed();
         if let Some(keep) = keep {

@@ -9,7 +9,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
 pub struct UserRow {
-    pub id: String,
+    pub id: UserId,
     pub username: String,
     pub display_name: String,
     pub password_hash: String,
@@ -20,7 +20,7 @@ pub struct UserRow {
 
 impl UserRow {
     pub fn user_id(&self) -> UserId {
-        UserId(self.id.clone())
+        self.id.clone()
     }
 }
 
@@ -41,6 +41,20 @@ pub fn find_by_username(conn: &mut DbConn, name: &str) -> Result<Option<UserRow>
         .select(UserRow::as_select())
         .first(conn)
         .optional()?)
+}
+
+/// The user named `name` if `holds` is true of them, else the error `missing` makes: the one
+/// shape of "find them, check or act on them, or say there is no such user/request/friend".
+pub fn find_named_if(
+    conn: &mut DbConn,
+    name: &str,
+    missing: impl FnOnce() -> AppError,
+    holds: impl FnOnce(&mut DbConn, &UserRow) -> Result<bool, AppError>,
+) -> Result<UserRow, AppError> {
+    match find_by_username(conn, name)? {
+        Some(user) if holds(conn, &user)? => Ok(user),
+        _ => Err(missing()),
+    }
 }
 
 pub fn find_by_id(conn: &mut DbConn, id: &UserId) -> Result<Option<UserRow>, AppError> {

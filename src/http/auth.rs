@@ -1,15 +1,14 @@
 //! Accounts' way in and out: register, login, logout, logout everywhere.
-use super::input;
-use super::views::{SessionView, UserView};
 use crate::auth::{token, Identity};
 use crate::db::{self, sessions::SessionRow, users::UserRow};
 use crate::error::{AppError, ErrorCode};
 use crate::ids::UserId;
+use crate::people::{self, UserView};
 use crate::state::AppState;
 use crate::time::now_ms;
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::Connection;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/auth/register").route(web::post().to(register)))
@@ -33,6 +32,15 @@ struct LoginBody {
     password: String,
 }
 
+/// What a client receives after registering or logging in; the token is shown only here.
+#[derive(Debug, Serialize)]
+struct SessionView {
+    user: UserView,
+    token: String,
+    #[serde(with = "crate::time::as_rfc3339")]
+    expires_at: i64,
+}
+
 /// A new session row for `user` and the token that opens it (shown to the client once).
 pub fn new_session(state: &AppState, user: &UserId, req: &HttpRequest) -> (String, SessionRow) {
     let (token, token_hash) = token::generate();
@@ -44,7 +52,7 @@ pub fn new_session(state: &AppState, user: &UserId, req: &HttpRequest) -> (Strin
         .map(|ua| ua.chars().take(256).collect());
     let session = SessionRow {
         token_hash,
-        user_id: user.0.clone(),
+        user_id: user.clone(),
         created_at: now,
         last_used_at: now,
         expires_at: now + state.config.session_lifetime.as_millis() as i64,
@@ -59,15 +67,15 @@ async fn register(
     body: web::Json<RegisterBody>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.into_inner();
-    let username = input::username(&body.username)?;
-    input::password(&body.password)?;
+    let username = people::username(&body.username)?;
+    people::password(&body.password)?;
     let display_name = match &body.display_name {
-        Some(name) => input::display_name(name)?,
+        Some(name) => people::display_name(name)?,
         None => username.clone(),
     };
     let password_hash = state.hasher.hash(body.password).await?;
     let user = UserRow {
-        id: UserId::new().0,
+        id: UserId::new(),
         username,
         display_name,
         password_hash,

@@ -1,10 +1,10 @@
 //! Blocking: a blocked user can't befriend, find or call the blocker, and sees no presence.
-use super::input;
-use super::views::DatedPersonView;
 use crate::auth::Identity;
 use crate::db;
 use crate::error::{AppError, ErrorCode};
-use crate::state::{AppState, RelationChange};
+use crate::people::{self, DatedPerson};
+use crate::presence::hub::RelationChange;
+use crate::state::AppState;
 use crate::time::now_ms;
 use actix_web::{web, HttpResponse};
 use diesel::Connection;
@@ -23,7 +23,7 @@ async fn block(
     me: Identity,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let name = input::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner())?;
     if name == me.user.username {
         return Err(AppError::new(
             ErrorCode::CannotBlockSelf,
@@ -35,10 +35,10 @@ async fn block(
         .db
         .run(move |conn| {
             conn.transaction(|conn| {
-                let target = db::users::find_by_username(conn, &name)?
-                    .ok_or_else(AppError::user_not_found)?;
-                db::relations::block(conn, &my_id, &target.user_id(), now_ms())?;
-                Ok::<_, AppError>(target)
+                db::users::find_named_if(conn, &name, AppError::user_not_found, |conn, target| {
+                    db::relations::block(conn, &my_id, &target.id, now_ms())?;
+                    Ok(true)
+                })
             })
         })
         .await?;
@@ -51,19 +51,16 @@ async fn unblock(
     me: Identity,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let name = input::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner())?;
     let my_id = me.user_id();
     state
         .db
         .run(move |conn| {
-            let target = db::users::find_by_username(conn, &name)?;
-            match target {
-                Some(t) if db::relations::unblock(conn, &my_id, &t.user_id())? => Ok(()),
-                _ => Err(AppError::new(
-                    ErrorCode::BlockNotFound,
-                    "you have not blocked that user",
-                )),
-            }
+            let not_blocked =
+                || AppError::new(ErrorCode::BlockNotFound, "you have not blocked that user");
+            db::users::find_named_if(conn, &name, not_blocked, |conn, target| {
+                db::relations::unblock(conn, &my_id, &target.id)
+            })
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -75,6 +72,6 @@ async fn list_blocks(state: web::Data<AppState>, me: Identity) -> Result<HttpRes
         .db
         .run(move |conn| db::relations::blocked_by(conn, &id))
         .await?;
-    let blocks: Vec<DatedPersonView> = rows.iter().map(DatedPersonView::from).collect();
+    let blocks: Vec<DatedPerson> = rows.iter().map(DatedPerson::from).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "blocks": blocks })))
 }

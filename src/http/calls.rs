@@ -2,12 +2,13 @@
 use super::input;
 use crate::auth::Identity;
 use crate::calls::router::{ActOnCall, CallAction, PlaceCall};
-use crate::calls::state::{Media, Party};
 use crate::db::{self, calls::CallRow};
 use crate::error::{AppError, ErrorCode};
 use crate::ids::{CallId, UserId};
+use crate::people::{self, Party};
 use crate::state::AppState;
 use crate::time::now_ms;
+use crate::vocabulary::{Direction, HistoryOutcome, Media, RecordedPhase};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -23,41 +24,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/calls/{id}/end").route(web::post().to(end_call)));
 }
 
-/// The callee named `name`, if they are `caller`'s friend. Unknown users and blockers give the
-/// same `not_friends` as strangers, so nothing is revealed.
-pub async fn callable_friend(
-    state: &AppState,
-    caller: &UserId,
-    name: String,
-) -> Result<Party, AppError> {
-    let caller = caller.clone();
-    state
-        .db
-        .run(move |conn| {
-            let callee = db::users::find_by_username(conn, &name)?;
-            match callee {
-                Some(c) if db::relations::are_friends(conn, &caller, &c.user_id())? => Ok(Party {
-                    user: c.user_id(),
-                    username: c.username,
-                    display_name: c.display_name,
-                }),
-                _ => Err(AppError::new(
-                    ErrorCode::NotFriends,
-                    "you can only call your friends",
-                )),
-            }
-        })
-        .await
-}
-
 #[derive(Serialize)]
 struct CallView {
-    id: String,
+    id: CallId,
     peer: String,
-    direction: &'static str,
-    media: String,
+    direction: Direction,
+    media: Media,
     /// The outcome once ended; "ringing" or "active" before.
-    outcome: String,
+    outcome: HistoryOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     end_reason: Option<String>,
     missed: bool,
@@ -71,25 +45,20 @@ struct CallView {
     duration_seconds: i64,
 }
 
-fn view(row: CallRow, me: &UserId, names: &HashMap<String, String>) -> CallView {
-    let outgoing = row.caller_id == me.0;
+fn view(row: CallRow, me: &UserId, names: &HashMap<UserId, String>) -> CallView {
+    let outgoing = row.caller_id == *me;
     let peer_id = if outgoing {
         &row.callee_id
     } else {
         &row.caller_id
     };
-    let outcome = row.outcome.clone().unwrap_or_else(|| {
-        if row.answered_at.is_some() {
-            "active".into()
-        } else {
-            "ringing".into()
-        }
-    });
-    let missed = !outgoing
-        && row.answered_at.is_none()
-        && crate::calls::state::EndReason::MISSED
-            .iter()
-            .any(|r| r.as_str() == outcome);
+    let outcome = match (row.outcome, row.answered_at) {
+        (Some(reason), _) => HistoryOutcome::Ended(reason),
+        (None, Some(_)) => HistoryOutcome::Live(RecordedPhase::Active),
+        (None, None) => HistoryOutcome::Live(RecordedPhase::Ringing),
+    };
+    let missed =
+        !outgoing && row.answered_at.is_none() && row.outcome.is_some_and(|r| r.is_missed());
     let duration_seconds = match (row.answered_at, row.ended_at) {
         (Some(a), Some(e)) => (e - a).max(0) / 1000,
         _ => 0,
@@ -97,7 +66,11 @@ fn view(row: CallRow, me: &UserId, names: &HashMap<String, String>) -> CallView 
     CallView {
         id: row.id,
         peer: names.get(peer_id).cloned().unwrap_or_default(),
-        direction: if outgoing { "outgoing" } else { "incoming" },
+        direction: if outgoing {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        },
         media: row.media,
         outcome,
         end_reason: row.end_reason,
@@ -117,7 +90,7 @@ struct HistoryQuery {
 }
 
 /// Cursors are "<created_at ms>.<call id>" of the last call on the previous page.
-fn parse_cursor(raw: &str) -> Result<(i64, String), AppError> {
+fn parse_cursor(raw: &str) -> Result<(i64, CallId), AppError> {
     let bad = || {
         AppError::new(
             ErrorCode::InvalidCursor,
@@ -129,7 +102,7 @@ fn parse_cursor(raw: &str) -> Result<(i64, String), AppError> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(bad());
     }
-    Ok((at, id.to_owned()))
+    Ok((at, CallId(id.to_owned())))
 }
 
 async fn history(
@@ -148,9 +121,9 @@ async fn history(
             .db
             .run(move |conn| {
                 let rows = db::calls::history(conn, &user, before, limit)?;
-                let ids: Vec<&str> = rows
+                let ids: Vec<&UserId> = rows
                     .iter()
-                    .flat_map(|r| [r.caller_id.as_str(), r.callee_id.as_str()])
+                    .flat_map(|r| [&r.caller_id, &r.callee_id])
                     .collect();
                 let names = db::calls::usernames(conn, &ids)?;
                 Ok((rows, names, db::calls::missed_since(conn, &user, seen)?))
@@ -173,7 +146,7 @@ async fn get_call(
     me: Identity,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
+    let id = CallId(path.into_inner());
     let user = me.user_id();
     let found = {
         let user = user.clone();
@@ -182,10 +155,9 @@ async fn get_call(
             .run(move |conn| {
                 let row = db::calls::find(conn, &id)?;
                 // Only participants may see a call; others get the same 404 as a missing one.
-                let row = row.filter(|r| r.caller_id == user.0 || r.callee_id == user.0);
+                let row = row.filter(|r| r.caller_id == user || r.callee_id == user);
                 let Some(row) = row else { return Ok(None) };
-                let names =
-                    db::calls::usernames(conn, &[row.caller_id.as_str(), row.callee_id.as_str()])?;
+                let names = db::calls::usernames(conn, &[&row.caller_id, &row.callee_id])?;
                 Ok(Some((row, names)))
             })
             .await?
@@ -209,19 +181,15 @@ async fn start_call(
     body: web::Json<StartBody>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.into_inner();
-    let to = input::username(&body.to)?;
+    let to = people::username(&body.to)?;
     if to == me.user.username {
         return Err(AppError::new(
             ErrorCode::CannotCallSelf,
             "you can't call yourself",
         ));
     }
-    let callee = callable_friend(&state, &me.user_id(), to).await?;
-    let caller = Party {
-        user: me.user_id(),
-        username: me.user.username.clone(),
-        display_name: me.user.display_name.clone(),
-    };
+    let callee = state.callable_friend(&me.user_id(), to).await?;
+    let caller = Party::from(&me.user);
     let placed = state
         .router
         .send(PlaceCall {

@@ -1,12 +1,13 @@
 //! Friendship, which is mutual: requests, acceptance, the friends list, unfriending.
-use super::input;
-use super::views::{DatedPersonView, PersonView};
 use crate::auth::Identity;
 use crate::db::{self, users::UserRow, DbConn};
 use crate::error::{AppError, ErrorCode};
 use crate::ids::UserId;
-use crate::state::{AppState, RelationChange};
+use crate::people::{self, DatedPerson, Person};
+use crate::presence::hub::RelationChange;
+use crate::state::AppState;
 use crate::time::now_ms;
+use crate::vocabulary::PresenceStatus;
 use actix_web::{web, HttpResponse};
 use diesel::Connection;
 use serde::{Deserialize, Serialize};
@@ -34,14 +35,21 @@ struct RequestBody {
 #[derive(Serialize)]
 struct RequestOutcome {
     /// "pending" when the request waits for the other side, "accepted" when it made friends.
-    status: &'static str,
-    user: PersonView,
+    status: RequestStatus,
+    user: Person,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum RequestStatus {
+    Pending,
+    Accepted,
 }
 
 #[derive(Serialize)]
 struct RequestLists {
-    incoming: Vec<DatedPersonView>,
-    outgoing: Vec<DatedPersonView>,
+    incoming: Vec<DatedPerson>,
+    outgoing: Vec<DatedPerson>,
 }
 
 /// A friend with live presence.
@@ -49,7 +57,7 @@ struct RequestLists {
 pub struct FriendView {
     pub username: String,
     pub display_name: String,
-    pub presence: String,
+    pub presence: PresenceStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_message: Option<String>,
     #[serde(with = "crate::time::as_rfc3339_opt")]
@@ -58,12 +66,10 @@ pub struct FriendView {
 
 /// The user named `name` as `viewer` may see them: unknown users and users who blocked the
 /// viewer are both "not found", so a block is never revealed.
-pub fn find_visible(conn: &mut DbConn, viewer: &UserId, name: &str) -> Result<UserRow, AppError> {
-    let user = db::users::find_by_username(conn, name)?.ok_or_else(AppError::user_not_found)?;
-    if db::relations::has_blocked(conn, &user.user_id(), viewer)? {
-        return Err(AppError::user_not_found());
-    }
-    Ok(user)
+fn find_visible(conn: &mut DbConn, viewer: &UserId, name: &str) -> Result<UserRow, AppError> {
+    db::users::find_named_if(conn, name, AppError::user_not_found, |conn, user| {
+        Ok(!db::relations::has_blocked(conn, &user.id, viewer)?)
+    })
 }
 
 async fn send_request(
@@ -71,7 +77,7 @@ async fn send_request(
     me: Identity,
     body: web::Json<RequestBody>,
 ) -> Result<HttpResponse, AppError> {
-    let name = input::username(&body.username)?;
+    let name = people::username(&body.username)?;
     if name == me.user.username {
         return Err(AppError::new(
             ErrorCode::CannotFriendSelf,
@@ -114,13 +120,13 @@ async fn send_request(
         .await?;
     let (status, change, code) = if accepted {
         (
-            "accepted",
+            RequestStatus::Accepted,
             RelationChange::Accepted,
             actix_web::http::StatusCode::OK,
         )
     } else {
         (
-            "pending",
+            RequestStatus::Pending,
             RelationChange::Requested,
             actix_web::http::StatusCode::CREATED,
         )
@@ -128,7 +134,7 @@ async fn send_request(
     state.relation_changed(&me.user, &target, change);
     Ok(HttpResponse::build(code).json(RequestOutcome {
         status,
-        user: PersonView::from(&target),
+        user: Person::from(&target),
     }))
 }
 
@@ -144,8 +150,8 @@ async fn list_requests(state: web::Data<AppState>, me: Identity) -> Result<HttpR
         })
         .await?;
     Ok(HttpResponse::Ok().json(RequestLists {
-        incoming: incoming.iter().map(DatedPersonView::from).collect(),
-        outgoing: outgoing.iter().map(DatedPersonView::from).collect(),
+        incoming: incoming.iter().map(DatedPerson::from).collect(),
+        outgoing: outgoing.iter().map(DatedPerson::from).collect(),
     }))
 }
 
@@ -154,31 +160,26 @@ async fn accept_request(
     me: Identity,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let name = input::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner())?;
     let my_id = me.user_id();
     let friend = state
         .db
         .run(move |conn| {
             conn.transaction(|conn| {
-                let from = db::users::find_by_username(conn, &name)?;
-                let from = match from {
-                    Some(u) if db::relations::request_exists(conn, &u.user_id(), &my_id)? => u,
-                    _ => {
-                        return Err(AppError::new(
-                            ErrorCode::RequestNotFound,
-                            "no request from that user",
-                        ))
-                    }
-                };
-                db::relations::make_friends(conn, &my_id, &from.user_id(), now_ms())?;
+                let no_request =
+                    || AppError::new(ErrorCode::RequestNotFound, "no request from that user");
+                let from = db::users::find_named_if(conn, &name, no_request, |conn, from| {
+                    db::relations::request_exists(conn, &from.id, &my_id)
+                })?;
+                db::relations::make_friends(conn, &my_id, &from.id, now_ms())?;
                 Ok(from)
             })
         })
         .await?;
     state.relation_changed(&me.user, &friend, RelationChange::Accepted);
     Ok(HttpResponse::Ok().json(RequestOutcome {
-        status: "accepted",
-        user: PersonView::from(&friend),
+        status: RequestStatus::Accepted,
+        user: Person::from(&friend),
     }))
 }
 
@@ -188,29 +189,23 @@ async fn delete_request(
     me: Identity,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let name = input::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner())?;
     let my_id = me.user_id();
     state
         .db
         .run(move |conn| {
             conn.transaction(|conn| {
-                let other = db::users::find_by_username(conn, &name)?;
-                let removed = match other {
-                    Some(u) => {
-                        let incoming = db::relations::delete_request(conn, &u.user_id(), &my_id)?;
-                        let outgoing = db::relations::delete_request(conn, &my_id, &u.user_id())?;
-                        incoming || outgoing
-                    }
-                    None => false,
-                };
-                if removed {
-                    Ok(())
-                } else {
-                    Err(AppError::new(
+                let no_request = || {
+                    AppError::new(
                         ErrorCode::RequestNotFound,
                         "no request to or from that user",
-                    ))
-                }
+                    )
+                };
+                db::users::find_named_if(conn, &name, no_request, |conn, other| {
+                    let incoming = db::relations::delete_request(conn, &other.id, &my_id)?;
+                    let outgoing = db::relations::delete_request(conn, &my_id, &other.id)?;
+                    Ok(incoming || outgoing)
+                })
             })
         })
         .await?;
@@ -233,7 +228,7 @@ async fn list_friends(state: web::Data<AppState>, me: Identity) -> Result<HttpRe
             FriendView {
                 username: presence.username,
                 display_name: f.display_name.clone(),
-                presence: presence.status.to_owned(),
+                presence: presence.status,
                 status_message: presence.message,
                 last_seen: presence.last_seen,
             }
@@ -247,19 +242,20 @@ async fn remove_friend(
     me: Identity,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let name = input::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner())?;
     let my_id = me.user_id();
     let former = state
         .db
         .run(move |conn| {
-            let other = db::users::find_by_username(conn, &name)?;
-            match other {
-                Some(u) if db::relations::remove_friendship(conn, &my_id, &u.user_id())? => Ok(u),
-                _ => Err(AppError::new(
+            let not_friends = || {
+                AppError::new(
                     ErrorCode::FriendNotFound,
                     "you are not friends with that user",
-                )),
-            }
+                )
+            };
+            db::users::find_named_if(conn, &name, not_friends, |conn, other| {
+                db::relations::remove_friendship(conn, &my_id, &other.id)
+            })
         })
         .await?;
     state.relation_changed(&me.user, &former, RelationChange::Removed);

@@ -1,8 +1,8 @@
 //! ICE servers for the signed-in user: the embedded relay and any external STUN/TURN servers,
 //! with a fresh time-limited credential, ready for `new RTCPeerConnection({iceServers})`.
 use crate::auth::Identity;
-use crate::ice::IceServer;
 use crate::state::AppState;
+use crate::wire::protocol::IceServer;
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::{web, HttpResponse};
 use serde::Serialize;

@@ -1,9 +1,9 @@
 //! The signed-in user's own account: profile, password, deletion.
-use super::input;
-use super::views::UserView;
 use crate::auth::Identity;
 use crate::db;
 use crate::error::{AppError, ErrorCode};
+use crate::people::{self, UserView};
+use crate::presence::hub::RelationChange;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use diesel::Connection;
@@ -47,7 +47,7 @@ async fn update_me(
     me: Identity,
     body: web::Json<UpdateBody>,
 ) -> Result<HttpResponse, AppError> {
-    let name = input::display_name(&body.display_name)?;
+    let name = people::display_name(&body.display_name)?;
     let mut user = me.user;
     let id = user.user_id();
     let stored = name.clone();
@@ -83,7 +83,7 @@ async fn change_password(
     body: web::Json<PasswordBody>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.into_inner();
-    input::password(&body.new_password)?;
+    people::password(&body.new_password)?;
     confirm_password(&state, &me, body.old_password).await?;
     let new_hash = state.hasher.hash(body.new_password).await?;
     let user = me.user_id();
@@ -128,7 +128,7 @@ async fn delete_me(
     };
     state.sessions_revoked(&user, revoked);
     for friend in friends {
-        state.relation_changed(&me.user, &friend, crate::state::RelationChange::Removed);
+        state.relation_changed(&me.user, &friend, RelationChange::Removed);
     }
     Ok(HttpResponse::NoContent().finish())
 }

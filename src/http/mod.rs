@@ -5,10 +5,10 @@ pub mod calls;
 pub mod friends;
 pub mod health;
 pub mod ice;
+pub mod identity;
 pub mod input;
 pub mod me;
 pub mod users;
-pub mod views;
 pub mod web_client;
 
 use crate::error::{AppError, ErrorCode};

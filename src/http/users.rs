@@ -1,9 +1,9 @@
 //! Finding people: search by username prefix, paginated by an opaque cursor.
 use super::input;
-use super::views::PersonView;
 use crate::auth::Identity;
 use crate::db;
 use crate::error::{AppError, ErrorCode};
+use crate::people::{self, Person};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ struct SearchQuery {
 
 #[derive(Serialize)]
 struct SearchPage {
-    users: Vec<PersonView>,
+    users: Vec<Person>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     next_cursor: Option<String>,
 }
@@ -44,7 +44,7 @@ async fn search(
     let limit = input::limit(query.limit)?;
     // The cursor is the last username of the previous page, so it must look like one.
     let after = match query.cursor {
-        Some(c) => Some(input::username(&c).map_err(|_| {
+        Some(c) => Some(people::username(&c).map_err(|_| {
             AppError::new(
                 ErrorCode::InvalidCursor,
                 "cursor is not one this server handed out",
@@ -61,7 +61,7 @@ async fn search(
         .then(|| rows.last().map(|u| u.username.clone()))
         .flatten();
     Ok(HttpResponse::Ok().json(SearchPage {
-        users: rows.iter().map(PersonView::from).collect(),
+        users: rows.iter().map(Person::from).collect(),
         next_cursor,
     }))
 }

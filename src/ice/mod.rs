@@ -12,27 +12,18 @@ pub mod relay;
 
 use crate::config::Config;
 use crate::db::{self, Db};
+use crate::error::StartupError;
 use crate::ids::{CallId, UserId};
+use crate::wire::protocol::IceServer;
 use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
 use credentials::Issuer;
 use relay::{Relay, RelaySettings};
-use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Where a generated secret is kept in the `settings` table.
 const SECRET_SETTING: &str = "turn_secret";
-
-/// One entry of `RTCConfiguration.iceServers`, in the shape browsers take as is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-}
 
 /// The ICE servers clients are told about, and the embedded relay if it runs. Cheap to clone.
 #[derive(Clone)]
@@ -47,14 +38,14 @@ struct Inner {
 
 impl Ice {
     /// Loads (or generates and stores) the secret and starts the relay if it is enabled.
-    pub async fn start(config: &Config, db: &Db) -> Result<Self, String> {
+    pub async fn start(config: &Config, db: &Db) -> Result<Self, StartupError> {
         let secret = match &config.turn_secret {
             Some(secret) => secret.clone(),
             None => {
                 let generated = BASE64_URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
                 db.run(move |conn| db::settings::get_or_insert(conn, SECRET_SETTING, &generated))
                     .await
-                    .map_err(|e| format!("cannot load the TURN secret: {e}"))?
+                    .map_err(StartupError::Database)?
             }
         };
         let issuer = Issuer::new(&secret, config.ice_credential_ttl);
@@ -150,14 +141,12 @@ impl Ice {
 
 /// The address clients are told: the configured public IP, else the listen IP if it is one
 /// a client can reach.
-fn public_ip(config: &Config) -> Result<IpAddr, String> {
+fn public_ip(config: &Config) -> Result<IpAddr, StartupError> {
     match config.relay_public_ip {
         Some(ip) => Ok(ip),
-        None if config.relay_listen.ip().is_unspecified() => Err(format!(
-            "the relay listens on {} (all interfaces): set --relay-public-ip to the address \
-             clients reach it at",
-            config.relay_listen
-        )),
+        None if config.relay_listen.ip().is_unspecified() => {
+            Err(StartupError::RelayPublicIpMissing(config.relay_listen))
+        }
         None => Ok(config.relay_listen.ip()),
     }
 }

@@ -8,6 +8,7 @@
 //! thread: they never wait on the relay.
 use super::credentials::{self, Issuer, Refusal};
 use super::gate::Gate;
+use crate::error::StartupError;
 use crate::ids::{CallId, UserId};
 use actix::{Arbiter, ArbiterHandle};
 use std::collections::{HashMap, HashSet};
@@ -218,16 +219,20 @@ pub struct Relay {
 impl Relay {
     /// Binds the UDP socket (so a taken port fails start-up with a clear line) and starts the
     /// TURN server on a thread of its own.
-    pub async fn start(settings: RelaySettings) -> Result<Self, String> {
+    pub async fn start(settings: RelaySettings) -> Result<Self, StartupError> {
         let (min_port, max_port) = settings.ports;
-        let socket = std::net::UdpSocket::bind(settings.listen).map_err(|e| {
-            format!(
-                "cannot listen for STUN/TURN on udp {} (--relay-listen): {e}",
-                settings.listen
-            )
-        })?;
-        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
+        let socket =
+            std::net::UdpSocket::bind(settings.listen).map_err(|source| StartupError::Bind {
+                flag: "--relay-listen",
+                addr: settings.listen,
+                source,
+            })?;
+        let io = |source| StartupError::Io {
+            what: "the relay",
+            source,
+        };
+        socket.set_nonblocking(true).map_err(io)?;
+        let local_addr = socket.local_addr().map_err(io)?;
         let (deletions, deletion_queue) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             issuer: settings.issuer,
@@ -255,11 +260,11 @@ impl Relay {
             }
         };
         if !arbiter.spawn(serving) {
-            return Err("the relay thread did not start".into());
+            return Err(StartupError::ThreadStopped("the relay"));
         }
         let server = started
             .await
-            .map_err(|_| "the relay thread stopped while starting".to_string())??;
+            .map_err(|_| StartupError::ThreadStopped("the relay"))??;
         log::info!("STUN/TURN relay listening on udp {local_addr}");
         Ok(Self {
             shared,
@@ -301,8 +306,11 @@ async fn serve(
     realm: String,
     generator: RelayAddressGeneratorRanges,
     mut deletion_queue: mpsc::UnboundedReceiver<String>,
-) -> Result<Arc<Server>, String> {
-    let socket = tokio::net::UdpSocket::from_std(socket).map_err(|e| e.to_string())?;
+) -> Result<Arc<Server>, StartupError> {
+    let socket = tokio::net::UdpSocket::from_std(socket).map_err(|source| StartupError::Io {
+        what: "the relay",
+        source,
+    })?;
     let (closed_tx, mut closed) = mpsc::channel::<AllocationInfo>(256);
     let server = Server::new(ServerConfig {
         conn_configs: vec![ConnConfig {
@@ -315,7 +323,7 @@ async fn serve(
         alloc_close_notify: Some(closed_tx),
     })
     .await
-    .map_err(|e| format!("cannot start the relay: {e}"))?;
+    .map_err(StartupError::Relay)?;
     let server = Arc::new(server);
     actix::spawn(async move {
         while let Some(info) = closed.recv().await {

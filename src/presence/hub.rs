@@ -1,20 +1,18 @@
 //! The PresenceHub: every online user with their devices, chosen status and friend set. It
 //! pushes presence changes to online friends only, forwards relation changes made over REST to
 //! the devices concerned, and closes sockets whose session was revoked.
+use crate::availability::{DndChanged, SetBusy};
 use crate::db::Db;
 use crate::ids::{DeviceId, UserId};
-use crate::state::RelationChange;
+use crate::people::Person;
 use crate::time::now_ms;
-use crate::ws::device::{DeviceHandle, Kick};
-use crate::ws::protocol::{ChosenStatus, FriendPresence, Person, PresenceInfo, ServerFrame};
+use crate::vocabulary::{ChosenStatus, PresenceStatus};
+use crate::wire::close;
+use crate::wire::device::{DeviceHandle, Kick};
+use crate::wire::protocol::{FriendPresence, PresenceInfo, ServerFrame};
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-
-/// Close code for a socket whose session token was revoked.
-pub const CLOSE_REVOKED: u16 = 4001;
-/// Close code sent to every socket when the broker shuts down (1001, "going away").
-pub const CLOSE_SHUTDOWN: u16 = 1001;
 
 struct Online {
     username: String,
@@ -33,21 +31,13 @@ impl Online {
         PresenceInfo {
             username: self.username.clone(),
             status: if self.busy {
-                "busy"
+                PresenceStatus::Busy
             } else {
-                status_str(self.status)
+                self.status.into()
             },
             message: self.message.clone(),
             last_seen: None,
         }
-    }
-}
-
-fn status_str(status: ChosenStatus) -> &'static str {
-    match status {
-        ChosenStatus::Online => "online",
-        ChosenStatus::Away => "away",
-        ChosenStatus::Dnd => "dnd",
     }
 }
 
@@ -98,7 +88,7 @@ impl PresenceHub {
         let now = now_ms();
         let info = PresenceInfo {
             username: online.username.clone(),
-            status: "offline",
+            status: PresenceStatus::Offline,
             message: None,
             last_seen: Some(now),
         };
@@ -123,7 +113,7 @@ impl PresenceHub {
             Some(online) => online.info(),
             None => PresenceInfo {
                 username,
-                status: "offline",
+                status: PresenceStatus::Offline,
                 message: None,
                 last_seen: None,
             },
@@ -166,20 +156,17 @@ pub struct SetStatus {
     pub message: Option<String>,
 }
 
-/// Sent by the call router when a user enters or leaves a call.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SetBusy {
-    pub user: UserId,
-    pub busy: bool,
-}
-
-/// Sent to the call router when a user's do-not-disturb state changes.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DndChanged {
-    pub user: UserId,
-    pub dnd: bool,
+/// A change between two users made over REST, which the hub pushes to their devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationChange {
+    /// `actor` asked `other` to be friends.
+    Requested,
+    /// `actor` and `other` became friends.
+    Accepted,
+    /// `actor` ended the friendship with `other` (or deleted their account).
+    Removed,
+    /// `actor` blocked `other`: friendship and requests are gone.
+    Blocked,
 }
 
 /// A relation changed over REST between `actor` and `other`.
@@ -370,7 +357,7 @@ impl Handler<RevokeSessions> for PresenceHub {
         for (device, token_hash) in online.devices.values() {
             if revoked.contains(token_hash) {
                 device.kick.do_send(Kick {
-                    code: CLOSE_REVOKED,
+                    code: close::REVOKED,
                     reason: "session revoked",
                 });
             }
@@ -399,7 +386,7 @@ impl Handler<CloseAll> for PresenceHub {
         for online in self.users.values() {
             for (device, _) in online.devices.values() {
                 device.kick.do_send(Kick {
-                    code: CLOSE_SHUTDOWN,
+                    code: close::SHUTDOWN,
                     reason: "server shutting down",
                 });
             }

@@ -1,8 +1,6 @@
-//! The WebSocket edge: the wire protocol, the per-connection session actor, and the upgrade
-//! route at `GET /ws`.
-pub mod device;
+//! The WebSocket edge: the per-connection session actor, its frame budget, and the upgrade
+//! route at `GET /ws`. The frames themselves are the shared vocabulary in [`crate::wire`].
 pub mod frame_budget;
-pub mod protocol;
 pub mod session;
 
 use crate::state::AppState;

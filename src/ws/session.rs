@@ -2,20 +2,19 @@
 //! authenticates the socket, parses each frame once, keeps the heartbeat and the frame budget,
 //! and hands presence to the PresenceHub and calls and signaling to the CallRouter. It
 //! registers with both after `auth` and unregisters when it stops, on every exit path.
-use super::device::{Deliver, DeviceHandle, Kick};
 use super::frame_budget::FrameBudget;
-use super::protocol::{
-    ClientFrame, ClientRef, FriendPresence, Heartbeat, IdOnly, ServerFrame, SignalKind,
-};
 use crate::auth::identity::authenticate;
 use crate::calls::router::{ActOnCall, Attach, CallAction, Detach, PlaceCall, RelaySignal};
-use crate::calls::state::{Media, Party};
 use crate::db;
 use crate::error::{AppError, ErrorCode};
-use crate::http::{input, views::UserView};
 use crate::ids::{CallId, DeviceId, UserId};
-use crate::presence::hub::{Connect, Disconnect, SetStatus, CLOSE_REVOKED};
+use crate::people::{self, Party, UserView};
+use crate::presence::hub::{Connect, Disconnect, SetStatus};
 use crate::state::AppState;
+use crate::vocabulary::{Media, SignalKind};
+use crate::wire::close;
+use crate::wire::device::{Deliver, DeviceHandle, Kick};
+use crate::wire::protocol::{ClientFrame, ClientRef, FriendPresence, Heartbeat, ServerFrame};
 use actix::prelude::*;
 use actix_web::web;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
@@ -23,36 +22,14 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
-/// Close codes of our own (4000-4999 is the application range).
-pub const CLOSE_AUTH_TIMEOUT: u16 = 4000;
-pub const CLOSE_UNAUTHORIZED: u16 = 4003;
-pub const CLOSE_HEARTBEAT_TIMEOUT: u16 = 4008;
-/// Authentication could not finish (database unavailable): 1013, "try again later".
-pub const CLOSE_TRY_AGAIN: u16 = 1013;
-
 /// Longest status message a user may set.
 const MAX_STATUS_MESSAGE: usize = 140;
-
-struct Me {
-    user: UserId,
-    username: String,
-    display_name: String,
-}
-
-impl Me {
-    fn party(&self) -> Party {
-        Party {
-            user: self.user.clone(),
-            username: self.username.clone(),
-            display_name: self.display_name.clone(),
-        }
-    }
-}
 
 pub struct UserSession {
     state: web::Data<AppState>,
     device: DeviceId,
-    me: Option<Me>,
+    /// The socket's user, once `auth` succeeded.
+    me: Option<Party>,
     authenticating: bool,
     /// Set by the authentication work just before it registers the device with the hub and
     /// the router, so `stopped` unregisters it even if the socket dies before `me` is set.
@@ -108,7 +85,7 @@ impl UserSession {
         &self,
         ctx: &mut ws::WebsocketContext<Self>,
         reference: &ClientRef,
-        call_id: Option<&str>,
+        call_id: Option<&CallId>,
         merged: Option<bool>,
     ) {
         if let Some(reference) = reference.as_ref() {
@@ -127,10 +104,9 @@ impl UserSession {
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
-            Err(e) => {
-                let reference = serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id);
-                let err = AppError::new(ErrorCode::InvalidFrame, format!("bad frame: {e}"));
-                return self.send_error(ctx, &reference, &err);
+            Err(bad) => {
+                let err = AppError::new(ErrorCode::InvalidFrame, bad.message);
+                return self.send_error(ctx, &bad.reference, &err);
             }
         };
         match (&self.me, frame) {
@@ -168,7 +144,7 @@ impl UserSession {
         };
         let registering = self.registering.clone();
         let work = async move {
-            let identity = authenticate(&state, &token).await?;
+            let identity = authenticate(&state.db, state.config.session_lifetime, &token).await?;
             let user = identity.user.clone();
             let (friends, missed) = {
                 let (id, seen) = (user.user_id(), user.calls_seen_at);
@@ -216,15 +192,11 @@ impl UserSession {
             session.authenticating = false;
             match result {
                 Ok((user, friends, calls, missed_calls)) => {
-                    session.me = Some(Me {
-                        user: user.user_id(),
-                        username: user.username.clone(),
-                        display_name: user.display_name.clone(),
-                    });
+                    session.me = Some(Party::from(&user));
                     let config = &session.state.config;
                     let welcome = ServerFrame::Welcome {
                         user: &UserView::from(&user),
-                        device_id: session.device.as_str(),
+                        device_id: &session.device,
                         friends,
                         calls,
                         missed_calls,
@@ -240,9 +212,9 @@ impl UserSession {
                     session.send_error(ctx, &id, &err);
                     // Never leave a socket half registered: the client reconnects and retries.
                     if err.code == ErrorCode::Unauthorized {
-                        session.close(ctx, CLOSE_UNAUTHORIZED, "invalid token");
+                        session.close(ctx, close::UNAUTHORIZED, "invalid token");
                     } else {
-                        session.close(ctx, CLOSE_TRY_AGAIN, "authentication failed, try again");
+                        session.close(ctx, close::TRY_AGAIN, "authentication failed, try again");
                     }
                 }
             }
@@ -330,7 +302,7 @@ impl UserSession {
                     user: me.user.clone(),
                     device: self.device.clone(),
                     reference: id,
-                    call_id: CallId(call_id),
+                    call_id,
                     kind,
                     sdp,
                     candidate,
@@ -348,7 +320,7 @@ impl UserSession {
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
         let Some(me) = &self.me else { return };
-        let callee_name = match input::username(&to) {
+        let callee_name = match people::username(&to) {
             Ok(name) if name == me.username => {
                 let err = AppError::new(ErrorCode::CannotCallSelf, "you can't call yourself");
                 return self.send_error(ctx, &id, &err);
@@ -357,11 +329,10 @@ impl UserSession {
             Err(err) => return self.send_error(ctx, &id, &err),
         };
         let state = self.state.clone();
-        let caller = me.party();
+        let caller = me.clone();
         let device = self.device.clone();
         let work = async move {
-            let callee =
-                crate::http::calls::callable_friend(&state, &caller.user, callee_name).await?;
+            let callee = state.callable_friend(&caller.user, callee_name).await?;
             state
                 .router
                 .send(PlaceCall {
@@ -376,9 +347,7 @@ impl UserSession {
         ctx.wait(
             work.into_actor(self)
                 .map(move |result, session, ctx| match result {
-                    Ok(placed) => {
-                        session.ack(ctx, &id, Some(placed.call_id.as_str()), Some(placed.merged))
-                    }
+                    Ok(placed) => session.ack(ctx, &id, Some(&placed.call_id), Some(placed.merged)),
                     Err(err) => session.send_error(ctx, &id, &err),
                 }),
         );
@@ -387,12 +356,11 @@ impl UserSession {
     fn act(
         &mut self,
         id: ClientRef,
-        call_id: String,
+        call_id: CallId,
         action: CallAction,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
         let Some(me) = &self.me else { return };
-        let call_id = CallId(call_id);
         let accepting = action == CallAction::Accept;
         let msg = ActOnCall {
             user: me.user.clone(),
@@ -467,13 +435,13 @@ impl Actor for UserSession {
         let config = &self.state.config;
         ctx.run_later(config.ws_auth_timeout, |session, ctx| {
             if session.me.is_none() {
-                session.close(ctx, CLOSE_AUTH_TIMEOUT, "authentication timeout");
+                session.close(ctx, close::AUTH_TIMEOUT, "authentication timeout");
             }
         });
         let timeout = config.heartbeat_timeout;
         ctx.run_interval(config.heartbeat_interval, move |session, ctx| {
             if session.last_heard.elapsed() > timeout {
-                session.close(ctx, CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                session.close(ctx, close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
             } else {
                 ctx.ping(b"");
             }
@@ -560,7 +528,7 @@ impl Handler<Kick> for UserSession {
     type Result = ();
 
     fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
-        self.revoked |= kick.code == CLOSE_REVOKED;
+        self.revoked |= kick.code == close::REVOKED;
         self.close(ctx, kick.code, kick.reason);
     }
 }

@@ -1,4 +1,4 @@
-//! What hubs hold for a connected device: recipients for the two messages a session accepts
+//! What actors hold for a connected device: recipients for the two messages a session accepts
 //! from outside. Hubs depend on these, never on the concrete session actor.
 use crate::ids::DeviceId;
 use actix::prelude::*;
@@ -9,7 +9,7 @@ use bytestring::ByteString;
 #[rtype(result = "()")]
 pub struct Deliver(pub ByteString);
 
-/// Close the socket with this close code and reason.
+/// Close the socket with this close code (see [`super::close`]) and reason.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Kick {

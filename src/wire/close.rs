@@ -1,0 +1,14 @@
+//! WebSocket close codes the broker sends (docs/protocol.md, "Closing"). 4000-4999 is the
+//! application range; the rest are RFC 6455's.
+/// The socket did not authenticate in time.
+pub const AUTH_TIMEOUT: u16 = 4000;
+/// The session token was revoked (logout, password change, account deletion).
+pub const REVOKED: u16 = 4001;
+/// The token given in `auth` is not a live session.
+pub const UNAUTHORIZED: u16 = 4003;
+/// Nothing heard from the client within the heartbeat timeout.
+pub const HEARTBEAT_TIMEOUT: u16 = 4008;
+/// The broker is shutting down (RFC 6455 "going away").
+pub const SHUTDOWN: u16 = 1001;
+/// Authentication could not finish (database unavailable): "try again later".
+pub const TRY_AGAIN: u16 = 1013;
