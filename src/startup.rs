@@ -13,6 +13,7 @@ use crate::ice::Ice;
 use crate::presence::hub::{CloseAll, PresenceHub};
 use crate::state::AppState;
 use crate::time::now_ms;
+use crate::ws;
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{ErrorHandlers, Logger};
@@ -147,6 +148,7 @@ impl Application {
                 .app_data(http::input::path_config())
                 .app_data(web::PayloadConfig::new(http::input::MAX_BODY_BYTES))
                 .configure(http::configure)
+                .configure(ws::configure)
         })
         .tcp_nodelay(true)
         .disable_signals()

@@ -18,11 +18,11 @@ use actix_web::http::{header, StatusCode};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{web, ResponseError};
 
-/// All routes: probes and the web client at the root, the API under /api/v1.
+/// The REST routes: probes and the web client at the root, the API under /api/v1. (The
+/// socket edge wires its own `/ws`, see `ws::configure`.)
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(health::configure)
         .configure(web_client::configure)
-        .service(web::resource("/ws").route(web::get().to(crate::ws::connect)))
         .service(
             web::scope("/api/v1")
                 .configure(auth::configure)

@@ -9,6 +9,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 /// Largest text frame accepted; bigger ones close the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
+/// The socket route, `GET /ws`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/ws").route(web::get().to(connect)));
+}
+
 /// Upgrades to a WebSocket; the client authenticates with its first frame, never in the URL.
 pub async fn connect(
     req: HttpRequest,
