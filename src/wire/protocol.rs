@@ -125,19 +125,27 @@ fn opaque(raw: Option<&RawValue>) -> Option<Box<RawValue>> {
 impl ClientFrame {
     /// Parses one client frame.
     pub fn parse(text: &str) -> Result<Self, BadFrame> {
-        let fields: Fields = serde_json::from_str(text).map_err(|e| BadFrame {
+        let mut fields: Fields = serde_json::from_str(text).map_err(|e| BadFrame {
             reference: None,
             message: format!("bad frame: {e}"),
         })?;
-        let reference = fields.id.clone();
-        Self::from_fields(fields).map_err(|message| BadFrame {
-            reference,
-            message: format!("bad frame: {message}"),
-        })
+        // The id is moved, never copied: into the frame, or into the error.
+        let id = fields.id.take();
+        match Self::from_fields(fields) {
+            Ok(mut frame) => {
+                *frame.id_mut() = id;
+                Ok(frame)
+            }
+            Err(message) => Err(BadFrame {
+                reference: id,
+                message: format!("bad frame: {message}"),
+            }),
+        }
     }
 
+    /// The frame named by `f`, its id left empty for [`ClientFrame::parse`] to fill in.
     fn from_fields(f: Fields) -> Result<Self, String> {
-        let id = f.id;
+        let id = None;
         let call_id = || required::<String>(f.call_id, "call_id").map(CallId);
         let frame_type = f.frame_type.ok_or("missing field `type`")?;
         Ok(match frame_type.as_ref() {
@@ -190,6 +198,22 @@ impl ClientFrame {
     }
 
     pub fn id(&self) -> &ClientRef {
+        use ClientFrame::*;
+        match self {
+            Auth { id, .. }
+            | PresenceSet { id, .. }
+            | CallInvite { id, .. }
+            | CallAccept { id, .. }
+            | CallReject { id, .. }
+            | CallCancel { id, .. }
+            | CallHangup { id, .. }
+            | CallResume { id, .. }
+            | Signal { id, .. }
+            | Ping { id } => id,
+        }
+    }
+
+    fn id_mut(&mut self) -> &mut ClientRef {
         use ClientFrame::*;
         match self {
             Auth { id, .. }
