@@ -2,8 +2,8 @@
 //! them (the client answers each ping with a pong, as browsers do). Reports the broker's RSS
 //! per connection and the CPU it spends keeping them.
 use crate::report::{Report, Target};
-use crate::server::{Database, ServerProcess};
-use crate::{population, progress, switchboard, Options, Res, BROKER_FLAGS};
+use crate::server::{Bcrypt, Database, ServerProcess};
+use crate::{population, progress, switchboard, Options, Res};
 use futures_util::StreamExt;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,13 +18,7 @@ const CONNECTING_AT_ONCE: usize = 64;
 pub async fn run(options: &Options) -> Res<Report> {
     let n = options.idle_connections;
     let db = Database::sqlite(options.workdir(), "idle");
-    let server = ServerProcess::switchboard(
-        &options.server_bin()?,
-        &db,
-        &BROKER_FLAGS,
-        options.workdir(),
-    )
-    .await?;
+    let server = ServerProcess::broker(options, &db, Bcrypt::Cheap, &[]).await?;
     progress(format!("idle: registering {n} accounts"));
     let accounts = population::register(server.addr, "idle", n, 8).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -4,7 +4,8 @@
 //! server itself (a fresh one per scenario, on a fresh database), reads the server's CPU time
 //! and RSS from /proc, and prints every scenario as a readable summary and as JSON.
 //!
-//! `cargo build --release --bins && target/release/switchboard-bench` runs everything; see
+//! `cargo build --release --bins && target/release/switchboard-bench` (from the workspace
+//! root, which builds the broker too) runs everything; see
 //! docs/benchmarks.md for the scenarios, options and results.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 mod call_setup;
@@ -169,35 +170,13 @@ impl Options {
     pub fn peerjs_dir(&self) -> PathBuf {
         self.peerjs_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bench/peerjs"))
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peerjs"))
     }
 
     pub fn workdir(&self) -> &std::path::Path {
         &self.resolved_workdir
     }
 }
-
-/// Broker flags every scenario uses: no per-socket frame budget, because one bench socket
-/// stands for many devices (the budget's bookkeeping still runs on every frame), and the
-/// embedded STUN/TURN relay on a free UDP port rather than 3478, so that a broker already
-/// running on this machine can't make the bench fail.
-pub const BASE_FLAGS: [&str; 4] = [
-    "--ws-max-frame-rate",
-    "1000000",
-    "--relay-listen",
-    "127.0.0.1:0",
-];
-
-/// BASE_FLAGS plus cheap bcrypt, so that setting up thousands of accounts takes seconds (only
-/// the isolation scenario's flood uses the real cost).
-pub const BROKER_FLAGS: [&str; 6] = [
-    "--ws-max-frame-rate",
-    "1000000",
-    "--relay-listen",
-    "127.0.0.1:0",
-    "--bcrypt-cost",
-    "4",
-];
 
 /// Pause between scenarios of a full run.
 const SETTLE_SECS: u64 = 10;

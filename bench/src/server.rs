@@ -3,7 +3,7 @@
 //! under node. Each scenario gets its own, so CPU and RSS readings belong to it alone.
 use crate::http::Http;
 use crate::procstat::{self, ProcSample};
-use crate::Res;
+use crate::{Options, Res};
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
 use std::net::{SocketAddr, TcpListener};
@@ -108,6 +108,26 @@ pub fn postgres_reachable(admin_url: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Broker flags every scenario uses: no per-socket frame budget, because one bench socket
+/// stands for many devices (the budget's bookkeeping still runs on every frame), and the
+/// embedded STUN/TURN relay on a free UDP port rather than 3478, so that a broker already
+/// running on this machine can't make the bench fail.
+const BASE_FLAGS: [&str; 4] = [
+    "--ws-max-frame-rate",
+    "1000000",
+    "--relay-listen",
+    "127.0.0.1:0",
+];
+
+/// The bcrypt cost a broker under test hashes passwords with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bcrypt {
+    /// Cost 4, so that setting up thousands of accounts takes seconds.
+    Cheap,
+    /// The broker's own default (only the isolation scenario's login flood needs it).
+    Default,
+}
+
 pub struct ServerProcess {
     pub name: &'static str,
     child: Child,
@@ -116,21 +136,28 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the broker on `db` with `extra` flags and waits until `/healthz` answers.
-    pub async fn switchboard(
-        bin: &Path,
+    /// Starts the broker under test (`--server-bin`) on `db` with the flags every scenario
+    /// uses, `bcrypt`, and `extra`; waits until `/healthz` answers. Its log goes to the workdir.
+    pub async fn broker(
+        options: &Options,
         db: &Database,
+        bcrypt: Bcrypt,
         extra: &[&str],
-        log_dir: &Path,
     ) -> Res<Self> {
+        let bin = options.server_bin()?;
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = std::fs::File::create(log_dir.join(format!("switchboard-{port}.log")))?;
-        let child = Command::new(bin)
+        let log = std::fs::File::create(options.workdir().join(format!("switchboard-{port}.log")))?;
+        let child = Command::new(&bin)
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--database-url")
             .arg(db.url())
+            .args(BASE_FLAGS)
+            .args(match bcrypt {
+                Bcrypt::Cheap => &["--bcrypt-cost", "4"][..],
+                Bcrypt::Default => &[],
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -3,10 +3,10 @@
 //! fixed rates. Switchboard and PeerJS server alternate round by round in the same run, each
 //! on a fresh server; the report gives per-round figures, medians and ratios.
 use crate::report::{Report, Target};
-use crate::server::{Database, ServerProcess};
+use crate::server::{Bcrypt, Database, ServerProcess};
 use crate::stats::median;
 use crate::traffic::{self, Link, Load, PhaseResult};
-use crate::{payload, peerjs, population, progress, switchboard, Options, Res, BROKER_FLAGS};
+use crate::{payload, peerjs, population, progress, switchboard, Options, Res};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -67,13 +67,7 @@ async fn phases(
 
 async fn switchboard_round(options: &Options, round: usize) -> Res<ServerRun> {
     let db = Database::sqlite(options.workdir(), &format!("relay-{round}"));
-    let server = ServerProcess::switchboard(
-        &options.server_bin()?,
-        &db,
-        &BROKER_FLAGS,
-        options.workdir(),
-    )
-    .await?;
+    let server = ServerProcess::broker(options, &db, Bcrypt::Cheap, &[]).await?;
     let n = options.relay_calls;
     let pairs = population::friend_pairs(server.addr, "relay", n).await?;
     let links = switchboard::call_links(server.addr, &pairs).await?;

@@ -4,10 +4,10 @@
 //! soon as the socket closes instead of after the default 5 s.
 use crate::population::{self, Account};
 use crate::report::{Report, Target};
-use crate::server::{Database, ServerProcess};
+use crate::server::{Bcrypt, Database, ServerProcess};
 use crate::stats::{micros, Latency};
 use crate::switchboard::{self, TIMEOUT};
-use crate::{progress, ws, Options, Res, BROKER_FLAGS};
+use crate::{progress, ws, Options, Res};
 use futures_util::StreamExt;
 use serde_json::json;
 use std::time::Duration;
@@ -44,10 +44,8 @@ async fn collect(
 pub async fn run(options: &Options) -> Res<Report> {
     let f = options.fanout_friends;
     let db = Database::sqlite(options.workdir(), "fanout");
-    let mut flags = BROKER_FLAGS.to_vec();
-    flags.extend(["--presence-grace", "0s"]);
     let server =
-        ServerProcess::switchboard(&options.server_bin()?, &db, &flags, options.workdir()).await?;
+        ServerProcess::broker(options, &db, Bcrypt::Cheap, &["--presence-grace", "0s"]).await?;
     progress(format!("fanout: a user with {f} friends"));
     let mut accounts = population::register(server.addr, "fan", f + 1, 8).await?;
     let hub: Account = accounts.remove(0);

@@ -3,10 +3,12 @@
 //! must hold sane numbers. Nothing is measured: full runs stay out of the test suite
 //! (docs/benchmarks.md).
 //!
-//! The PeerJS half of the relay needs tests/bench/peerjs/node_modules: under CI=true it is
-//! installed with `npm ci` when missing; elsewhere a missing install skips that half with a note.
-mod common;
-
+//! The broker is the debug `switchboard` binary next to this crate's: `cargo test` from the
+//! workspace root builds both. The PeerJS half of the relay needs bench/peerjs/node_modules:
+//! under CI=true it is installed with `npm ci` when missing; elsewhere a missing install skips
+//! that half with a note. So does Postgres for the Postgres half of call set-up, except that
+//! under CI=true it is required.
+use diesel::Connection;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,7 +21,36 @@ fn under_ci() -> bool {
 }
 
 fn peerjs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/peerjs")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peerjs")
+}
+
+/// The broker binary: built next to this crate's binary by a workspace `cargo test`.
+fn broker_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_switchboard-bench")).with_file_name("switchboard");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo test` from the workspace root (it builds the broker too)",
+        bin.display()
+    );
+    bin
+}
+
+/// The same Postgres the broker's own tests use.
+fn postgres_admin_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Whether Postgres answers; under CI=true it must.
+fn postgres_available() -> bool {
+    match diesel::PgConnection::establish(&postgres_admin_url()) {
+        Ok(_) => true,
+        Err(e) if under_ci() => panic!("Postgres is required under CI=true: {e}"),
+        Err(e) => {
+            eprintln!("skipping the Postgres half of call set-up: {e}");
+            false
+        }
+    }
 }
 
 /// Whether PeerJS server is installed, installing it under CI=true.
@@ -130,11 +161,11 @@ fn every_benchmark_scenario_runs_in_smoke_mode_and_reports_sane_numbers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let json_path = dir.path().join("bench.json");
     let with_peerjs = peerjs_available();
-    let with_postgres = common::Backend::postgres().is_some();
+    let with_postgres = postgres_available();
     let mut args: Vec<String> = vec![
         "--smoke".into(),
         "--server-bin".into(),
-        env!("CARGO_BIN_EXE_switchboard").into(),
+        broker_bin().display().to_string(),
         "--json-out".into(),
         json_path.display().to_string(),
         "--workdir".into(),
@@ -142,7 +173,7 @@ fn every_benchmark_scenario_runs_in_smoke_mode_and_reports_sane_numbers() {
         "--peerjs-port".into(),
         "0".into(),
         "--postgres-url".into(),
-        common::postgres_admin_url(),
+        postgres_admin_url(),
     ];
     if !with_peerjs {
         args.push("--no-peerjs".into());

@@ -5,11 +5,11 @@
 use crate::http::Http;
 use crate::population::{self, Account};
 use crate::report::{Report, Target};
-use crate::server::{self, Database, ServerProcess};
+use crate::server::{self, Bcrypt, Database, ServerProcess};
 use crate::stats::{micros, Latency};
 use crate::switchboard::{self, TIMEOUT};
 use crate::ws::{self, Ws};
-use crate::{payload, progress, Options, Res, BROKER_FLAGS};
+use crate::{payload, progress, Options, Res};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -113,13 +113,7 @@ async fn completed_calls(http: &mut Http, caller: &Account) -> Res<u64> {
 
 async fn run_on(options: &Options, db: Database) -> Res<Report> {
     let backend = db.backend();
-    let server = ServerProcess::switchboard(
-        &options.server_bin()?,
-        &db,
-        &BROKER_FLAGS,
-        options.workdir(),
-    )
-    .await?;
+    let server = ServerProcess::broker(options, &db, Bcrypt::Cheap, &[]).await?;
     let n = options.setup_pairs;
     let pairs = population::friend_pairs(server.addr, "setup", n).await?;
     progress(format!(

@@ -6,10 +6,10 @@
 //! same database, at the default cost, then registers the flood's account and serves the run.
 use crate::http::Http;
 use crate::report::{Report, Target};
-use crate::server::{Database, ServerProcess};
+use crate::server::{Bcrypt, Database, ServerProcess};
 use crate::stats::{micros, Latency};
 use crate::traffic::{self, Load};
-use crate::{population, progress, switchboard, Options, Res, BASE_FLAGS, BROKER_FLAGS};
+use crate::{population, progress, switchboard, Options, Res};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,18 +44,24 @@ async fn flood(addr: std::net::SocketAddr, username: String, stop: Arc<AtomicBoo
     Ok(result)
 }
 
+/// The two measured phases, at the same relay rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Quiet,
+    Flooded,
+}
+
 pub async fn run(options: &Options) -> Res<Report> {
     let db = Database::sqlite(options.workdir(), "isolation");
-    let bin = options.server_bin()?;
     let n = options.relay_calls;
     let pairs = {
-        let setup = ServerProcess::switchboard(&bin, &db, &BROKER_FLAGS, options.workdir()).await?;
+        let setup = ServerProcess::broker(options, &db, Bcrypt::Cheap, &[]).await?;
         let pairs = population::friend_pairs(setup.addr, "iso", n).await?;
         setup.stop().await?;
         pairs
     };
     // The default bcrypt cost and concurrency.
-    let server = ServerProcess::switchboard(&bin, &db, &BASE_FLAGS, options.workdir()).await?;
+    let server = ServerProcess::broker(options, &db, Bcrypt::Default, &[]).await?;
     let flooder = population::register_one(&mut Http::new(server.addr), "flooder").await?;
     let mut links = switchboard::call_links(server.addr, &pairs).await?;
     let rate = options.isolation_rate;
@@ -72,37 +78,42 @@ pub async fn run(options: &Options) -> Res<Report> {
         .await?
         .0;
     }
-    progress(format!("isolation: {rate:.0} frames/s on a quiet broker"));
-    let (links, quiet) = traffic::run(
-        links,
-        Load::Open { rate },
-        secs,
-        pid,
-        switchboard::is_relayed,
-    )
-    .await?;
-    progress(format!("  {}", quiet.line()));
-
-    progress(format!(
-        "isolation: {rate:.0} frames/s while {} clients flood logins",
-        options.flood_clients
-    ));
     let stop = Arc::new(AtomicBool::new(false));
-    let flooders: Vec<_> = (0..options.flood_clients)
-        .map(|_| tokio::spawn(flood(server.addr, flooder.username.clone(), stop.clone())))
-        .collect();
-    // Let the flood build up before the relay is measured under it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (links, flooded) = traffic::run(
-        links,
-        Load::Open { rate },
-        secs,
-        pid,
-        switchboard::is_relayed,
-    )
-    .await?;
+    let mut flooders = Vec::new();
+    let mut measured = Vec::new();
+    for phase in [Phase::Quiet, Phase::Flooded] {
+        match phase {
+            Phase::Quiet => progress(format!("isolation: {rate:.0} frames/s on a quiet broker")),
+            Phase::Flooded => {
+                progress(format!(
+                    "isolation: {rate:.0} frames/s while {} clients flood logins",
+                    options.flood_clients
+                ));
+                flooders = (0..options.flood_clients)
+                    .map(|_| {
+                        tokio::spawn(flood(server.addr, flooder.username.clone(), stop.clone()))
+                    })
+                    .collect();
+                // Let the flood build up before the relay is measured under it.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        let (next, stats) = traffic::run(
+            links,
+            Load::Open { rate },
+            secs,
+            pid,
+            switchboard::is_relayed,
+        )
+        .await?;
+        links = next;
+        progress(format!("  {}", stats.line()));
+        measured.push(stats);
+    }
     stop.store(true, Ordering::Relaxed);
-    progress(format!("  {}", flooded.line()));
+    let [quiet, flooded]: [_; 2] = measured
+        .try_into()
+        .map_err(|_| "isolation measured other than two phases")?;
     let flood_seconds = secs.as_secs_f64() + 0.5;
     let (mut logins, mut failures, mut login_micros) = (0, 0, Vec::new());
     for f in flooders {
