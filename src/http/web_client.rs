@@ -59,6 +59,36 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../web/ui.js"),
     },
     Asset {
+        path: "/web/screens.js",
+        content_type: JS,
+        body: include_bytes!("../web/screens.js"),
+    },
+    Asset {
+        path: "/web/session.js",
+        content_type: JS,
+        body: include_bytes!("../web/session.js"),
+    },
+    Asset {
+        path: "/web/contacts.js",
+        content_type: JS,
+        body: include_bytes!("../web/contacts.js"),
+    },
+    Asset {
+        path: "/web/history.js",
+        content_type: JS,
+        body: include_bytes!("../web/history.js"),
+    },
+    Asset {
+        path: "/web/calls.js",
+        content_type: JS,
+        body: include_bytes!("../web/calls.js"),
+    },
+    Asset {
+        path: "/web/call-screen.js",
+        content_type: JS,
+        body: include_bytes!("../web/call-screen.js"),
+    },
+    Asset {
         path: "/web/favicon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../web/favicon.svg"),

@@ -1,0 +1,167 @@
+// The call screen, drawn from a call's fields: the incoming-call alert, the phase and status
+// line, the call timer, the mute and camera toggles, the remote media, the ended message; and
+// the connection banner shown while the socket is down. It only draws: calls.js owns the call.
+
+import { $, fill, icon, avatar, formatClock } from './ui.js';
+
+/** How long an ended call's message stays on the call screen. */
+const ENDED_SCREEN_MS = 2500;
+
+let timerInterval = null;
+let bannerTimer = null;
+
+/**
+ * Draws `call` (nothing for null, but its timer stops). `reconnecting`: the socket is down, which
+ * the status line says first.
+ */
+export function renderCall(call, { reconnecting = false } = {}) {
+  clearInterval(timerInterval);
+  timerInterval = null;
+  const incoming = $('#incoming');
+  const screen = $('#call-screen');
+  if (!call) return;
+  const mediaLabel = call.kind === 'video' ? 'video call' : 'audio call';
+  if (call.phase === 'incoming') {
+    incoming.hidden = false;
+    screen.hidden = true;
+    fill($('#incoming-avatar'), [avatar(call.peerName, call.peer, 'lg')]);
+    $('#incoming-name').textContent = call.peerName;
+    $('#incoming-kind').textContent = `Incoming ${mediaLabel}`;
+    document.title = `📞 ${call.peerName} is calling`;
+    return;
+  }
+  incoming.hidden = true;
+  screen.hidden = false;
+  screen.dataset.phase = call.phase;
+  screen.dataset.media = call.kind;
+  screen.dataset.remoteVideo = String(Boolean(call.media?.remoteStream.getVideoTracks().length));
+  screen.dataset.localVideo = String(Boolean(call.localStream?.getVideoTracks().length) && !call.cameraOff);
+  fill($('#call-avatar'), [avatar(call.peerName, call.peer, 'xl')]);
+  $('#call-name').textContent = call.peerName;
+  const local = $('#local-video');
+  if (call.localStream && local.srcObject !== call.localStream) {
+    local.srcObject = call.localStream;
+    local.play().catch(() => {});
+  }
+  const status = {
+    dialing: 'Calling…',
+    ringing: 'Ringing…',
+    connecting: 'Connecting…',
+    active: '',
+  }[call.phase];
+  let line = status ?? '';
+  if (reconnecting) line = 'Reconnecting…';
+  else if (call.phase === 'active' && call.connection === 'disconnected') line = 'Poor connection, reconnecting media…';
+  $('#call-status').textContent = line;
+  document.title = call.phase === 'active' ? `In a call with ${call.peerName}` : `Calling ${call.peerName}…`;
+  setToggle($('#call-mute'), call.muted, call.muted ? 'micOff' : 'mic', call.muted ? 'Unmute microphone' : 'Mute microphone');
+  setToggle(
+    $('#call-camera'),
+    call.cameraOff,
+    call.cameraOff ? 'cameraOff' : 'camera',
+    call.cameraOff ? 'Turn camera on' : 'Turn camera off',
+  );
+  $('#call-camera').hidden = !call.localStream?.getVideoTracks().length;
+  const hangup = $('#call-hangup');
+  const ringingOut = call.phase === 'dialing' || call.phase === 'ringing';
+  hangup.setAttribute('aria-label', ringingOut ? 'Cancel call' : 'Hang up');
+  hangup.title = ringingOut ? 'Cancel call' : 'Hang up';
+  const tick = () => {
+    $('#call-timer').textContent = call.answeredAt ? formatClock((Date.now() - call.answeredAt) / 1000) : '';
+  };
+  tick();
+  if (call.answeredAt) timerInterval = setInterval(tick, 1000);
+}
+
+function setToggle(button, pressed, iconName, label) {
+  button.setAttribute('aria-pressed', String(pressed));
+  button.setAttribute('aria-label', label);
+  button.title = label;
+  fill(button, [icon(iconName)]);
+}
+
+/** The peer's stream into the remote video and audio; a button to allow sound if autoplay is refused. */
+export function showRemoteStream(stream) {
+  const video = $('#remote-video');
+  const audio = $('#remote-audio');
+  if (video.srcObject !== stream) video.srcObject = stream;
+  if (audio.srcObject !== stream) audio.srcObject = stream;
+  video.play().catch(() => {});
+  audio.play().then(
+    () => ($('#sound-unlock').hidden = true),
+    () => ($('#sound-unlock').hidden = false),
+  );
+}
+
+/** The "allow sound" button: a click is the gesture that lets the remote audio play. */
+export function playRemoteAudio() {
+  $('#remote-audio').play().then(() => ($('#sound-unlock').hidden = true), () => {});
+}
+
+export function callScreenShown() {
+  return !$('#call-screen').hidden;
+}
+
+/** No call: media detached, the alert and the call screen hidden, the title back. */
+export function clearCallScreen() {
+  for (const id of ['#remote-video', '#remote-audio', '#local-video']) $(id).srcObject = null;
+  $('#incoming').hidden = true;
+  $('#call-screen').hidden = true;
+  $('#call-screen').dataset.phase = 'idle';
+  $('#sound-unlock').hidden = true;
+  document.title = 'Switchboard';
+}
+
+/** An ended call's message on the call screen for a moment; it stays while `stillIdle()` is false. */
+export function showEnded(text, stillIdle) {
+  const screen = $('#call-screen');
+  screen.hidden = false;
+  screen.dataset.phase = 'ended';
+  $('#call-status').textContent = text;
+  $('#call-timer').textContent = '';
+  const dismiss = () => {
+    if (stillIdle() && screen.dataset.phase === 'ended') {
+      screen.hidden = true;
+      screen.dataset.phase = 'idle';
+    }
+  };
+  setTimeout(dismiss, ENDED_SCREEN_MS);
+}
+
+// ---------------------------------------------------------------- connection banner
+
+/**
+ * Shows the socket's state in the banner. Returns true when it reports the connection as lost:
+ * not while online or stopped, nor for the first connection, which has nothing to report yet.
+ */
+export function renderBanner(info) {
+  clearInterval(bannerTimer);
+  const banner = $('#conn-banner');
+  document.documentElement.dataset.connection = info.state;
+  if (info.state === 'online' || info.state === 'stopped') {
+    banner.hidden = true;
+    return false;
+  }
+  if (info.state === 'connecting' && !info.attempt) {
+    banner.hidden = true; // The first connection: nothing to report yet.
+    return false;
+  }
+  banner.hidden = false;
+  const text = $('#conn-text');
+  if (info.state === 'connecting') {
+    text.textContent = 'Connection lost. Reconnecting…';
+  } else {
+    const update = () => {
+      const seconds = Math.max(0, Math.ceil((info.retryAt - Date.now()) / 1000));
+      text.textContent = `Connection lost. Reconnecting in ${seconds} s…`;
+    };
+    update();
+    bannerTimer = setInterval(update, 500);
+  }
+  return true;
+}
+
+/** Signed out: the banner goes. */
+export function hideBanner() {
+  $('#conn-banner').hidden = true;
+}

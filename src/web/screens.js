@@ -1,0 +1,22 @@
+// The page's top-level screens (boot, sign-in, home: one shows at a time) and its toasts, the
+// short messages in the corner that every part of the page uses.
+
+import { h, $ } from './ui.js';
+
+export function show(screen) {
+  for (const id of ['boot-screen', 'auth-screen', 'home-screen']) {
+    $(`#${id}`).hidden = id !== screen;
+  }
+}
+
+export function toast(message, { kind = 'info', reason, timeout = kind === 'info' ? 5000 : 8000 } = {}) {
+  const el = h(
+    'div',
+    { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : 'status', dataset: reason ? { reason } : {} },
+    h('span', { class: 'toast-text' }, message),
+    h('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss', onclick: () => el.remove() }, '×'),
+  );
+  $('#toasts').append(el);
+  while ($('#toasts').children.length > 3) $('#toasts').firstElementChild.remove();
+  setTimeout(() => el.remove(), timeout);
+}
