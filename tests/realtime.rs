@@ -2,6 +2,7 @@
 mod common;
 
 use awc::http::Method;
+use common::raw_socket::{Ending, RawSocket};
 use common::{spawn_app, spawn_app_with, Backend, TestApp};
 use serde_json::json;
 use std::time::Duration;
@@ -13,8 +14,11 @@ on_both_databases!(
     frames_before_auth_are_refused_but_ping_works,
     malformed_unknown_and_forbidden_frames_get_errors_and_the_socket_stays_open,
     binary_oversized_and_flooding_sockets_are_closed_with_clear_codes,
+    a_frame_declaring_too_much_is_refused_at_its_header_before_auth,
+    a_frame_whose_payload_never_comes_does_not_outlast_the_auth_timeout,
     silent_sockets_are_dropped_by_the_heartbeat,
     revoking_a_token_closes_its_sockets,
+    sockets_authenticating_while_their_sessions_are_revoked_never_survive,
     friends_see_each_other_come_online_and_go_offline_after_the_grace,
     a_quick_reconnect_within_the_grace_does_not_flap_offline,
     status_changes_reach_friends_and_the_friends_list,
@@ -130,6 +134,45 @@ async fn malformed_unknown_and_forbidden_frames_get_errors_and_the_socket_stays_
     assert_eq!(ws.recv().await, json!({"type": "pong", "ref": 1}));
 }
 
+/// A stranger declares a 1 TiB frame and streams into it: the broker must close at the header,
+/// not buffer what follows until the auth timeout (which would be gigabytes).
+async fn a_frame_declaring_too_much_is_refused_at_its_header_before_auth(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.ws_auth_timeout = Duration::from_secs(30)).await;
+    let mut socket = RawSocket::upgrade(&app.address).await;
+    assert!(socket.write(&RawSocket::header(0x1, 1 << 40)).await);
+    // Whatever is written after the header (up to 8 MiB here) is not kept: the close comes
+    // right away, long before the auth timeout.
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut streamed = 0;
+    while streamed < 128 && socket.write(&chunk).await {
+        streamed += 1;
+    }
+    assert_eq!(
+        socket.ending(Duration::from_secs(5)).await,
+        Ending::Closed(1009)
+    );
+    // Two frames within the limit that add up to more are fine.
+    let (mut ws, _) = app.ws_login(&app.register("amy").await).await;
+    for _ in 0..2 {
+        ws.send(json!({"type": "ping", "pad": "x".repeat(60 * 1024)}))
+            .await;
+        assert_eq!(ws.recv().await["type"], "pong");
+    }
+}
+
+async fn a_frame_whose_payload_never_comes_does_not_outlast_the_auth_timeout(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut socket = RawSocket::upgrade(&app.address).await;
+    let mut frame = RawSocket::header(0x1, 60 * 1024);
+    frame.extend_from_slice(b"{\"type\"");
+    assert!(socket.write(&frame).await);
+    // The test broker's auth timeout is 500 ms.
+    assert_eq!(
+        socket.ending(Duration::from_secs(5)).await,
+        Ending::Closed(4000)
+    );
+}
+
 async fn binary_oversized_and_flooding_sockets_are_closed_with_clear_codes(backend: Backend) {
     let app = spawn_app(backend).await;
     let token = app.register("amy").await;
@@ -185,6 +228,54 @@ async fn silent_sockets_are_dropped_by_the_heartbeat(backend: Backend) {
         app.get("/api/v1/friends", &ben).await.body["friends"][0]["presence"],
         "offline"
     );
+}
+
+/// Hundreds of `auth` frames race `logout-all`: whether a token was revoked before its check
+/// (an invalid token, 4003) or between the check and the device's registration (4001), every
+/// socket ends closed within a second of the logout, and none keeps a welcome.
+async fn sockets_authenticating_while_their_sessions_are_revoked_never_survive(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register("amy").await;
+    let mut codes = std::collections::BTreeMap::<u16, usize>::new();
+    for round in 0..10u64 {
+        let mut tokens = Vec::new();
+        for _ in 0..30 {
+            let reply = app.login("amy", "password-amy").await;
+            tokens.push(reply.body["token"].as_str().unwrap().to_owned());
+        }
+        let mut sockets = Vec::new();
+        for _ in &tokens {
+            sockets.push(app.ws_connect().await);
+        }
+        for (ws, token) in sockets.iter_mut().zip(&tokens) {
+            ws.send(json!({"type": "auth", "id": 1, "token": token}))
+                .await;
+        }
+        // Vary where in the sockets' authentication the revocation lands.
+        actix_rt::time::sleep(Duration::from_micros(round * 700)).await;
+        let logout = app
+            .post("/api/v1/auth/logout-all", &tokens[0], json!({}))
+            .await;
+        assert_eq!(logout.status, 204);
+        let closes = sockets.iter_mut().map(|ws| async {
+            actix_rt::time::timeout(Duration::from_secs(1), ws.expect_close())
+                .await
+                .map(|closed| closed.code)
+        });
+        for (i, closed) in futures_util::future::join_all(closes)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let code = closed.unwrap_or_else(|_| panic!("round {round}: socket {i} survived"));
+            assert!(
+                matches!(code, 4001 | 4003),
+                "round {round}: socket {i} closed with {code}"
+            );
+            *codes.entry(code).or_default() += 1;
+        }
+    }
+    eprintln!("close codes over 300 racing sockets: {codes:?}");
 }
 
 async fn revoking_a_token_closes_its_sockets(backend: Backend) {

@@ -40,6 +40,17 @@ pub fn find_live(
         .optional()?)
 }
 
+/// Whether the session still exists and has not expired.
+pub fn is_live(conn: &mut DbConn, token_hash: &str, now: i64) -> Result<bool, AppError> {
+    let found: Option<String> = sessions::table
+        .filter(sessions::token_hash.eq(token_hash))
+        .filter(sessions::expires_at.gt(now))
+        .select(sessions::token_hash)
+        .first(conn)
+        .optional()?;
+    Ok(found.is_some())
+}
+
 /// Records a use and slides the expiry forward.
 pub fn touch(
     conn: &mut DbConn,

@@ -1,12 +1,14 @@
 //! The WebSocket edge: the per-connection session actor, its frame budget, and the upgrade
 //! route at `GET /ws`. The frames themselves are the shared vocabulary in [`crate::wire`].
 pub mod frame_budget;
+pub mod frame_guard;
 pub mod session;
 
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-/// Largest text frame accepted; bigger ones close the socket with 1009.
+/// Largest text frame accepted; bigger ones close the socket with 1009 as soon as their header
+/// arrives (see [`frame_guard`]).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// The socket route, `GET /ws`.
@@ -20,7 +22,9 @@ pub async fn connect(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    actix_web_actors::ws::WsResponseBuilder::new(session::UserSession::new(state), &req, stream)
+    let (stream, oversized) = frame_guard::FrameGuard::new(stream, MAX_FRAME_BYTES);
+    let session = session::UserSession::new(state, oversized);
+    actix_web_actors::ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(MAX_FRAME_BYTES)
         .start()
 }

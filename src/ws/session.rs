@@ -3,6 +3,7 @@
 //! and hands presence to the PresenceHub and calls and signaling to the CallRouter. It
 //! registers with both after `auth` and unregisters when it stops, on every exit path.
 use super::frame_budget::FrameBudget;
+use super::frame_guard::Oversized;
 use crate::auth::identity::authenticate;
 use crate::calls::router::{ActOnCall, Attach, CallAction, Detach, PlaceCall, RelaySignal};
 use crate::db;
@@ -11,6 +12,7 @@ use crate::ids::{CallId, DeviceId, UserId};
 use crate::people::{self, Party, UserView};
 use crate::presence::hub::{Connect, Disconnect, SetStatus};
 use crate::state::AppState;
+use crate::time::now_ms;
 use crate::vocabulary::{Media, SignalKind};
 use crate::wire::close;
 use crate::wire::device::{Deliver, DeviceHandle, Kick};
@@ -38,10 +40,12 @@ pub struct UserSession {
     budget: FrameBudget,
     /// Closing because its session was revoked (logout, password change, account deletion).
     revoked: bool,
+    /// Whether the frame guard cut the socket's stream for an oversized frame.
+    oversized: Oversized,
 }
 
 impl UserSession {
-    pub fn new(state: web::Data<AppState>) -> Self {
+    pub fn new(state: web::Data<AppState>, oversized: Oversized) -> Self {
         let budget = FrameBudget::new(state.config.ws_max_frame_rate);
         Self {
             state,
@@ -52,6 +56,7 @@ impl UserSession {
             last_heard: Instant::now(),
             budget,
             revoked: false,
+            oversized,
         }
     }
 
@@ -61,6 +66,14 @@ impl UserSession {
             description: Some(reason.to_owned()),
         }));
         ctx.stop();
+    }
+
+    fn close_oversized(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.close(
+            ctx,
+            u16::from(CloseCode::Size),
+            "frames are limited to 64 KiB",
+        );
     }
 
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame<'_>) {
@@ -179,6 +192,16 @@ impl UserSession {
                 })
                 .await
                 .map_err(AppError::internal)?;
+            // A revocation between the token check above and the hub registering this device
+            // found nothing to close: look again now that any later one will find it.
+            let token_hash = identity.token_hash;
+            let live = state
+                .db
+                .run(move |conn| db::sessions::is_live(conn, &token_hash, now_ms()))
+                .await?;
+            if !live {
+                return Ok(None);
+            }
             let friends: Vec<FriendPresence> = friends
                 .into_iter()
                 .map(|f| FriendPresence {
@@ -186,12 +209,18 @@ impl UserSession {
                     display_name: f.display_name,
                 })
                 .collect();
-            Ok::<_, AppError>((user, friends, calls, missed))
+            Ok::<_, AppError>(Some((user, friends, calls, missed)))
         };
         ctx.wait(work.into_actor(self).map(move |result, session, ctx| {
             session.authenticating = false;
             match result {
-                Ok((user, friends, calls, missed_calls)) => {
+                Ok(None) => {
+                    session.revoked = true;
+                    let err = AppError::new(ErrorCode::Unauthorized, "the session was revoked");
+                    session.send_error(ctx, &id, &err);
+                    session.close(ctx, close::REVOKED, "session revoked");
+                }
+                Ok(Some((user, friends, calls, missed_calls))) => {
                     session.me = Some(Party::from(&user));
                     let config = &session.state.config;
                     let welcome = ServerFrame::Welcome {
@@ -472,13 +501,8 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
         let message = match item {
             Ok(message) => message,
-            Err(ProtocolError::Overflow) => {
-                return self.close(
-                    ctx,
-                    u16::from(CloseCode::Size),
-                    "frames are limited to 64 KiB",
-                );
-            }
+            Err(ProtocolError::Overflow) => return self.close_oversized(ctx),
+            Err(_) if self.oversized.happened() => return self.close_oversized(ctx),
             Err(e) => {
                 log::debug!("websocket protocol error: {e}");
                 return self.close(ctx, u16::from(CloseCode::Protocol), "protocol error");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod data_channel;
+pub mod raw_socket;
 pub mod ws;
 
 use awc::http::Method;

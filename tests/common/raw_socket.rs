@@ -1,0 +1,85 @@
+//! A WebSocket spoken byte by byte over a plain TCP stream, for what a well-behaved client
+//! library refuses to send: frame headers that lie about their length, payloads that never come.
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct RawSocket {
+    pub stream: TcpStream,
+}
+
+/// How a raw socket's server side ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// A close frame with this code.
+    Closed(u16),
+    /// Nothing within the time allowed.
+    StillOpen,
+}
+
+impl RawSocket {
+    /// Opens `/ws` on `address` with a handwritten upgrade request.
+    pub async fn upgrade(address: &str) -> Self {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0];
+            stream.read_exact(&mut byte).await.expect("upgrade answer");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        Self { stream }
+    }
+
+    /// A masked client frame header declaring `len` payload bytes.
+    pub fn header(opcode: u8, len: u64) -> Vec<u8> {
+        let mut header = vec![0x80 | opcode, 0x80 | 127];
+        header.extend_from_slice(&len.to_be_bytes());
+        header.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
+        header
+    }
+
+    /// Writes `bytes`; false once the server has hung up.
+    pub async fn write(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
+    }
+
+    /// Reads server frames until a close frame, for at most `within`.
+    pub async fn ending(&mut self, within: Duration) -> Ending {
+        let read = async {
+            loop {
+                let mut head = [0; 2];
+                self.stream.read_exact(&mut head).await.ok()?;
+                let len = match head[1] & 0x7F {
+                    126 => {
+                        let mut ext = [0; 2];
+                        self.stream.read_exact(&mut ext).await.ok()?;
+                        usize::from(u16::from_be_bytes(ext))
+                    }
+                    127 => {
+                        let mut ext = [0; 8];
+                        self.stream.read_exact(&mut ext).await.ok()?;
+                        usize::try_from(u64::from_be_bytes(ext)).ok()?
+                    }
+                    short => usize::from(short),
+                };
+                let mut payload = vec![0; len];
+                self.stream.read_exact(&mut payload).await.ok()?;
+                if head[0] & 0x0F == 0x8 && len >= 2 {
+                    return Some(u16::from_be_bytes([payload[0], payload[1]]));
+                }
+            }
+        };
+        match tokio::time::timeout(within, read).await {
+            Ok(Some(code)) => Ending::Closed(code),
+            Ok(None) => panic!("the server hung up without a close frame"),
+            Err(_) => Ending::StillOpen,
+        }
+    }
+}
