@@ -1,6 +1,7 @@
 //! Every setting of the broker: a command-line flag, an environment variable (SWITCHBOARD_*)
 //! and a default that works with no configuration at all.
 use clap::{CommandFactory, FromArgMatches, Parser};
+use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -136,6 +137,16 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_RELAY_PORTS", default_value = "49152-65535",
           value_parser = PortRange::parse)]
     pub relay_ports: PortRange,
+
+    /// Peer ranges (CIDR, comma-separated) the relay may send to even though they are refused
+    /// by default (loopback, private, link-local, CGNAT, multicast, ...). Wins over
+    /// --relay-denied-peers. Example: a LAN deployment allowing 192.168.0.0/16.
+    #[arg(long, env = "SWITCHBOARD_RELAY_ALLOWED_PEERS", value_delimiter = ',')]
+    pub relay_allowed_peers: Vec<IpNet>,
+
+    /// Peer ranges (CIDR, comma-separated) the relay refuses on top of the defaults.
+    #[arg(long, env = "SWITCHBOARD_RELAY_DENIED_PEERS", value_delimiter = ',')]
+    pub relay_denied_peers: Vec<IpNet>,
 
     /// Relay allocations one user may hold at once (0: no limit).
     #[arg(long, env = "SWITCHBOARD_RELAY_USER_QUOTA", default_value_t = 10)]

@@ -118,7 +118,15 @@ impl Application {
         if failed > 0 {
             log::warn!("closed {failed} call(s) left open by an earlier crash as failed");
         }
-        let ice = Ice::start(&config, &db).await?;
+        // Bound before the relay starts, which must know the broker's own address.
+        let bind = |source| StartupError::Bind {
+            flag: "--listen",
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).map_err(bind)?;
+        let address = listener.local_addr().map_err(bind)?;
+        let ice = Ice::start(&config, &db, address).await?;
         let (presence, router) = start_actors(&config, &db, &ice);
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(config.login_max_failures, config.login_window),
@@ -130,13 +138,6 @@ impl Application {
             ice: ice.clone(),
         });
 
-        let bind = |source| StartupError::Bind {
-            flag: "--listen",
-            addr: config.listen,
-            source,
-        };
-        let listener = TcpListener::bind(config.listen).map_err(bind)?;
-        let address = listener.local_addr().map_err(bind)?;
         let (state_presence, state_router) = (state.presence.clone(), state.router.clone());
         let server = HttpServer::new(move || {
             App::new()

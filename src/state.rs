@@ -29,9 +29,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// These sessions no longer exist: close their sockets.
+    /// These sessions no longer exist: their relay credentials die and their sockets close.
     pub fn sessions_revoked(&self, user: &UserId, token_hashes: Vec<String>) {
         if !token_hashes.is_empty() {
+            self.ice.revoke_sessions(user, &token_hashes);
             self.presence.do_send(RevokeSessions {
                 user: user.clone(),
                 token_hashes,

@@ -4,6 +4,7 @@
 mod common;
 
 use common::data_channel::{answer_chat, open_chat};
+use common::stun::StunClient;
 use common::{spawn_app_on, spawn_app_with, Backend, TestApp};
 use serde_json::{json, Value};
 use std::io::ErrorKind;
@@ -35,6 +36,13 @@ on_both_databases!(
     a_user_over_the_allocation_quota_is_refused_while_others_are_not,
     a_generated_secret_is_kept_so_credentials_survive_a_restart,
     with_the_relay_off_ice_servers_lists_only_the_external_servers,
+    strangers_get_small_stateless_challenges_and_bad_credentials_get_401,
+    the_relay_refuses_peers_on_the_host_and_its_networks,
+    the_peer_lists_adjust_what_the_relay_refuses,
+    session_credentials_die_with_their_session,
+    a_live_call_keeps_its_relay_past_the_credential_ttl,
+    resuming_a_call_after_a_revocation_gets_credentials_the_relay_accepts,
+    a_flood_of_spoofed_allocates_leaves_the_brokers_memory_flat,
 );
 
 /// Every wait on the relay or a peer is bounded by this.
@@ -232,8 +240,18 @@ async fn ice_servers_list_the_embedded_relay_with_a_per_user_credential(backend:
             {"urls": [format!("turn:{addr}?transport=udp")], "username": username, "credential": credential},
         ])
     );
-    let (expiry, user) = username.split_once(':').expect("<expiry>:<user id>");
+    // A session credential: `<expiry>:<user id>:s<16 hex digits naming the session>`.
+    let parts: Vec<&str> = username.split(':').collect();
+    let [expiry, user, session] = parts[..] else {
+        panic!("not <expiry>:<user id>:<session>: {username}");
+    };
     assert_eq!(user, alice_id);
+    assert!(
+        session.len() == 17
+            && session.starts_with('s')
+            && session[1..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{session}"
+    );
     let expiry: u64 = expiry.parse().expect("expiry in unix seconds");
     assert!(
         (now_secs() + 3590..=now_secs() + 3600).contains(&expiry),
@@ -251,8 +269,8 @@ async fn ice_servers_list_the_embedded_relay_with_a_per_user_credential(backend:
     assert_eq!(welcome["ice_servers"][0], servers[0]);
     assert_eq!(welcome["ice_servers"][1]["urls"], servers[1]["urls"]);
     assert!(
-        welcome_user.ends_with(&format!(":{alice_id}")),
-        "{welcome_user}"
+        welcome_user.ends_with(&format!(":{alice_id}:{session}")),
+        "the same session, the same scope: {welcome_user}"
     );
     let anonymous = p
         .app
@@ -691,4 +709,455 @@ fn assert_only_relay_candidates(sdp: &str) {
         candidates.iter().all(|c| c.contains(" typ relay")),
         "{candidates:?}"
     );
+}
+
+/// The relay's address and a session credential of `token`.
+async fn session_credential(app: &TestApp, token: &str) -> (String, String, String) {
+    turn_of(&app.get("/api/v1/ice-servers", token).await.body["ice_servers"])
+}
+
+async fn strangers_get_small_stateless_challenges_and_bad_credentials_get_401(backend: Backend) {
+    let p = pair(backend, |c| c.turn_secret = Some(SECRET.into())).await;
+    let alice_id = user_id(&p.app, &p.alice).await;
+    let (server, username, credential) = session_credential(&p.app, &p.alice).await;
+
+    // A stranger's bare allocate: 401 with a nonce and the realm, hardly bigger than the request.
+    let mut client = StunClient::new(&server, &username, &credential).await;
+    let request = StunClient::bare_allocate();
+    let challenge = client.challenge().await;
+    assert_eq!(challenge.code(), 401);
+    assert_eq!(client.realm, "switchboard");
+    assert_eq!(client.nonce.len(), 24, "{}", client.nonce);
+    assert!(
+        challenge.raw.len() <= 3 * request.raw.len() + 8,
+        "a {}-byte answer to a {}-byte request",
+        challenge.raw.len(),
+        request.raw.len()
+    );
+    // The nonce is stateless: a second stranger's challenge, asked from another address, is
+    // refused from this one (438), while the right one allocates.
+    let mut other = StunClient::new(&server, &username, &credential).await;
+    other.challenge().await;
+    let mut borrowed = StunClient::new(&server, &username, &credential).await;
+    borrowed.realm = other.realm.clone();
+    borrowed.nonce = other.nonce.clone();
+    assert_eq!(
+        borrowed.allocate().await.code(),
+        438,
+        "someone else's nonce"
+    );
+    borrowed.nonce = format!("{}0", &other.nonce[..23]);
+    assert_eq!(borrowed.allocate().await.code(), 438, "a forged nonce");
+    assert_eq!(
+        client.allocate().await.code(),
+        0,
+        "the real credential allocates"
+    );
+
+    // Wrong, expired and revoked credentials get 401, not 400.
+    let mut wrong = StunClient::new(&server, &username, "not-the-password").await;
+    wrong.challenge().await;
+    assert_eq!(wrong.allocate().await.code(), 401, "a wrong password");
+    let expired = format!("{}:{alice_id}:s0123456789abcdef", now_secs() - 60);
+    let expired_password = credentials::password(SECRET.as_bytes(), &expired);
+    let mut stale = StunClient::new(&server, &expired, &expired_password).await;
+    stale.challenge().await;
+    assert_eq!(stale.allocate().await.code(), 401, "an expired credential");
+    let not_live = format!(
+        "{}:{alice_id}:0123456789abcdef0123456789abcdef",
+        now_secs() + 60
+    );
+    let not_live_password = credentials::password(SECRET.as_bytes(), &not_live);
+    let mut over = StunClient::new(&server, &not_live, &not_live_password).await;
+    over.challenge().await;
+    assert_eq!(over.allocate().await.code(), 401, "a call that is not live");
+    let malformed = alice_id.clone();
+    let malformed_password = credentials::password(SECRET.as_bytes(), &malformed);
+    let mut bad = StunClient::new(&server, &malformed, &malformed_password).await;
+    bad.challenge().await;
+    assert_eq!(bad.allocate().await.code(), 401, "a malformed username");
+}
+
+/// Peers on the relay's host and networks are refused with 403 (RFC 8656). The test relay
+/// listens on loopback, so it may relay to loopback (the dev exception), never to the broker's
+/// own sockets.
+async fn the_relay_refuses_peers_on_the_host_and_its_networks(backend: Backend) {
+    let p = pair(backend, |_| {}).await;
+    let (server, username, credential) = session_credential(&p.app, &p.alice).await;
+    let mut client = StunClient::new(&server, &username, &credential).await;
+    client.challenge().await;
+    assert_eq!(client.allocate().await.code(), 0);
+
+    for peer in [
+        "10.0.0.1:9",
+        "172.16.5.4:9",
+        "192.168.1.1:9",
+        "169.254.169.254:80",
+        "100.64.0.1:9",
+        "224.0.0.251:5353",
+        "255.255.255.255:9",
+        "0.0.0.0:9",
+        "[fe80::1]:9",
+        "[fc00::1]:9",
+    ] {
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        assert_eq!(
+            client.permit(&[peer]).await.code(),
+            403,
+            "permission to {peer}"
+        );
+        assert_eq!(
+            client.bind_channel(peer, 1).await.code(),
+            403,
+            "channel to {peer}"
+        );
+    }
+    // One refused address refuses the whole request.
+    let loopback: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let private: std::net::SocketAddr = "10.0.0.1:9".parse().unwrap();
+    assert_eq!(client.permit(&[loopback, private]).await.code(), 403);
+    // The broker's own HTTP and relay sockets are never peers, even on loopback.
+    let http: std::net::SocketAddr = p.app.address.parse().unwrap();
+    let relay: std::net::SocketAddr = server.parse().unwrap();
+    assert_eq!(
+        client.bind_channel(http, 2).await.code(),
+        403,
+        "the HTTP port"
+    );
+    assert_eq!(
+        client.bind_channel(relay, 3).await.code(),
+        403,
+        "the relay port"
+    );
+    // Loopback peers are fine for a loopback relay.
+    assert_eq!(client.permit(&[loopback]).await.code(), 0);
+    assert_eq!(client.bind_channel(loopback, 4).await.code(), 0);
+
+    // And data never reaches a refused peer, whatever the client sends.
+    let (_turn, relayed) = allocate(&server, &username, &credential)
+        .await
+        .expect("allocates");
+    let err = relayed.send_to(b"hello", private).await;
+    assert!(err.is_err(), "a send to a private peer went through");
+    relays_both_ways(&relayed).await;
+}
+
+async fn the_peer_lists_adjust_what_the_relay_refuses(backend: Backend) {
+    let p = pair(backend, |c| {
+        c.relay_allowed_peers = vec!["10.20.0.0/16".parse().unwrap()];
+        c.relay_denied_peers = vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "198.51.100.0/24".parse().unwrap(),
+        ];
+    })
+    .await;
+    let (server, username, credential) = session_credential(&p.app, &p.alice).await;
+    let mut client = StunClient::new(&server, &username, &credential).await;
+    client.challenge().await;
+    assert_eq!(client.allocate().await.code(), 0);
+    let permit = |peer: &str| peer.parse::<std::net::SocketAddr>().unwrap();
+    assert_eq!(
+        client.permit(&[permit("10.20.1.1:9")]).await.code(),
+        0,
+        "allowed"
+    );
+    assert_eq!(client.permit(&[permit("10.21.1.1:9")]).await.code(), 403);
+    assert_eq!(
+        client.permit(&[permit("198.51.100.7:9")]).await.code(),
+        403,
+        "denied"
+    );
+    assert_eq!(
+        client.permit(&[permit("203.0.113.5:9")]).await.code(),
+        403,
+        "documentation"
+    );
+    assert_eq!(
+        client.permit(&[permit("127.0.0.1:9")]).await.code(),
+        403,
+        "denied wins over the loopback exception"
+    );
+    assert_eq!(
+        client.permit(&[permit("8.8.8.8:53")]).await.code(),
+        0,
+        "public"
+    );
+}
+
+/// Logout, logout-all, a password change and account deletion each kill that session's relay
+/// credentials within a second: allocations deleted, new ones refused.
+async fn session_credentials_die_with_their_session(backend: Backend) {
+    let p = pair(backend, |_| {}).await;
+    let app = &p.app;
+    let login = |name: &'static str| async move {
+        let reply = app.login(name, &format!("password-{name}")).await;
+        reply.body["token"].as_str().unwrap().to_owned()
+    };
+    let actions: [(&str, &str); 4] = [
+        ("logout", "POST /api/v1/auth/logout"),
+        ("logout-all", "POST /api/v1/auth/logout-all"),
+        ("password change", "PUT /api/v1/me/password"),
+        ("account deletion", "DELETE /api/v1/me"),
+    ];
+    for (what, _) in actions {
+        let doomed = login("alice").await;
+        let other = login("alice").await;
+        let (server, name, credential) = session_credential(app, &doomed).await;
+        let (other_server, other_name, other_credential) = session_credential(app, &other).await;
+        let (_client, relayed) = allocate(&server, &name, &credential)
+            .await
+            .expect("allocates");
+        let (_other_client, other_relayed) =
+            allocate(&other_server, &other_name, &other_credential)
+                .await
+                .expect("allocates");
+        let peer = relays_both_ways(&relayed).await;
+        let other_peer = relays_both_ways(&other_relayed).await;
+
+        let started = std::time::Instant::now();
+        let (status, survivor_lives) = match what {
+            "logout" => (
+                app.post("/api/v1/auth/logout", &doomed, json!({}))
+                    .await
+                    .status,
+                true,
+            ),
+            "logout-all" => (
+                app.post("/api/v1/auth/logout-all", &doomed, json!({}))
+                    .await
+                    .status,
+                false,
+            ),
+            "password change" => {
+                // Changing it from `other` revokes every other session, `doomed` among them.
+                let reply = app
+                    .request(
+                        awc::http::Method::PUT,
+                        "/api/v1/me/password",
+                        Some(&other),
+                        Some(json!({"old_password": "password-alice", "new_password": "password-alice"})),
+                    )
+                    .await;
+                (reply.status, true)
+            }
+            _ => (
+                app.request(
+                    awc::http::Method::DELETE,
+                    "/api/v1/me",
+                    Some(&doomed),
+                    Some(json!({"password": "password-alice"})),
+                )
+                .await
+                .status,
+                false,
+            ),
+        };
+        assert!(matches!(status, 200 | 204), "{what}: {status}");
+        wait_until_gone(&peer).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{what}: the allocation outlived the session by {:?}",
+            started.elapsed()
+        );
+        assert!(
+            allocate(&server, &name, &credential).await.is_err(),
+            "{what}: the dead session's credential still allocates"
+        );
+        if survivor_lives {
+            relays_both_ways_again(&other_relayed, &other_peer).await;
+        } else {
+            wait_until_gone(&other_peer).await;
+        }
+        if what == "account deletion" {
+            break;
+        }
+    }
+}
+
+/// A peer socket already talking to `relayed` still gets through both ways.
+async fn relays_both_ways_again(relayed: &Relayed, peer: &UdpSocket) {
+    let mut buf = [0u8; 16];
+    peer.send(b"still here").await.expect("peer sends");
+    let (n, _) = actix_rt::time::timeout(WAIT, relayed.recv_from(&mut buf))
+        .await
+        .expect("nothing relayed")
+        .expect("relay conn reads");
+    assert_eq!(&buf[..n], b"still here");
+}
+
+async fn a_live_call_keeps_its_relay_past_the_credential_ttl(backend: Backend) {
+    let p = pair(backend, |c| c.ice_credential_ttl = Duration::from_secs(1)).await;
+    let (mut alice_ws, mut bob_ws, call_id, accepted, _) = answered_call(&p).await;
+    let (server, name, credential) = turn_of(&accepted["ice_servers"]);
+    let (_, session_name, session_credential) = session_credential(&p.app, &p.alice).await;
+    let mut call_client = StunClient::new(&server, &name, &credential).await;
+    call_client.challenge().await;
+    assert_eq!(call_client.allocate().await.code(), 0);
+    let mut session_client = StunClient::new(&server, &session_name, &session_credential).await;
+    session_client.challenge().await;
+    assert_eq!(session_client.allocate().await.code(), 0);
+
+    // Both credentials are now past their expiry.
+    actix_rt::time::sleep(Duration::from_millis(2100)).await;
+    let peer: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert_eq!(
+        call_client.permit(&[peer]).await.code(),
+        0,
+        "the live call's credential"
+    );
+    assert_eq!(
+        call_client.refresh(Duration::from_secs(600)).await.code(),
+        0
+    );
+    assert_eq!(
+        session_client.permit(&[peer]).await.code(),
+        401,
+        "an expired session credential"
+    );
+
+    alice_ws
+        .ok(json!({"type": "call.hangup", "call_id": call_id}))
+        .await;
+    bob_ws.recv_type("call.ended").await;
+    assert_eq!(
+        call_client.permit(&[peer]).await.code(),
+        401,
+        "the call is over"
+    );
+}
+
+/// Bob's device holding the call is logged out, which revokes his call credential; he resumes
+/// the call on another device, whose `call.accepted` carries a credential the relay accepts.
+async fn resuming_a_call_after_a_revocation_gets_credentials_the_relay_accepts(backend: Backend) {
+    let p = pair(backend, |c| c.reconnect_grace = Duration::from_secs(30)).await;
+    let second = p.app.login("bob", "password-bob").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_alice_ws, mut bob_ws, call_id, _, bob_ack) = answered_call(&p).await;
+    let (server, old_name, old_credential) = turn_of(&bob_ack["ice_servers"]);
+    assert_eq!(
+        p.app
+            .post("/api/v1/auth/logout", &p.bob, json!({}))
+            .await
+            .status,
+        204
+    );
+    bob_ws.expect_close().await;
+    assert!(allocate(&server, &old_name, &old_credential).await.is_err());
+
+    let (mut bob_again, _) = p.app.ws_login(&second).await;
+    bob_again
+        .ok(json!({"type": "call.resume", "call_id": call_id}))
+        .await;
+    let accepted = bob_again.recv_type("call.accepted").await;
+    let (server, name, credential) = turn_of(&accepted["ice_servers"]);
+    let (_client, relayed) = allocate(&server, &name, &credential)
+        .await
+        .expect("the resumed call's credential allocates");
+    relays_both_ways(&relayed).await;
+}
+
+/// The broker's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// The broker binary on `db`, with its relay on `relay`; killed when dropped.
+struct BrokerProcess(std::process::Child);
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Strangers from 2,000 loopback addresses (127.0.1.1 to 127.0.8.250, each its own port) send
+/// 200,000 allocate requests without credentials. Each used to leave a nonce behind in the TURN
+/// server; now none does, and the broker's RSS stays within a few MiB.
+async fn a_flood_of_spoofed_allocates_leaves_the_brokers_memory_flat(backend: Backend) {
+    let db = common::TestDatabase::new(backend);
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let relay = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let broker = BrokerProcess(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([
+                "--listen",
+                &http.to_string(),
+                "--relay-listen",
+                &relay.to_string(),
+            ])
+            .args(["--database-url", &db.url])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the broker starts"),
+    );
+    let pid = broker.0.id();
+    let client = awc::Client::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !matches!(client.get(format!("http://{http}/healthz")).send().await, Ok(r) if r.status() == 200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker did not come up"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut sources = Vec::new();
+    for a in 1..=8u8 {
+        for b in 1..=250u8 {
+            sources.push(
+                UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, a, b), 0))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let template = StunClient::bare_allocate().raw;
+    let flood = |rounds: usize| {
+        let (sources, template) = (&sources, &template);
+        async move {
+            for round in 0..rounds {
+                for (i, socket) in sources.iter().enumerate() {
+                    let mut request = template.clone();
+                    // A fresh transaction id per request.
+                    request[8..16].copy_from_slice(&((round * 10_000 + i) as u64).to_be_bytes());
+                    let _ = socket.send_to(&request, relay).await;
+                }
+                if round % 10 == 9 {
+                    // Let the relay keep up, as a sustained flood would.
+                    actix_rt::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    };
+    flood(10).await;
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid);
+    flood(100).await;
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
+    eprintln!("RSS {before} -> {after} KiB");
+    assert!(
+        after <= before + 4096,
+        "RSS grew from {before} KiB to {after} KiB under 200,000 unauthenticated allocates"
+    );
+    // And a newcomer is still answered.
+    let mut newcomer = StunClient::new(&relay.to_string(), "x", "y").await;
+    assert_eq!(newcomer.challenge().await.code(), 401);
+    drop(broker);
 }

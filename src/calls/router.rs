@@ -6,7 +6,7 @@ use super::recorder::{CallRecorder, Flush, WriteRecord};
 use super::state::{Call, CallError, Effect, Event, Invite, Notice, Phase, Role, Target};
 use crate::availability::{DndChanged, SetBusy};
 use crate::error::{AppError, ErrorCode};
-use crate::ice::Ice;
+use crate::ice::{Ice, Scope};
 use crate::ids::{CallId, DeviceId, UserId};
 use crate::people::Party;
 use crate::time::now_ms;
@@ -158,10 +158,8 @@ impl CallRouter {
                         });
                     }
                 }
-                Effect::GrantRelay => {
-                    let call = &slot.call;
-                    self.ice
-                        .call_answered(&call.id, [&call.caller.user, &call.callee.user]);
+                Effect::GrantRelay(role) => {
+                    self.ice.grant(&slot.call.id, &slot.call.party(role).user);
                 }
                 Effect::RevokeRelay(role) => {
                     self.ice.revoke(&slot.call.id, &slot.call.party(role).user);
@@ -212,7 +210,7 @@ fn encode_notice(call: &Call, to: &UserId, notice: Notice, ice: &Ice) -> bytestr
         &call.caller
     };
     let ice_servers = match notice {
-        Notice::Accepted { .. } => ice.servers(to, Some(&call.id)),
+        Notice::Accepted { .. } => ice.servers(to, Scope::Call(&call.id)),
         _ => Vec::new(),
     };
     match notice {

@@ -134,9 +134,10 @@ pub enum Effect {
     CancelGrace(Role),
     /// Both participants enter (`true`) or leave a call, for `busy` presence.
     SetBusy(bool),
-    /// The relay honours both parties' credentials for this call from now on. Comes before
-    /// the `call.accepted` notices that carry them.
-    GrantRelay,
+    /// The relay honours this side's credential for the call from now on (both sides when the
+    /// call is answered, one side again when it resumes on a new device). Comes before the
+    /// `call.accepted` notice that carries it.
+    GrantRelay(Role),
     /// The relay refuses this side's credential for the call and drops its allocations.
     RevokeRelay(Role),
     /// The call is over: forget it.
@@ -288,7 +289,8 @@ impl Call {
                 self.offerer = offerer;
                 self.callee_device = Some(device.clone());
                 fx.push(Effect::CancelRingTimer);
-                fx.push(Effect::GrantRelay);
+                fx.push(Effect::GrantRelay(Role::Caller));
+                fx.push(Effect::GrantRelay(Role::Callee));
                 if let Some(d) = self.caller_device.clone() {
                     self.notify(
                         Role::Caller,
@@ -377,6 +379,8 @@ impl Call {
                 // The call may have been answered while this side was away, and a new device
                 // needs its role anyway: tell it, so the offerer can renegotiate.
                 if self.phase == Phase::Active {
+                    // Its call credentials may have been revoked with the device it replaces.
+                    fx.push(Effect::GrantRelay(role));
                     let offerer = self.offerer == role;
                     self.notify(role, &device, Notice::Accepted { offerer }, &mut fx);
                 }
@@ -684,6 +688,7 @@ mod tests {
             fx,
             vec![
                 Effect::CancelGrace(Role::Callee),
+                Effect::GrantRelay(Role::Callee),
                 Effect::Notify(
                     Target::Device(UserId("id-bob".into()), dev("b9")),
                     Notice::Accepted { offerer: false }
@@ -841,7 +846,21 @@ mod tests {
             announce: false,
         };
         let (call, fx) = call.step(accept, 1).unwrap();
-        let grant = fx.iter().position(|e| *e == Effect::GrantRelay).unwrap();
+        let grants: Vec<&Effect> = fx
+            .iter()
+            .filter(|e| matches!(e, Effect::GrantRelay(_)))
+            .collect();
+        assert_eq!(
+            grants,
+            [
+                &Effect::GrantRelay(Role::Caller),
+                &Effect::GrantRelay(Role::Callee)
+            ]
+        );
+        let grant = fx
+            .iter()
+            .rposition(|e| matches!(e, Effect::GrantRelay(_)))
+            .unwrap();
         let notice = fx
             .iter()
             .position(|e| matches!(e, Effect::Notify(_, Notice::Accepted { .. })))
@@ -875,7 +894,32 @@ mod tests {
         let (_, fx) = call.step(Event::Cancel, 1).unwrap();
         assert!(!fx
             .iter()
-            .any(|e| matches!(e, Effect::GrantRelay | Effect::RevokeRelay(_))));
+            .any(|e| matches!(e, Effect::GrantRelay(_) | Effect::RevokeRelay(_))));
+    }
+
+    #[test]
+    fn resuming_on_another_device_grants_that_sides_relay_again() {
+        let call = accepted_call();
+        let left = Event::DeviceLeft {
+            device: dev("b1"),
+            revoked: true,
+        };
+        let (call, _) = call.step(left, 2).unwrap();
+        let resume = Event::Resume {
+            role: Role::Callee,
+            device: dev("b2"),
+        };
+        let (_, fx) = call.step(resume, 3).unwrap();
+        let grant = fx
+            .iter()
+            .position(|e| *e == Effect::GrantRelay(Role::Callee))
+            .expect("the callee's relay is granted again");
+        let notice = fx
+            .iter()
+            .position(|e| matches!(e, Effect::Notify(_, Notice::Accepted { .. })))
+            .expect("the new device hears the call is answered");
+        assert!(grant < notice);
+        assert!(!fx.contains(&Effect::GrantRelay(Role::Caller)));
     }
 
     #[test]

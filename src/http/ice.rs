@@ -1,6 +1,7 @@
 //! ICE servers for the signed-in user: the embedded relay and any external STUN/TURN servers,
 //! with a fresh time-limited credential, ready for `new RTCPeerConnection({iceServers})`.
 use crate::auth::Identity;
+use crate::ice::Scope;
 use crate::state::AppState;
 use crate::wire::protocol::IceServer;
 use actix_web::http::header::{CacheControl, CacheDirective};
@@ -20,7 +21,9 @@ struct IceServersView {
 
 async fn ice_servers(state: web::Data<AppState>, me: Identity) -> HttpResponse {
     let view = IceServersView {
-        ice_servers: state.ice.servers(&me.user_id(), None),
+        ice_servers: state
+            .ice
+            .servers(&me.user_id(), Scope::Session(&me.token_hash)),
         ttl: state.ice.ttl().as_secs(),
     };
     // A credential is personal: no shared cache may keep it.

@@ -1,13 +1,16 @@
 //! Time-limited TURN credentials in the format of coturn's `use-auth-secret` mode (the "TURN
 //! REST API"), so one shared secret serves the embedded relay and an external coturn alike.
 //!
-//! - user credential: username `<expiry>:<user id>`
-//! - call credential: username `<expiry>:<user id>:<call id>`
+//! - session credential: username `<expiry>:<user id>:s<session key>`, where the session key is
+//!   16 hex digits of the session token's hash: it dies with the session (logout, logout-all,
+//!   password change, account deletion);
+//! - call credential: username `<expiry>:<user id>:<call id>`: honoured while the call is live,
+//!   past its expiry too, so a long call never loses its relay.
 //!
 //! `<expiry>` is the unix time in seconds after which the credential is refused. The password is
 //! `base64(HMAC-SHA1(secret, username))` over the whole username. coturn reads the expiry from
-//! the digits before the first `:` and ignores the rest, so call credentials work there too; only
-//! the embedded relay understands the call part and can revoke it before it expires.
+//! the digits before the first `:` and ignores the rest, so both work there too; only the
+//! embedded relay understands the scope and can revoke a credential before it expires.
 use crate::ids::{CallId, UserId};
 use base64::prelude::{Engine, BASE64_STANDARD};
 use hmac::{Hmac, Mac};
@@ -24,12 +27,39 @@ pub struct Credential {
     pub password: String,
 }
 
+/// Hex digits of the token hash that name a session in its credentials.
+const SESSION_KEY_LEN: usize = 16;
+
+/// What a credential is issued for, and so what revokes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// A signed-in session, by its token hash (`welcome`, `GET /ice-servers`).
+    Session(&'a str),
+    /// An answered call (`call.accepted`, the `ack` of `call.accept`).
+    Call(&'a CallId),
+}
+
+/// The part of a session's token hash its credentials carry: enough to tell sessions apart,
+/// too little to say anything about the token.
+pub fn session_key(token_hash: &str) -> &str {
+    token_hash.get(..SESSION_KEY_LEN).unwrap_or(token_hash)
+}
+
 /// A username taken apart. Only well-formed usernames parse; see [`parse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username<'a> {
     pub expiry: u64,
     pub user: &'a str,
-    pub call: Option<&'a str>,
+    pub scope: Scoped<'a>,
+}
+
+/// The scope part of a parsed username.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoped<'a> {
+    /// A session key.
+    Session(&'a str),
+    /// A call id.
+    Call(&'a str),
 }
 
 /// Why a username was refused.
@@ -39,7 +69,7 @@ pub enum Refusal {
     Malformed,
     #[error("expired credential")]
     Expired,
-    #[error("the call of this credential is over")]
+    #[error("the call or session of this credential is over")]
     Revoked,
 }
 
@@ -62,24 +92,20 @@ impl Issuer {
         self.ttl
     }
 
-    /// A credential for `user` (and, scoped to it, `call`) expiring `ttl` after `now_secs`.
-    pub fn issue(&self, now_secs: u64, user: &UserId, call: Option<&CallId>) -> Credential {
+    /// A credential for `user` in `scope`, expiring `ttl` after `now_secs`.
+    pub fn issue(&self, now_secs: u64, user: &UserId, scope: Scope<'_>) -> Credential {
         let expiry = now_secs.saturating_add(self.ttl.as_secs().max(1));
-        let username = match call {
-            Some(call) => format!("{expiry}:{user}:{call}"),
-            None => format!("{expiry}:{user}"),
+        let username = match scope {
+            Scope::Call(call) => format!("{expiry}:{user}:{call}"),
+            Scope::Session(token_hash) => format!("{expiry}:{user}:s{}", session_key(token_hash)),
         };
         let password = password(&self.secret, &username);
         Credential { username, password }
     }
 
-    /// The password for `username` if it is well formed and unexpired at `now_secs`.
-    pub fn password_for(&self, username: &str, now_secs: u64) -> Result<String, Refusal> {
-        let parsed = parse(username)?;
-        if parsed.expiry < now_secs {
-            return Err(Refusal::Expired);
-        }
-        Ok(password(&self.secret, username))
+    /// The password for `username`, whatever its expiry (the caller decides on that).
+    pub fn password_of(&self, username: &str) -> String {
+        password(&self.secret, username)
     }
 }
 
@@ -96,13 +122,14 @@ pub fn password(secret: &[u8], username: &str) -> String {
     }
 }
 
-/// Splits `<expiry>:<user id>[:<call id>]`, refusing anything else: missing or extra parts, a
-/// non-numeric expiry, empty or oversized ids, characters an id never has.
+/// Splits `<expiry>:<user id>:<scope>`, refusing anything else: missing or extra parts, a
+/// non-numeric expiry, empty or oversized ids, characters an id never has, a session key that
+/// is not 16 hex digits.
 pub fn parse(username: &str) -> Result<Username<'_>, Refusal> {
     let mut parts = username.split(':');
     let expiry = parts.next().ok_or(Refusal::Malformed)?;
     let user = parts.next().ok_or(Refusal::Malformed)?;
-    let call = parts.next();
+    let scope = parts.next().ok_or(Refusal::Malformed)?;
     if parts.next().is_some() {
         return Err(Refusal::Malformed);
     }
@@ -110,10 +137,23 @@ pub fn parse(username: &str) -> Result<Username<'_>, Refusal> {
         return Err(Refusal::Malformed);
     }
     let expiry = expiry.parse().map_err(|_| Refusal::Malformed)?;
-    if !is_id(user) || call.is_some_and(|c| !is_id(c)) {
+    if !is_id(user) || !is_id(scope) {
         return Err(Refusal::Malformed);
     }
-    Ok(Username { expiry, user, call })
+    let scope = match scope.strip_prefix('s') {
+        Some(key) if key.len() == SESSION_KEY_LEN => {
+            if !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Refusal::Malformed);
+            }
+            Scoped::Session(key)
+        }
+        _ => Scoped::Call(scope),
+    };
+    Ok(Username {
+        expiry,
+        user,
+        scope,
+    })
 }
 
 fn is_id(s: &str) -> bool {
@@ -159,36 +199,35 @@ mod tests {
     }
 
     #[test]
-    fn issued_credentials_carry_expiry_user_and_call() {
+    fn issued_credentials_carry_expiry_user_and_scope() {
         let issuer = Issuer::new(SECRET, Duration::from_secs(3600));
         let user = UserId(USER.into());
-        let plain = issuer.issue(1_699_996_400, &user, None);
-        assert_eq!(plain.username, format!("1700000000:{USER}"));
-        assert_eq!(plain.password, "0wwCjuXa2AA86RYwvc9Prd13h2s=");
-        let scoped = issuer.issue(1_699_996_400, &user, Some(&CallId(CALL.into())));
+        let token_hash = "0123456789abcdef0123456789abcdef";
+        let session = issuer.issue(1_699_996_400, &user, Scope::Session(token_hash));
+        assert_eq!(
+            session.username,
+            format!("1700000000:{USER}:s0123456789abcdef")
+        );
+        assert_eq!(
+            parse(&session.username),
+            Ok(Username {
+                expiry: 1_700_000_000,
+                user: USER,
+                scope: Scoped::Session("0123456789abcdef"),
+            })
+        );
+        let call = CallId(CALL.into());
+        let scoped = issuer.issue(1_699_996_400, &user, Scope::Call(&call));
         assert_eq!(scoped.username, format!("1700000000:{USER}:{CALL}"));
         assert_eq!(scoped.password, "UDAwMY61p1u24lTJB6PSlQIAWKw=");
+        assert_eq!(issuer.password_of(&scoped.username), scoped.password);
         assert_eq!(
             parse(&scoped.username),
             Ok(Username {
                 expiry: 1_700_000_000,
                 user: USER,
-                call: Some(CALL)
+                scope: Scoped::Call(CALL),
             })
-        );
-    }
-
-    #[test]
-    fn expired_credentials_are_refused_and_live_ones_verify() {
-        let issuer = Issuer::new(SECRET, Duration::from_secs(3600));
-        let username = format!("1700000000:{USER}");
-        assert_eq!(
-            issuer.password_for(&username, 1_700_000_000).as_deref(),
-            Ok("0wwCjuXa2AA86RYwvc9Prd13h2s=")
-        );
-        assert_eq!(
-            issuer.password_for(&username, 1_700_000_001),
-            Err(Refusal::Expired)
         );
     }
 
@@ -198,6 +237,8 @@ mod tests {
             "",
             "1700000000",
             "1700000000:",
+            "1700000000:user",
+            "1700000000:user:s0123456789abcdeg",
             ":user",
             "abc:user",
             "-5:user",
@@ -207,7 +248,7 @@ mod tests {
             "1700000000:us er",
             "1700000000:user\u{0}",
             "99999999999999999999999:user",
-            &format!("1700000000:{}", "a".repeat(65)),
+            &format!("1700000000:{}:s0123456789abcdef", "a".repeat(65)),
         ] {
             assert_eq!(parse(bad), Err(Refusal::Malformed), "{bad:?}");
         }

@@ -1,142 +1,154 @@
-//! The relay's UDP socket as the TURN server sees it. The gate sits between the socket and the
-//! server: it drops datagrams that are neither STUN nor TURN channel data before the server
-//! parses them, answers allocate requests over the user's quota with 486 (Allocation Quota
-//! Reached), and watches allocate answers go out so the relay knows which user holds which
-//! allocation (for the quota and for revoking call credentials).
-use super::relay::{Admission, Shared};
+//! The relay's UDP socket as webrtc-rs's TURN server sees it. Every datagram passes the
+//! [`checkpoint`](super::checkpoint) first; only what it lets through reaches the server.
+//!
+//! The server keeps every nonce it hands out in a map that only shrinks when a nonce is used
+//! again, so a stranger could grow it without end. It therefore never meets a stranger: the
+//! checkpoint answers them with stateless nonces, and the gate forwards authenticated requests
+//! with their nonce swapped for one nonce of the server's own (re-signed with the same key).
+//! The gate learns that nonce by handing the server a request of its own, from an address no
+//! client has, and catching the answer; it renews it the same way once the server would find it
+//! stale, which swaps one entry of the server's map for another. Server answers that carry a
+//! nonce on their way to a client get the client's stateless nonce instead.
+//!
+//! The gate also watches allocate answers go out so the relay knows which user holds which
+//! allocation (for the quota and for revocation).
+use super::checkpoint::{self, Authenticated, Verdict};
+use super::relay::Shared;
 use async_trait::async_trait;
 use std::any::Any;
 use std::io::ErrorKind;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use webrtc::stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME};
-use webrtc::stun::error_code::{ErrorCodeAttribute, CODE_ALLOC_QUOTA_REACHED};
+use webrtc::stun::attributes::{ATTR_FINGERPRINT, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE};
 use webrtc::stun::fingerprint::FINGERPRINT;
 use webrtc::stun::integrity::MessageIntegrity;
 use webrtc::stun::message::{
     Message, MessageType, Setter, CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE,
     METHOD_ALLOCATE,
 };
-use webrtc::stun::textattrs::TextAttribute;
 use webrtc::util::Conn;
 
-/// STUN's fixed header: type, length, magic cookie, transaction id.
-const STUN_HEADER: usize = 20;
-const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+/// Where the gate's own requests to the server seem to come from: no client has this address.
+const SELF: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// The server finds its nonces stale after an hour; the gate renews a little after that.
+const SERVER_NONCE_LIFETIME: Duration = Duration::from_secs(3600 + 2);
 
 pub(super) struct Gate {
     socket: UdpSocket,
     shared: Arc<Shared>,
+    /// The server's nonce the gate signs forwarded requests with, and when it was learned.
+    server_nonce: Mutex<Option<(String, Instant)>>,
+    /// An authenticated request waiting while the gate's own request fetches a server nonce.
+    held: Mutex<Option<(Authenticated, SocketAddr)>>,
 }
 
 impl Gate {
     pub(super) fn new(socket: UdpSocket, shared: Arc<Shared>) -> Self {
-        Self { socket, shared }
-    }
-
-    /// Whether the server should see this datagram; answers over-quota allocations itself.
-    async fn admit(&self, datagram: &[u8], from: SocketAddr) -> bool {
-        match kind(datagram) {
-            Kind::ChannelData | Kind::Stun => true,
-            Kind::Garbage => {
-                log::debug!("relay: dropped a datagram from {from} that is not STUN");
-                false
-            }
-            Kind::AllocateRequest => match self.check_quota(datagram, from) {
-                None => true,
-                Some(refusal) => {
-                    log::info!("relay: allocation quota reached for a request from {from}");
-                    if let Err(e) = self.socket.send_to(&refusal.raw, from).await {
-                        log::debug!("relay: cannot answer {from}: {e}");
-                    }
-                    false
-                }
-            },
+        Self {
+            socket,
+            shared,
+            server_nonce: Mutex::new(None),
+            held: Mutex::new(None),
         }
     }
 
-    /// `None` lets the request through (the server authenticates it, or refuses it); `Some` is
-    /// the 486 answer for an authentic request over the user's quota.
-    fn check_quota(&self, datagram: &[u8], from: SocketAddr) -> Option<Message> {
-        let mut request = Message {
-            raw: datagram.to_vec(),
-            ..Default::default()
-        };
-        request.decode().ok()?;
-        if !request.contains(ATTR_MESSAGE_INTEGRITY) {
-            return None;
-        }
-        let username = TextAttribute::get_from_as(&request, ATTR_USERNAME).ok()?;
-        let key = self.shared.key_for(&username.text).ok()?;
-        MessageIntegrity(key.clone())
-            .check(&mut request.clone())
-            .ok()?;
-        match self.shared.admit_allocation(from, &username.text) {
-            Admission::Admit => None,
-            Admission::OverQuota => {
-                let mut answer = Message::new();
-                let attrs: [Box<dyn Setter>; 5] = [
-                    Box::new(Message {
-                        transaction_id: request.transaction_id,
-                        ..Default::default()
-                    }),
-                    Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_ERROR_RESPONSE)),
-                    Box::new(ErrorCodeAttribute {
-                        code: CODE_ALLOC_QUOTA_REACHED,
-                        reason: b"Allocation Quota Reached".to_vec(),
-                    }),
-                    Box::new(MessageIntegrity(key)),
-                    Box::new(FINGERPRINT),
-                ];
-                answer.build(&attrs).ok()?;
-                Some(answer)
+    fn server_nonce(&self) -> MutexGuard<'_, Option<(String, Instant)>> {
+        self.server_nonce
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn held(&self) -> MutexGuard<'_, Option<(Authenticated, SocketAddr)>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The server's current nonce, unless it is missing or stale.
+    fn fresh_server_nonce(&self) -> Option<String> {
+        self.server_nonce()
+            .as_ref()
+            .filter(|(_, learned)| learned.elapsed() < SERVER_NONCE_LIFETIME)
+            .map(|(nonce, _)| nonce.clone())
+    }
+
+    /// A request of the gate's own that the server answers with a fresh nonce: 438 for a stale
+    /// or unknown nonce (which the server forgets as it answers).
+    fn nonce_request(&self) -> Vec<u8> {
+        let stale = self
+            .server_nonce()
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |(nonce, _)| nonce.clone());
+        let mut request = Message::new();
+        request.typ = MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST);
+        let _ = request.new_transaction_id();
+        request.write_header();
+        request.add(ATTR_NONCE, stale.as_bytes());
+        request.add(ATTR_MESSAGE_INTEGRITY, &[0; 20]);
+        request.raw
+    }
+
+    /// Writes what the server should read into `buf`: the request re-signed with the server's
+    /// nonce, or the gate's own nonce request (holding the client's until the next read).
+    fn forward(
+        &self,
+        auth: Authenticated,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Option<(usize, SocketAddr)> {
+        match self.fresh_server_nonce() {
+            Some(nonce) => {
+                let signed = resign(&auth, &nonce)?;
+                copy_into(buf, &signed).map(|n| (n, from))
+            }
+            None => {
+                *self.held() = Some((auth, from));
+                copy_into(buf, &self.nonce_request()).map(|n| (n, SELF))
             }
         }
+    }
+
+    /// Learns the nonce of a server answer (the server hands out a new one only when asked).
+    fn learn(&self, answer: &Message) -> Option<String> {
+        let nonce = answer.get(ATTR_NONCE).ok()?;
+        let nonce = String::from_utf8(nonce).ok()?;
+        *self.server_nonce() = Some((nonce.clone(), Instant::now()));
+        Some(nonce)
     }
 }
 
-enum Kind {
-    AllocateRequest,
-    Stun,
-    ChannelData,
-    Garbage,
+/// `request` with its NONCE replaced by `nonce` and MESSAGE-INTEGRITY (and FINGERPRINT, if it
+/// had one) recomputed with its own key.
+fn resign(auth: &Authenticated, nonce: &str) -> Option<Vec<u8>> {
+    let request = &auth.request;
+    let mut out = Message::new();
+    out.typ = request.typ;
+    out.transaction_id = request.transaction_id;
+    out.write_header();
+    for attr in &request.attributes.0 {
+        match attr.typ {
+            ATTR_MESSAGE_INTEGRITY => break,
+            ATTR_NONCE => out.add(ATTR_NONCE, nonce.as_bytes()),
+            typ => out.add(typ, &attr.value),
+        }
+    }
+    MessageIntegrity(auth.key.clone()).add_to(&mut out).ok()?;
+    if request.contains(ATTR_FINGERPRINT) {
+        FINGERPRINT.add_to(&mut out).ok()?;
+    }
+    Some(out.raw)
+}
+
+fn copy_into(buf: &mut [u8], bytes: &[u8]) -> Option<usize> {
+    let slot = buf.get_mut(..bytes.len())?;
+    slot.copy_from_slice(bytes);
+    Some(bytes.len())
 }
 
 fn message_type(datagram: &[u8]) -> Option<u16> {
     let bytes = datagram.get(..2)?;
     Some(u16::from_be_bytes([bytes[0], bytes[1]]))
-}
-
-/// Classifies by the headers alone (RFC 5389 section 6, RFC 5766 section 11.4).
-fn kind(datagram: &[u8]) -> Kind {
-    let Some(first) = datagram.first() else {
-        return Kind::Garbage;
-    };
-    if (0x40..=0x7F).contains(first) {
-        // Channel number, then the length of the data that follows (padding may trail it).
-        let fits = datagram.len() >= 4
-            && usize::from(u16::from_be_bytes([datagram[2], datagram[3]])) + 4 <= datagram.len();
-        return if fits {
-            Kind::ChannelData
-        } else {
-            Kind::Garbage
-        };
-    }
-    let stun = first & 0xC0 == 0
-        && datagram.len() >= STUN_HEADER
-        && datagram[4..8] == MAGIC_COOKIE
-        && usize::from(u16::from_be_bytes([datagram[2], datagram[3]])) + STUN_HEADER
-            == datagram.len();
-    if !stun {
-        Kind::Garbage
-    } else if message_type(datagram)
-        == Some(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST).value())
-    {
-        Kind::AllocateRequest
-    } else {
-        Kind::Stun
-    }
 }
 
 #[async_trait]
@@ -155,6 +167,21 @@ impl Conn for Gate {
 
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc::util::Result<(usize, SocketAddr)> {
         loop {
+            // The server asks for the next datagram only once it has answered the last, so a
+            // held request finds the nonce the gate's own request just fetched.
+            let held = self.held().take();
+            if let Some((auth, from)) = held {
+                let signed = self.fresh_server_nonce().and_then(|n| resign(&auth, &n));
+                match signed.and_then(|bytes| copy_into(buf, &bytes)) {
+                    Some(n) => return Ok((n, from)),
+                    None => {
+                        log::warn!(
+                            "relay: the TURN server gave no nonce; dropped a request from {from}"
+                        );
+                        continue;
+                    }
+                }
+            }
             let (n, from) = match self.socket.recv_from(buf).await {
                 Ok(received) => received,
                 // An ICMP error for an earlier send (some platforms report it here): that peer
@@ -169,8 +196,19 @@ impl Conn for Gate {
                 }
                 Err(e) => return Err(e.into()),
             };
-            if self.admit(&buf[..n], from).await {
-                return Ok((n, from));
+            match checkpoint::inspect(&self.shared, &buf[..n], from) {
+                Verdict::Pass => return Ok((n, from)),
+                Verdict::Drop => {}
+                Verdict::Answer(answer) => {
+                    if let Err(e) = self.socket.send_to(&answer, from).await {
+                        log::debug!("relay: cannot answer {from}: {e}");
+                    }
+                }
+                Verdict::Forward(auth) => {
+                    if let Some(read) = self.forward(auth, from, buf) {
+                        return Ok(read);
+                    }
+                }
             }
         }
     }
@@ -183,10 +221,40 @@ impl Conn for Gate {
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc::util::Result<usize> {
         let answer = message_type(buf);
-        if answer == Some(MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE).value()) {
+        let allocate_ok = MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE).value();
+        let allocate_error = MessageType::new(METHOD_ALLOCATE, CLASS_ERROR_RESPONSE).value();
+        if answer == Some(allocate_ok) {
             self.shared.allocation_answered(target, true);
-        } else if answer == Some(MessageType::new(METHOD_ALLOCATE, CLASS_ERROR_RESPONSE).value()) {
+        } else if answer == Some(allocate_error) && target != SELF {
             self.shared.allocation_answered(target, false);
+        }
+        // Error answers may carry a server nonce: keep it, and give the client its own.
+        if answer.is_some_and(|t| t & 0x0110 == 0x0110) {
+            let mut message = Message {
+                raw: buf.to_vec(),
+                ..Default::default()
+            };
+            if message.decode().is_ok() && message.contains(ATTR_NONCE) {
+                self.learn(&message);
+                if target == SELF {
+                    return Ok(buf.len());
+                }
+                let rewritten = with_nonce(
+                    &message,
+                    &self
+                        .shared
+                        .nonces
+                        .issue(target, super::credentials::now_secs()),
+                );
+                return Ok(self
+                    .socket
+                    .send_to(&rewritten, target)
+                    .await
+                    .map(|_| buf.len())?);
+            }
+        }
+        if target == SELF {
+            return Ok(buf.len());
         }
         Ok(self.socket.send_to(buf, target).await?)
     }
@@ -210,31 +278,17 @@ impl Conn for Gate {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn datagrams_are_classified_by_their_headers() {
-        let mut allocate = vec![0x00, 0x03, 0x00, 0x00];
-        allocate.extend_from_slice(&MAGIC_COOKIE);
-        allocate.extend_from_slice(&[7; 12]);
-        assert!(matches!(kind(&allocate), Kind::AllocateRequest));
-        let mut binding = allocate.clone();
-        binding[1] = 0x01;
-        assert!(matches!(kind(&binding), Kind::Stun));
-        let mut wrong_length = allocate.clone();
-        wrong_length[3] = 8;
-        assert!(matches!(kind(&wrong_length), Kind::Garbage));
-        let mut no_cookie = allocate.clone();
-        no_cookie[4] = 0;
-        assert!(matches!(kind(&no_cookie), Kind::Garbage));
-        assert!(matches!(
-            kind(&[0x40, 0x00, 0x00, 0x01, 0xAA]),
-            Kind::ChannelData
-        ));
-        assert!(matches!(kind(b""), Kind::Garbage));
-        assert!(matches!(kind(b"GET / HTTP/1.1\r\n\r\n"), Kind::Garbage));
-        assert!(matches!(kind(&[0xFF; 40]), Kind::Garbage));
+/// An unsigned answer with its NONCE replaced.
+fn with_nonce(answer: &Message, nonce: &str) -> Vec<u8> {
+    let mut out = Message::new();
+    out.typ = answer.typ;
+    out.transaction_id = answer.transaction_id;
+    out.write_header();
+    for attr in &answer.attributes.0 {
+        match attr.typ {
+            ATTR_NONCE => out.add(ATTR_NONCE, nonce.as_bytes()),
+            typ => out.add(typ, &attr.value),
+        }
     }
+    out.raw
 }

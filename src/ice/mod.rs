@@ -1,14 +1,27 @@
 //! ICE servers for clients: the embedded STUN/TURN relay (on by default) and any external
 //! STUN/TURN servers, with time-limited coturn-style credentials (see [`credentials`]).
 //!
-//! Two kinds of credential are handed out, both valid for the configured TTL:
-//! - per user (`welcome`, `GET /api/v1/ice-servers`): keep working until they expire;
-//! - per call (`call.accepted`, and the `ack` of `call.accept`): the embedded relay honours them
-//!   only while the call is live, and deletes their allocations at once when the call ends, when
-//!   the session of the device holding the call is revoked, or when one side blocks the other.
+//! Two kinds of credential are handed out, both issued for the configured TTL:
+//! - per session (`welcome`, `GET /api/v1/ice-servers`): the embedded relay honours them until
+//!   they expire or the session ends (logout, logout-all, password change, account deletion),
+//!   and deletes their allocations at once when it does;
+//! - per call (`call.accepted`, and the `ack` of `call.accept`): honoured while the call is
+//!   live, past their expiry too, and their allocations deleted at once when the call ends,
+//!   when the session of the device holding the call is revoked, or when one side blocks the
+//!   other.
+//!
+//! The relay itself refuses peers on the host and its networks ([`peers`]), answers strangers
+//! statelessly and sparingly ([`nonce`], [`throttle`]), and authenticates every request before
+//! webrtc-rs's TURN server sees it ([`checkpoint`], [`gate`]).
+mod checkpoint;
 pub mod credentials;
 mod gate;
+mod nonce;
+mod peers;
 pub mod relay;
+mod throttle;
+
+pub use credentials::Scope;
 
 use crate::config::Config;
 use crate::db::{self, Db};
@@ -38,7 +51,12 @@ struct Inner {
 
 impl Ice {
     /// Loads (or generates and stores) the secret and starts the relay if it is enabled.
-    pub async fn start(config: &Config, db: &Db) -> Result<Self, StartupError> {
+    /// `http_addr` is the broker's own HTTP listener, which the relay never sends to.
+    pub async fn start(
+        config: &Config,
+        db: &Db,
+        http_addr: SocketAddr,
+    ) -> Result<Self, StartupError> {
         let secret = match &config.turn_secret {
             Some(secret) => secret.clone(),
             None => {
@@ -59,6 +77,9 @@ impl Ice {
                 ports: (config.relay_ports.min, config.relay_ports.max),
                 user_quota: config.relay_user_quota,
                 issuer: issuer.clone(),
+                allowed_peers: config.relay_allowed_peers.clone(),
+                denied_peers: config.relay_denied_peers.clone(),
+                http_addr,
             })
             .await?;
             let at = SocketAddr::new(public_ip, relay.local_addr().port());
@@ -84,8 +105,8 @@ impl Ice {
     }
 
     /// The list for `RTCPeerConnection`: STUN URLs without credentials, then TURN URLs with a
-    /// credential for `user`, scoped to `call` if given.
-    pub fn servers(&self, user: &UserId, call: Option<&CallId>) -> Vec<IceServer> {
+    /// credential for `user` in `scope`.
+    pub fn servers(&self, user: &UserId, scope: Scope<'_>) -> Vec<IceServer> {
         let mut servers = Vec::with_capacity(2);
         if !self.0.stun_urls.is_empty() {
             servers.push(IceServer {
@@ -95,7 +116,7 @@ impl Ice {
             });
         }
         if !self.0.turn_urls.is_empty() {
-            let credential = self.0.issuer.issue(credentials::now_secs(), user, call);
+            let credential = self.0.issuer.issue(credentials::now_secs(), user, scope);
             servers.push(IceServer {
                 urls: self.0.turn_urls.clone(),
                 username: Some(credential.username),
@@ -115,12 +136,19 @@ impl Ice {
         self.0.relay.as_ref().map(Relay::local_addr)
     }
 
-    /// The call was answered: both sides' call credentials are honoured from now on.
-    pub fn call_answered(&self, call: &CallId, users: [&UserId; 2]) {
+    /// `user`'s credentials for `call` are honoured from now on (the call was answered, or
+    /// resumed on a new device).
+    pub fn grant(&self, call: &CallId, user: &UserId) {
         if let Some(relay) = &self.0.relay {
-            for user in users {
-                relay.allow_call(call, user);
-            }
+            relay.allow_call(call, user);
+        }
+    }
+
+    /// These sessions of `user` ended: their credentials are refused from now on and their
+    /// allocations deleted.
+    pub fn revoke_sessions(&self, user: &UserId, token_hashes: &[String]) {
+        if let Some(relay) = &self.0.relay {
+            relay.revoke_sessions(user, token_hashes);
         }
     }
 

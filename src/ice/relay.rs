@@ -1,16 +1,20 @@
 //! The embedded STUN/TURN relay: webrtc-rs's TURN server on its own thread (an arbiter of its
-//! own, so relay traffic never shares a thread with the broker's actors), with an auth handler
-//! for coturn-style credentials, a per-user allocation quota, and revocation of call
-//! credentials.
+//! own, so relay traffic never shares a thread with the broker's actors), behind the gate that
+//! authenticates every request first, with coturn-style credentials, a peer policy, a per-user
+//! allocation quota, and revocation of call and session credentials.
 //!
-//! The actors reach the relay only through [`Relay::allow_call`] and [`Relay::revoke_call`],
-//! which take a short lock on the book below and queue any allocation deletion for the relay
-//! thread: they never wait on the relay.
-use super::credentials::{self, Issuer, Refusal};
+//! The broker reaches the relay only through [`Relay::allow_call`], [`Relay::revoke_call`] and
+//! [`Relay::revoke_sessions`], which take a short lock on the book below and queue any
+//! allocation deletion for the relay thread: they never wait on the relay.
+use super::credentials::{self, Issuer, Refusal, Scoped};
 use super::gate::Gate;
+use super::nonce::Nonces;
+use super::peers::PeerPolicy;
+use super::throttle::{Throttle, WarnLimiter};
 use crate::error::StartupError;
 use crate::ids::{CallId, UserId};
 use actix::{Arbiter, ArbiterHandle};
+use ipnet::IpNet;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -26,6 +30,10 @@ use webrtc::util::vnet::net::Net;
 /// answering them, and the oldest bookkeeping is dropped.
 const MAX_PENDING: usize = 4096;
 
+/// Revoked sessions remembered until their credentials would have expired anyway; past this
+/// many, the expired ones are forgotten at once.
+const MAX_REVOKED_SESSIONS: usize = 65_536;
+
 pub struct RelaySettings {
     /// UDP address for STUN and TURN (port 0 picks a free port).
     pub listen: SocketAddr,
@@ -37,14 +45,22 @@ pub struct RelaySettings {
     /// Allocations one user may hold at once (0: no limit).
     pub user_quota: usize,
     pub issuer: Issuer,
+    pub allowed_peers: Vec<IpNet>,
+    pub denied_peers: Vec<IpNet>,
+    /// The broker's HTTP listener: never a peer.
+    pub http_addr: SocketAddr,
 }
 
 /// What the auth handler, the gate and the broker share about live credentials and
 /// allocations. Every lock is held for a few map operations, never across an await.
 pub(super) struct Shared {
     issuer: Issuer,
-    realm: String,
+    pub(super) realm: String,
     quota: usize,
+    pub(super) policy: PeerPolicy,
+    pub(super) nonces: Nonces,
+    /// How much strangers get answered, and how often their refusals are logged.
+    pub(super) strangers: Mutex<(Throttle, WarnLimiter)>,
     book: Mutex<Book>,
     /// Usernames whose allocations the relay thread should delete.
     deletions: mpsc::UnboundedSender<String>,
@@ -55,11 +71,29 @@ struct Book {
     /// `(call id, user id)` pairs whose call credentials are honoured: from the moment the call
     /// is answered until it ends (or that side's session is revoked, or one blocks the other).
     live_calls: HashSet<(String, String)>,
+    /// Session keys whose credentials are refused, with the time (unix seconds) after which
+    /// none of their credentials could be valid anyway.
+    revoked_sessions: HashMap<String, u64>,
     /// Allocations per user id: client address -> username that made it.
     allocations: HashMap<String, HashMap<SocketAddr, String>>,
     /// Authenticated allocate requests the server has not answered yet: client address ->
     /// (user id, username).
     pending: HashMap<SocketAddr, (String, String)>,
+}
+
+impl Book {
+    /// Usernames of `user`'s allocations whose scope matches.
+    fn held_by(&self, user: &UserId, matches: impl Fn(Scoped<'_>) -> bool) -> Vec<String> {
+        self.allocations
+            .get(user.as_str())
+            .map(|held| {
+                held.values()
+                    .filter(|name| credentials::parse(name).is_ok_and(|p| matches(p.scope)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// The outcome of checking an authenticated allocate request against the quota.
@@ -74,19 +108,35 @@ impl Shared {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(super) fn strangers(&self) -> MutexGuard<'_, (Throttle, WarnLimiter)> {
+        self.strangers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The long-term key (MD5 of `username:realm:password`) for `username`, or why it is
-    /// refused: malformed, expired, or naming a call that is not live.
+    /// refused: malformed; a call credential whose call is not live (a live call's credential
+    /// outlives its expiry, so a long call keeps its relay); a session credential that expired
+    /// or whose session ended.
     pub(super) fn key_for(&self, username: &str) -> Result<Vec<u8>, Refusal> {
-        let password = self
-            .issuer
-            .password_for(username, credentials::now_secs())?;
         let parsed = credentials::parse(username)?;
-        if let Some(call) = parsed.call {
-            let pair = (call.to_owned(), parsed.user.to_owned());
-            if !self.book().live_calls.contains(&pair) {
-                return Err(Refusal::Revoked);
+        match parsed.scope {
+            Scoped::Call(call) => {
+                let pair = (call.to_owned(), parsed.user.to_owned());
+                if !self.book().live_calls.contains(&pair) {
+                    return Err(Refusal::Revoked);
+                }
+            }
+            Scoped::Session(key) => {
+                if parsed.expiry < credentials::now_secs() {
+                    return Err(Refusal::Expired);
+                }
+                if self.book().revoked_sessions.contains_key(key) {
+                    return Err(Refusal::Revoked);
+                }
             }
         }
+        let password = self.issuer.password_of(username);
         Ok(generate_auth_key(username, &self.realm, &password))
     }
 
@@ -129,10 +179,10 @@ impl Shared {
         if !success {
             return;
         }
-        // Revoked between the server's credential check and now: undo at once.
-        let revoked = credentials::parse(&username).is_ok_and(|p| {
-            p.call
-                .is_some_and(|call| !book.live_calls.contains(&(call.to_owned(), user.clone())))
+        // Revoked between the credential check and now: undo at once.
+        let revoked = credentials::parse(&username).is_ok_and(|p| match p.scope {
+            Scoped::Call(call) => !book.live_calls.contains(&(call.to_owned(), user.clone())),
+            Scoped::Session(key) => book.revoked_sessions.contains_key(key),
         });
         if revoked {
             let _ = self.deletions.send(username);
@@ -168,22 +218,42 @@ impl Shared {
 
     /// Refuses the call credential of `user` from now on and deletes its allocations.
     fn revoke_call(&self, call: &CallId, user: &UserId) {
-        let doomed: Vec<String> = {
+        let doomed = {
             let mut book = self.book();
             book.live_calls.remove(&(call.0.clone(), user.0.clone()));
-            book.allocations
-                .get(user.as_str())
-                .map(|held| {
-                    held.values()
-                        .filter(|name| {
-                            credentials::parse(name).is_ok_and(|p| p.call == Some(call.as_str()))
-                        })
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default()
+            book.held_by(user, |scope| scope == Scoped::Call(call.as_str()))
         };
-        for username in doomed {
+        self.delete(doomed);
+    }
+
+    /// Refuses the session credentials of these sessions of `user` from now on and deletes
+    /// their allocations.
+    fn revoke_sessions(&self, user: &UserId, token_hashes: &[String]) {
+        let keys: HashSet<&str> = token_hashes
+            .iter()
+            .map(|hash| credentials::session_key(hash))
+            .collect();
+        let now = credentials::now_secs();
+        // Credentials issued up to now expire within the TTL; remember a little longer.
+        let until = now + self.issuer.ttl().as_secs() + 60;
+        let doomed = {
+            let mut book = self.book();
+            if book.revoked_sessions.len() >= MAX_REVOKED_SESSIONS {
+                book.revoked_sessions.retain(|_, until| *until >= now);
+            }
+            for key in &keys {
+                book.revoked_sessions.insert((*key).to_owned(), until);
+            }
+            book.held_by(
+                user,
+                |scope| matches!(scope, Scoped::Session(key) if keys.contains(key)),
+            )
+        };
+        self.delete(doomed);
+    }
+
+    fn delete(&self, usernames: Vec<String>) {
+        for username in usernames {
             let _ = self.deletions.send(username);
         }
     }
@@ -234,10 +304,19 @@ impl Relay {
         socket.set_nonblocking(true).map_err(io)?;
         let local_addr = socket.local_addr().map_err(io)?;
         let (deletions, deletion_queue) = mpsc::unbounded_channel();
+        let policy = PeerPolicy::new(
+            settings.allowed_peers,
+            settings.denied_peers,
+            vec![settings.http_addr, local_addr],
+            settings.listen.ip(),
+        );
         let shared = Arc::new(Shared {
             issuer: settings.issuer,
             realm: settings.realm.clone(),
             quota: settings.user_quota,
+            policy,
+            nonces: Nonces::new(),
+            strangers: Mutex::new((Throttle::new(), WarnLimiter::new())),
             book: Mutex::new(Book::default()),
             deletions,
         });
@@ -287,6 +366,11 @@ impl Relay {
     /// Refuse `user`'s credential for `call` from now on and delete its allocations.
     pub fn revoke_call(&self, call: &CallId, user: &UserId) {
         self.shared.revoke_call(call, user);
+    }
+
+    /// Refuse the credentials of these sessions of `user` and delete their allocations.
+    pub fn revoke_sessions(&self, user: &UserId, token_hashes: &[String]) {
+        self.shared.revoke_sessions(user, token_hashes);
     }
 
     /// Ends every allocation and stops the relay thread.

@@ -8,6 +8,7 @@ use crate::auth::identity::authenticate;
 use crate::calls::router::{ActOnCall, Attach, CallAction, Detach, PlaceCall, RelaySignal};
 use crate::db;
 use crate::error::{AppError, ErrorCode};
+use crate::ice::Scope;
 use crate::ids::{CallId, DeviceId, UserId};
 use crate::people::{self, Party, UserView};
 use crate::presence::hub::{Connect, Disconnect, SetStatus};
@@ -195,10 +196,13 @@ impl UserSession {
             // A revocation between the token check above and the hub registering this device
             // found nothing to close: look again now that any later one will find it.
             let token_hash = identity.token_hash;
-            let live = state
-                .db
-                .run(move |conn| db::sessions::is_live(conn, &token_hash, now_ms()))
-                .await?;
+            let live = {
+                let token_hash = token_hash.clone();
+                state
+                    .db
+                    .run(move |conn| db::sessions::is_live(conn, &token_hash, now_ms()))
+                    .await?
+            };
             if !live {
                 return Ok(None);
             }
@@ -209,7 +213,7 @@ impl UserSession {
                     display_name: f.display_name,
                 })
                 .collect();
-            Ok::<_, AppError>(Some((user, friends, calls, missed)))
+            Ok::<_, AppError>(Some((user, friends, calls, missed, token_hash)))
         };
         ctx.wait(work.into_actor(self).map(move |result, session, ctx| {
             session.authenticating = false;
@@ -220,7 +224,7 @@ impl UserSession {
                     session.send_error(ctx, &id, &err);
                     session.close(ctx, close::REVOKED, "session revoked");
                 }
-                Ok(Some((user, friends, calls, missed_calls))) => {
+                Ok(Some((user, friends, calls, missed_calls, token_hash))) => {
                     session.me = Some(Party::from(&user));
                     let config = &session.state.config;
                     let welcome = ServerFrame::Welcome {
@@ -233,7 +237,10 @@ impl UserSession {
                             interval_ms: config.heartbeat_interval.as_millis() as u64,
                             timeout_ms: config.heartbeat_timeout.as_millis() as u64,
                         },
-                        ice_servers: &session.state.ice.servers(&user.user_id(), None),
+                        ice_servers: &session
+                            .state
+                            .ice
+                            .servers(&user.user_id(), Scope::Session(&token_hash)),
                     };
                     session.send(ctx, welcome);
                 }
@@ -403,7 +410,7 @@ impl UserSession {
                 // The callee's device gets no `call.accepted`: its call credential rides the ack.
                 Ok(()) if accepting => {
                     if let (Some(reference), Some(me)) = (id.as_ref(), &session.me) {
-                        let servers = session.state.ice.servers(&me.user, Some(&call_id));
+                        let servers = session.state.ice.servers(&me.user, Scope::Call(&call_id));
                         let ack = ServerFrame::Ack {
                             reference,
                             call_id: None,

@@ -4,6 +4,7 @@
 
 pub mod data_channel;
 pub mod raw_socket;
+pub mod stun;
 pub mod ws;
 
 use awc::http::Method;
