@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_BCRYPT_CONCURRENCY", default_value_t = 2)]
     pub bcrypt_concurrency: usize,
 
+    /// How many password checks may wait for a bcrypt thread; more get 503 `overloaded` with
+    /// Retry-After at once.
+    #[arg(long, env = "SWITCHBOARD_BCRYPT_QUEUE", default_value_t = 32)]
+    pub bcrypt_queue: usize,
+
     /// Session lifetime; each use of the token extends it (sliding expiry).
     #[arg(long, env = "SWITCHBOARD_SESSION_LIFETIME", default_value = "30d", value_parser = duration)]
     pub session_lifetime: Duration,

@@ -53,6 +53,8 @@ pub enum ErrorCode {
     // 5xx
     Internal,
     Unavailable,
+    /// Too much work queued (password hashing): retry after the Retry-After seconds.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -73,7 +75,7 @@ impl ErrorCode {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

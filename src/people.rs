@@ -1,5 +1,6 @@
 //! People: the rules for names and passwords that every edge applies (REST and the socket
 //! alike), and the shapes in which users are shown, to themselves and to others.
+use crate::auth::password::MAX_PASSWORD_BYTES;
 use crate::db::users::UserRow;
 use crate::error::{AppError, ErrorCode};
 use crate::ids::UserId;
@@ -36,7 +37,7 @@ pub fn password(raw: &str) -> Result<(), AppError> {
             ErrorCode::InvalidPassword,
             "passwords need at least 8 bytes",
         )),
-        8..=72 => Ok(()),
+        8..=MAX_PASSWORD_BYTES => Ok(()),
         _ => Err(AppError::new(
             ErrorCode::InvalidPassword,
             "passwords may be at most 72 bytes (bcrypt's limit)",

@@ -106,8 +106,12 @@ impl Application {
                 .map_err(blocking)??
         };
         let hasher = {
-            let (cost, n) = (config.bcrypt_cost, config.bcrypt_concurrency);
-            web::block(move || PasswordHasher::new(cost, n))
+            let (cost, n, queue) = (
+                config.bcrypt_cost,
+                config.bcrypt_concurrency,
+                config.bcrypt_queue,
+            );
+            web::block(move || PasswordHasher::new(cost, n, queue))
                 .await
                 .map_err(blocking)??
         };

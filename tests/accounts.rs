@@ -12,6 +12,11 @@ on_both_databases!(
     concurrent_registrations_of_one_name_have_one_winner,
     login_succeeds_and_wrong_credentials_look_alike,
     repeated_failed_logins_are_rate_limited,
+    parallel_wrong_passwords_reach_bcrypt_at_most_the_limit,
+    passwords_past_72_bytes_never_match_on_any_path,
+    wrong_current_passwords_are_throttled_like_logins,
+    password_checks_past_the_queue_get_503_overloaded_at_once,
+    look_alike_usernames_cannot_coexist,
     logout_revokes_only_the_current_token,
     logout_all_revokes_every_token,
     me_shows_and_updates_the_profile,
@@ -427,4 +432,139 @@ async fn database_outage_gives_503_unavailable() {
             .status,
         200
     );
+}
+
+/// 20 wrong passwords for one username at once: at most `--login-max-failures` (5) are checked,
+/// the rest get 429 without waiting for bcrypt.
+async fn parallel_wrong_passwords_reach_bcrypt_at_most_the_limit(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register("gina").await;
+    let attempts =
+        (0..20).map(|i| app.login("gina", if i % 2 == 0 { "wrong one" } else { "GINA" }));
+    let replies = futures_util::future::join_all(attempts).await;
+    let checked = replies.iter().filter(|r| r.status == 401).count();
+    let throttled: Vec<_> = replies.iter().filter(|r| r.status == 429).collect();
+    assert!(checked <= 5, "{checked} wrong passwords were checked");
+    assert_eq!(checked + throttled.len(), 20);
+    assert!(throttled
+        .iter()
+        .all(|r| r.code() == "rate_limited" && r.headers.contains_key("retry-after")));
+}
+
+/// bcrypt reads 72 bytes; a longer password never passes for one whose first 72 bytes match.
+async fn passwords_past_72_bytes_never_match_on_any_path(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let exact = "A".repeat(72);
+    let token = app.register_raw("hank", &exact).await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let longer = format!("{exact}anything");
+    let login = app.login("hank", &longer).await;
+    assert_eq!((login.status, login.code()), (401, "invalid_credentials"));
+    let change = app
+        .request(
+            Method::PUT,
+            "/api/v1/me/password",
+            Some(&token),
+            Some(json!({"old_password": longer, "new_password": "a new password"})),
+        )
+        .await;
+    assert_eq!((change.status, change.code()), (403, "wrong_password"));
+    let delete = app
+        .request(
+            Method::DELETE,
+            "/api/v1/me",
+            Some(&token),
+            Some(json!({"password": longer})),
+        )
+        .await;
+    assert_eq!((delete.status, delete.code()), (403, "wrong_password"));
+    assert_eq!(app.login("hank", &exact).await.status, 200);
+}
+
+async fn wrong_current_passwords_are_throttled_like_logins(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.register("ivy").await;
+    let change = || {
+        app.request(
+            Method::PUT,
+            "/api/v1/me/password",
+            Some(&token),
+            Some(json!({"old_password": "not it at all", "new_password": "a new password"})),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(change().await.code(), "wrong_password");
+    }
+    let sixth = change().await;
+    assert_eq!((sixth.status, sixth.code()), (429, "rate_limited"));
+    // The same account's logins wait too: one limit per account, whatever the path.
+    let login = app.login("ivy", "password-ivy").await;
+    assert_eq!((login.status, login.code()), (429, "rate_limited"));
+}
+
+/// One bcrypt thread at the real cost and room for two waiting checks: of 12 logins at once,
+/// the ones that find the queue full get 503 `overloaded` with Retry-After at once.
+async fn password_checks_past_the_queue_get_503_overloaded_at_once(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.bcrypt_cost = 12;
+        c.bcrypt_concurrency = 1;
+        c.bcrypt_queue = 2;
+    })
+    .await;
+    let names: Vec<String> = (0..12).map(|i| format!("nobody{i}")).collect();
+    let attempts = names.iter().map(|name| app.login(name, "whatever123"));
+    let replies = futures_util::future::join_all(attempts).await;
+    let overloaded: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    let checked = replies.iter().filter(|r| r.status == 401).count();
+    assert!(
+        overloaded.len() >= 12 - 3 - 1,
+        "only {} overloaded",
+        overloaded.len()
+    );
+    assert_eq!(overloaded.len() + checked, 12);
+    for reply in overloaded {
+        assert_eq!(reply.code(), "overloaded");
+        assert_eq!(reply.headers.get("retry-after").unwrap(), "1");
+    }
+    // Other requests are served meanwhile and after.
+    assert_eq!(
+        app.request(Method::GET, "/healthz", None, None)
+            .await
+            .status,
+        200
+    );
+}
+
+/// Usernames are ASCII by rule and folded to lowercase, so `Alice` and `alice` are one name
+/// and look-alike forms (fullwidth letters, Cyrillic a) are not names at all.
+async fn look_alike_usernames_cannot_coexist(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_eq!(
+        app.register_raw("Alice", "password-alice").await.body["user"]["username"],
+        "alice"
+    );
+    for twin in ["alice", "ALICE", "aLiCe"] {
+        let reply = app.register_raw(twin, "password-twin").await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (409, "username_taken"),
+            "{twin}"
+        );
+    }
+    for look_alike in [
+        "\u{ff41}lice",
+        "\u{0430}lice",
+        "alic\u{0435}",
+        "al\u{0131}ce",
+    ] {
+        let reply = app.register_raw(look_alike, "password-twin").await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "invalid_username"),
+            "{look_alike}"
+        );
+    }
+    assert_eq!(app.login("ALICE", "password-alice").await.status, 200);
 }

@@ -1,14 +1,38 @@
-//! Login throttling: after `max_failures` failed logins for one username within `window`,
-//! further attempts are refused until the oldest failure leaves the window.
+//! Password throttling, per username: at most `max_failures` password checks that failed or are
+//! still running within `window`. Counting the checks in flight, not only the finished failures,
+//! is what stops N parallel wrong passwords from all reaching bcrypt before the first one fails.
+//! Every path that checks a password (login, password change, account deletion) takes an
+//! [`Attempt`] here first, under the account's username.
+use super::password::PasswordHasher;
+use crate::error::{AppError, ErrorCode};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Usernames tracked before the idle ones are forgotten.
+const MAX_TRACKED: usize = 10_000;
 
 #[derive(Clone)]
 pub struct LoginLimiter {
     max_failures: usize,
     window: Duration,
-    failures: Arc<Mutex<HashMap<String, VecDeque<Instant>>>>,
+    book: Arc<Mutex<HashMap<String, Record>>>,
+}
+
+#[derive(Default)]
+struct Record {
+    failures: VecDeque<Instant>,
+    in_flight: usize,
+}
+
+/// One password check under way. Settle it with [`Attempt::failed`] or
+/// [`Attempt::succeeded`]; dropped unsettled (the client went away, or an error), it counts
+/// as a failure, so abandoning checks is no way around the limit.
+#[must_use]
+pub struct Attempt {
+    limiter: LoginLimiter,
+    username: String,
+    settled: bool,
 }
 
 impl LoginLimiter {
@@ -16,57 +40,115 @@ impl LoginLimiter {
         Self {
             max_failures,
             window,
-            failures: Arc::default(),
+            book: Arc::default(),
         }
     }
 
-    /// `Err(seconds to wait)` when `username` is locked out now.
-    pub fn check(&self, username: &str) -> Result<(), u64> {
-        self.check_at(username, Instant::now())
+    fn book(&self) -> MutexGuard<'_, HashMap<String, Record>> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn record_failure(&self, username: &str) {
-        let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(username.to_owned()).or_default();
-        Self::prune(entry, now, self.window);
-        entry.push_back(now);
-        // Forget usernames nobody is hammering, so the map can't grow without bound.
-        if map.len() > 10_000 {
+    /// A password check for `username` may start, or `Err(seconds to wait)`.
+    pub fn begin(&self, username: &str) -> Result<Attempt, u64> {
+        self.begin_at(username, Instant::now())
+    }
+
+    fn begin_at(&self, username: &str, now: Instant) -> Result<Attempt, u64> {
+        let mut book = self.book();
+        if book.len() >= MAX_TRACKED && !book.contains_key(username) {
             let window = self.window;
-            map.retain(|_, q| {
-                Self::prune(q, now, window);
-                !q.is_empty()
+            book.retain(|_, r| {
+                prune(&mut r.failures, now, window);
+                r.in_flight > 0 || !r.failures.is_empty()
             });
         }
+        let record = book.entry(username.to_owned()).or_default();
+        prune(&mut record.failures, now, self.window);
+        if record.failures.len() + record.in_flight >= self.max_failures {
+            let wait = match record.failures.front() {
+                Some(oldest) => (*oldest + self.window).saturating_duration_since(now),
+                // Only checks in flight: they finish within a second or so.
+                None => Duration::from_secs(1),
+            };
+            return Err(wait.as_secs().max(1));
+        }
+        record.in_flight += 1;
+        Ok(Attempt {
+            limiter: self.clone(),
+            username: username.to_owned(),
+            settled: false,
+        })
     }
 
-    pub fn record_success(&self, username: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(username);
+    /// Checks `password` for the account `username` against `hash` within the limit:
+    /// `Ok(false)` for a wrong password, 429 `rate_limited` (with Retry-After) over the limit.
+    pub async fn verify(
+        &self,
+        hasher: &PasswordHasher,
+        username: &str,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, AppError> {
+        let attempt = self.begin(username).map_err(|wait| {
+            let mut err = AppError::new(
+                ErrorCode::RateLimited,
+                format!("too many failed password attempts for this account; retry in {wait} s"),
+            );
+            err.retry_after = Some(wait);
+            err
+        })?;
+        let ok = hasher.verify(password, hash).await?;
+        if ok {
+            attempt.succeeded();
+        } else {
+            attempt.failed();
+        }
+        Ok(ok)
     }
 
-    fn check_at(&self, username: &str, now: Instant) -> Result<(), u64> {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = map.get_mut(username) else {
-            return Ok(());
+    fn settle(&self, username: &str, failed: bool) {
+        let mut book = self.book();
+        let Some(record) = book.get_mut(username) else {
+            return;
         };
-        Self::prune(entry, now, self.window);
-        if entry.len() < self.max_failures {
-            return Ok(());
+        record.in_flight = record.in_flight.saturating_sub(1);
+        if failed {
+            record.failures.push_back(Instant::now());
+        } else {
+            record.failures.clear();
         }
-        let oldest = entry.front().copied().unwrap_or(now);
-        let wait = (oldest + self.window).saturating_duration_since(now);
-        Err(wait.as_secs().max(1))
+        if record.in_flight == 0 && record.failures.is_empty() {
+            book.remove(username);
+        }
+    }
+}
+
+impl Attempt {
+    pub fn failed(mut self) {
+        self.settled = true;
+        self.limiter.settle(&self.username, true);
     }
 
-    fn prune(entry: &mut VecDeque<Instant>, now: Instant, window: Duration) {
-        while entry
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            entry.pop_front();
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.limiter.settle(&self.username, false);
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.limiter.settle(&self.username, true);
         }
+    }
+}
+
+fn prune(failures: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while failures
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+    {
+        failures.pop_front();
     }
 }
 
@@ -77,22 +159,33 @@ mod tests {
     #[test]
     fn locks_after_max_failures_and_unlocks_after_window() {
         let limiter = LoginLimiter::new(2, Duration::from_millis(50));
-        assert!(limiter.check("ann").is_ok());
-        limiter.record_failure("ann");
-        limiter.record_failure("ann");
-        assert!(limiter.check("ann").is_err());
-        assert!(limiter.check("bob").is_ok());
+        limiter.begin("ann").unwrap().failed();
+        limiter.begin("ann").unwrap().failed();
+        assert!(limiter.begin("ann").is_err());
+        assert!(limiter.begin("bob").is_ok());
         assert!(limiter
-            .check_at("ann", Instant::now() + Duration::from_millis(60))
+            .begin_at("ann", Instant::now() + Duration::from_millis(60))
             .is_ok());
+    }
+
+    #[test]
+    fn checks_in_flight_count_against_the_limit() {
+        let limiter = LoginLimiter::new(3, Duration::from_secs(60));
+        let running: Vec<Attempt> = (0..3).map(|_| limiter.begin("ann").unwrap()).collect();
+        assert_eq!(limiter.begin("ann").err(), Some(1));
+        drop(running);
+        assert!(
+            limiter.begin("ann").is_err(),
+            "abandoned checks count as failures"
+        );
     }
 
     #[test]
     fn success_clears_failures() {
         let limiter = LoginLimiter::new(2, Duration::from_secs(60));
-        limiter.record_failure("ann");
-        limiter.record_success("ann");
-        limiter.record_failure("ann");
-        assert!(limiter.check("ann").is_ok());
+        limiter.begin("ann").unwrap().failed();
+        limiter.begin("ann").unwrap().succeeded();
+        limiter.begin("ann").unwrap().failed();
+        assert!(limiter.begin("ann").is_ok());
     }
 }

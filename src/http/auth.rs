@@ -109,28 +109,22 @@ async fn login(
 ) -> Result<HttpResponse, AppError> {
     let body = body.into_inner();
     let username = body.username.trim().to_ascii_lowercase();
-    if let Err(wait) = state.login_limiter.check(&username) {
-        let mut err = AppError::new(
-            ErrorCode::RateLimited,
-            format!("too many failed logins for this username; retry in {wait} s"),
-        );
-        err.retry_after = Some(wait);
-        return Err(err);
-    }
     let lookup = username.clone();
     let user = state
         .db
         .run(move |conn| db::users::find_by_username(conn, &lookup))
         .await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    if !state.hasher.verify(body.password, hash).await? {
-        state.login_limiter.record_failure(&username);
+    let verified = state
+        .login_limiter
+        .verify(&state.hasher, &username, body.password, hash)
+        .await?;
+    if !verified {
         return Err(AppError::new(
             ErrorCode::InvalidCredentials,
             "wrong username or password",
         ));
     }
-    state.login_limiter.record_success(&username);
     let user = user.ok_or_else(|| AppError::internal("verified a missing user"))?;
     let (token, session) = new_session(&state, &user.user_id(), &req);
     let expires_at = session.expires_at;

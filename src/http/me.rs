@@ -59,14 +59,18 @@ async fn update_me(
     Ok(HttpResponse::Ok().json(UserView::from(&user)))
 }
 
-/// Checks the current password before anything sensitive changes.
+/// Checks the current password before anything sensitive changes, throttled like a login.
 async fn confirm_password(
     state: &AppState,
     me: &Identity,
     password: String,
 ) -> Result<(), AppError> {
     let hash = Some(me.user.password_hash.clone());
-    if state.hasher.verify(password, hash).await? {
+    let verified = state
+        .login_limiter
+        .verify(&state.hasher, &me.user.username, password, hash)
+        .await?;
+    if verified {
         Ok(())
     } else {
         Err(AppError::new(
