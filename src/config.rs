@@ -84,6 +84,16 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: usize,
 
+    /// Registrations allowed per client address per hour (a burst of that many, refilled
+    /// evenly); 0 turns the limit off.
+    #[arg(long, env = "SWITCHBOARD_REGISTRATIONS_PER_HOUR", default_value_t = 20)]
+    pub registrations_per_hour: u32,
+
+    /// Reverse proxies (CIDR, comma-separated) whose X-Forwarded-For is believed for the
+    /// client's address. None by default: behind a proxy, every client then shares its address.
+    #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+
     /// The window over which failed logins are counted.
     #[arg(long, env = "SWITCHBOARD_LOGIN_WINDOW", default_value = "5m", value_parser = duration)]
     pub login_window: Duration,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod availability;
 pub mod calls;
+pub mod client_addr;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod ice;
 pub mod ids;
 pub mod people;
 pub mod presence;
+pub mod rate_limit;
 pub mod startup;
 pub mod state;
 pub mod time;

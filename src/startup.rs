@@ -11,6 +11,7 @@ use crate::error::StartupError;
 use crate::http;
 use crate::ice::Ice;
 use crate::presence::hub::{CloseAll, PresenceHub};
+use crate::rate_limit::Buckets;
 use crate::state::AppState;
 use crate::time::now_ms;
 use crate::ws;
@@ -134,6 +135,7 @@ impl Application {
         let (presence, router) = start_actors(&config, &db, &ice);
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(config.login_max_failures, config.login_window),
+            registrations: registration_limit(config.registrations_per_hour),
             config: config.clone(),
             db,
             hasher,
@@ -199,4 +201,18 @@ impl Application {
         });
         self.server.await
     }
+}
+
+/// Clients tracked at once by the registration limit.
+const REGISTRATION_CLIENTS: usize = 65_536;
+
+fn registration_limit(per_hour: u32) -> Option<std::sync::Mutex<Buckets<std::net::IpAddr>>> {
+    (per_hour > 0).then(|| {
+        let per_hour = f64::from(per_hour);
+        std::sync::Mutex::new(Buckets::new(
+            per_hour,
+            per_hour / 3600.0,
+            REGISTRATION_CLIENTS,
+        ))
+    })
 }

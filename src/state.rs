@@ -12,16 +12,20 @@ use crate::people::{Party, Person};
 use crate::presence::hub::{
     PresenceHub, PresenceOf, RelationChange, RelationChanged, RevokeSessions,
 };
+use crate::rate_limit::Buckets;
 use crate::wire::protocol::PresenceInfo;
 use actix::Addr;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub hasher: PasswordHasher,
     pub login_limiter: LoginLimiter,
+    /// Registrations per client address (`--registrations-per-hour`); `None` when off.
+    pub registrations: Option<Mutex<Buckets<IpAddr>>>,
     pub presence: Addr<PresenceHub>,
     pub router: Addr<CallRouter>,
     /// ICE servers and credentials for clients; the embedded TURN relay if it runs.

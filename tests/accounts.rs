@@ -17,6 +17,8 @@ on_both_databases!(
     wrong_current_passwords_are_throttled_like_logins,
     password_checks_past_the_queue_get_503_overloaded_at_once,
     look_alike_usernames_cannot_coexist,
+    registrations_are_limited_per_client_address,
+    forwarded_for_is_believed_only_from_trusted_proxies,
     logout_revokes_only_the_current_token,
     logout_all_revokes_every_token,
     me_shows_and_updates_the_profile,
@@ -567,4 +569,58 @@ async fn look_alike_usernames_cannot_coexist(backend: Backend) {
         );
     }
     assert_eq!(app.login("ALICE", "password-alice").await.status, 200);
+}
+
+async fn register_from(app: &common::TestApp, name: &str, forwarded_for: &str) -> common::Reply {
+    app.with_headers(
+        Method::POST,
+        "/api/v1/auth/register",
+        &[("X-Forwarded-For", forwarded_for)],
+        Some(json!({"username": name, "password": "password-12345"})),
+    )
+    .await
+}
+
+/// Behind a trusted proxy (the test client's 127.0.0.1), each client address the proxy reports
+/// gets `--registrations-per-hour`; addresses a client writes itself further left don't count.
+async fn registrations_are_limited_per_client_address(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.registrations_per_hour = 3;
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    for i in 0..3 {
+        let reply = register_from(&app, &format!("first{i}"), "198.51.100.1").await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    let over = register_from(&app, "first3", "198.51.100.1").await;
+    assert_eq!((over.status, over.code()), (429, "rate_limited"));
+    let wait: u64 = over
+        .headers
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1200).contains(&wait), "{wait}");
+    // A client claiming another address on the left is still the one the proxy saw.
+    let spoofed = register_from(&app, "first4", "203.0.113.50, 198.51.100.1").await;
+    assert_eq!(spoofed.status, 429);
+    // Another address has its own allowance.
+    assert_eq!(
+        register_from(&app, "second0", "198.51.100.2").await.status,
+        201
+    );
+}
+
+/// With no trusted proxies, X-Forwarded-For is ignored: every request here is 127.0.0.1.
+async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.registrations_per_hour = 2).await;
+    assert_eq!(register_from(&app, "one", "198.51.100.1").await.status, 201);
+    assert_eq!(register_from(&app, "two", "198.51.100.2").await.status, 201);
+    let third = register_from(&app, "three", "198.51.100.3").await;
+    assert_eq!((third.status, third.code()), (429, "rate_limited"));
+    // Logins are not registrations.
+    assert_eq!(app.login("one", "password-12345").await.status, 200);
 }

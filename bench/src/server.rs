@@ -112,11 +112,14 @@ pub fn postgres_reachable(admin_url: &str) -> Result<(), String> {
 /// stands for many devices (the budget's bookkeeping still runs on every frame), and the
 /// embedded STUN/TURN relay on a free UDP port rather than 3478, so that a broker already
 /// running on this machine can't make the bench fail.
-const BASE_FLAGS: [&str; 4] = [
+/// Registrations are not limited: the bench makes thousands of accounts from one address.
+const BASE_FLAGS: [&str; 6] = [
     "--ws-max-frame-rate",
     "1000000",
     "--relay-listen",
     "127.0.0.1:0",
+    "--registrations-per-hour",
+    "0",
 ];
 
 /// The bcrypt cost a broker under test hashes passwords with.

@@ -1,5 +1,6 @@
 //! Accounts' way in and out: register, login, logout, logout everywhere.
 use crate::auth::{token, Identity};
+use crate::client_addr;
 use crate::db::{self, sessions::SessionRow, users::UserRow};
 use crate::error::{AppError, ErrorCode};
 use crate::ids::UserId;
@@ -9,6 +10,7 @@ use crate::time::now_ms;
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::Connection;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/auth/register").route(web::post().to(register)))
@@ -69,6 +71,7 @@ async fn register(
     let body = body.into_inner();
     let username = people::username(&body.username)?;
     people::password(&body.password)?;
+    admit_registration(&state, &req)?;
     let display_name = match &body.display_name {
         Some(name) => people::display_name(name)?,
         None => username.clone(),
@@ -100,6 +103,29 @@ async fn register(
         token,
         expires_at,
     }))
+}
+
+/// `--registrations-per-hour` per client address: 429 `rate_limited` past it.
+fn admit_registration(state: &AppState, req: &HttpRequest) -> Result<(), AppError> {
+    let Some(limit) = &state.registrations else {
+        return Ok(());
+    };
+    let Some(client) = client_addr::of(req, &state.config.trusted_proxies) else {
+        return Ok(());
+    };
+    let admitted = limit
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take(client, Instant::now());
+    admitted.map_err(|wait| {
+        let wait = wait.as_secs().max(1);
+        let mut err = AppError::new(
+            ErrorCode::RateLimited,
+            format!("too many registrations from this address; retry in {wait} s"),
+        );
+        err.retry_after = Some(wait);
+        err
+    })
 }
 
 async fn login(

@@ -1,10 +1,9 @@
 //! How much the relay answers strangers: requests without valid credentials (challenges, stale
 //! nonces, refusals, binding requests) draw from a token bucket per source IP and from one for
-//! the whole relay; with both empty they are dropped unanswered, so the relay can't be used to
-//! flood a spoofed address. The per-source table is bounded: when it is full, sources idle long
-//! enough to have refilled are forgotten, and if none are, new sources share one overflow bucket.
+//! the whole relay; with either empty they are dropped unanswered, so the relay can't be used to
+//! flood a spoofed address. The per-source table is bounded (see [`Buckets`]).
 //! Also: refusals are logged at warn, but at most once a second with a count of the rest.
-use std::collections::HashMap;
+use crate::rate_limit::{Bucket, Buckets};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -18,79 +17,27 @@ const GLOBAL_RATE: f64 = 1_000.0;
 /// Sources tracked at once (about 40 bytes each).
 const MAX_SOURCES: usize = 16_384;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(burst: f64, now: Instant) -> Self {
-        Self {
-            tokens: burst,
-            at: now,
-        }
-    }
-
-    fn take(&mut self, burst: f64, rate: f64, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Whether it would be full again by `now` (so forgetting it changes nothing).
-    fn refilled(&self, burst: f64, rate: f64, now: Instant) -> bool {
-        self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate >= burst
-    }
-}
-
 pub struct Throttle {
-    sources: HashMap<IpAddr, Bucket>,
-    overflow: Bucket,
+    sources: Buckets<IpAddr>,
     global: Bucket,
 }
 
 impl Throttle {
     pub fn new() -> Self {
-        let now = Instant::now();
         Self {
-            sources: HashMap::new(),
-            overflow: Bucket::full(SOURCE_BURST, now),
-            global: Bucket::full(GLOBAL_BURST, now),
+            sources: Buckets::new(SOURCE_BURST, SOURCE_RATE, MAX_SOURCES),
+            global: Bucket::new(GLOBAL_BURST, GLOBAL_RATE, Instant::now()),
         }
     }
 
     /// Whether an answer to a stranger's request from `source` may go out now.
     pub fn admit(&mut self, source: IpAddr, now: Instant) -> bool {
-        let bucket = match self.sources.get_mut(&source) {
-            Some(bucket) => bucket,
-            None => {
-                if self.sources.len() >= MAX_SOURCES {
-                    self.sources
-                        .retain(|_, b| !b.refilled(SOURCE_BURST, SOURCE_RATE, now));
-                }
-                if self.sources.len() >= MAX_SOURCES {
-                    &mut self.overflow
-                } else {
-                    self.sources
-                        .entry(source)
-                        .or_insert_with(|| Bucket::full(SOURCE_BURST, now))
-                }
-            }
-        };
-        bucket.take(SOURCE_BURST, SOURCE_RATE, now)
-            && self.global.take(GLOBAL_BURST, GLOBAL_RATE, now)
+        self.sources.take(source, now).is_ok() && self.global.take(now)
     }
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.sources.len()
+        self.sources.tracked()
     }
 }
 

@@ -126,6 +126,8 @@ pub fn test_config(db_url: &str) -> Config {
     config.relay_listen = "127.0.0.1:0".parse().expect("addr");
     config.database_url = DatabaseUrl::parse(db_url).expect("db url");
     config.bcrypt_cost = 4;
+    // Tests register many accounts from one address; the limit has its own test.
+    config.registrations_per_hour = 0;
     config.db_pool_size = 4;
     // Generous: a test client only answers pings while it reads, and tests often wait on
     // one socket while another sits unread. The heartbeat test shortens these.
@@ -200,6 +202,25 @@ impl TestApp {
         let mut req = self.client.request(method, self.url(path));
         if let Some(token) = token {
             req = req.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        let res = match body {
+            Some(body) => req.send_json(&body).await,
+            None => req.send().await,
+        };
+        Self::reply(res.expect("request sent")).await
+    }
+
+    /// A JSON request with extra headers (origins, forwarded addresses).
+    pub async fn with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            req = req.append_header((*name, *value));
         }
         let res = match body {
             Some(body) => req.send_json(&body).await,
