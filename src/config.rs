@@ -84,6 +84,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: usize,
 
+    /// Web origins (comma-separated, e.g. https://app.example.com) whose pages may call the
+    /// REST API (CORS) and open the WebSocket. The broker's own origin always may; with none
+    /// listed, CORS is off.
+    #[arg(long, env = "SWITCHBOARD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Registrations allowed per client address per hour (a burst of that many, refilled
     /// evenly); 0 turns the limit off.
     #[arg(long, env = "SWITCHBOARD_REGISTRATIONS_PER_HOUR", default_value_t = 20)]

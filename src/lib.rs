@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod ice;
 pub mod ids;
+pub mod origin;
 pub mod people;
 pub mod presence;
 pub mod rate_limit;

@@ -146,8 +146,11 @@ impl Application {
 
         let (state_presence, state_router) = (state.presence.clone(), state.router.clone());
         let server = HttpServer::new(move || {
+            // Innermost first: CORS refusals become JSON errors too.
             App::new()
+                .wrap(http::security::cors(&state.config.cors_origins))
                 .wrap(ErrorHandlers::new().default_handler(http::jsonify_error))
+                .wrap(http::security::headers())
                 .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
                 .app_data(state.clone())
                 .app_data(http::input::json_config())

@@ -19,6 +19,8 @@ on_both_databases!(
     look_alike_usernames_cannot_coexist,
     registrations_are_limited_per_client_address,
     forwarded_for_is_believed_only_from_trusted_proxies,
+    responses_carry_security_headers_and_cors_is_off_by_default,
+    listed_origins_may_call_the_api_across_origins,
     logout_revokes_only_the_current_token,
     logout_all_revokes_every_token,
     me_shows_and_updates_the_profile,
@@ -623,4 +625,104 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: Backend) {
     assert_eq!((third.status, third.code()), (429, "rate_limited"));
     // Logins are not registrations.
     assert_eq!(app.login("one", "password-12345").await.status, 200);
+}
+
+fn header<'a>(reply: &'a common::Reply, name: &str) -> Option<&'a str> {
+    reply.headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+async fn responses_carry_security_headers_and_cors_is_off_by_default(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let page = app.request(Method::GET, "/", None, None).await;
+    let health = app.request(Method::GET, "/healthz", None, None).await;
+    let denied = app.request(Method::GET, "/api/v1/me", None, None).await;
+    let missing = app.request(Method::GET, "/nothing-here", None, None).await;
+    for reply in [&page, &health, &denied, &missing] {
+        assert_eq!(header(reply, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(header(reply, "referrer-policy"), Some("no-referrer"));
+        assert_eq!(header(reply, "x-frame-options"), Some("DENY"));
+    }
+    assert!(header(&page, "content-security-policy")
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    // No CORS: another site's page gets no permission to read anything.
+    let cross = app
+        .with_headers(
+            Method::GET,
+            "/healthz",
+            &[("Origin", "https://evil.example")],
+            None,
+        )
+        .await;
+    assert_eq!(header(&cross, "access-control-allow-origin"), None);
+    let preflight = app
+        .with_headers(
+            Method::OPTIONS,
+            "/api/v1/auth/login",
+            &[
+                ("Origin", "https://evil.example"),
+                ("Access-Control-Request-Method", "POST"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(header(&preflight, "access-control-allow-origin"), None);
+}
+
+async fn listed_origins_may_call_the_api_across_origins(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.cors_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let preflight = app
+        .with_headers(
+            Method::OPTIONS,
+            "/api/v1/auth/login",
+            &[
+                ("Origin", "https://app.example.com"),
+                ("Access-Control-Request-Method", "POST"),
+                ("Access-Control-Request-Headers", "content-type"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(preflight.status, 200);
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let token = app.register("jade").await;
+    let me = app
+        .with_headers(
+            Method::GET,
+            "/api/v1/me",
+            &[
+                ("Origin", "https://app.example.com"),
+                ("Authorization", &format!("Bearer {token}")),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(me.status, 200);
+    assert_eq!(
+        header(&me, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    // The broker's own page still works with CORS on; other origins still get nothing.
+    let own = format!("http://{}", app.address);
+    let same = app
+        .with_headers(Method::GET, "/healthz", &[("Origin", own.as_str())], None)
+        .await;
+    assert_eq!(same.status, 200);
+    let evil = app
+        .with_headers(
+            Method::GET,
+            "/healthz",
+            &[("Origin", "https://evil.example")],
+            None,
+        )
+        .await;
+    assert_eq!(header(&evil, "access-control-allow-origin"), None);
+    // Served, but without permission for that page to read it: the browser withholds it.
+    assert_eq!(evil.status, 200);
 }

@@ -16,6 +16,7 @@ on_both_databases!(
     binary_oversized_and_flooding_sockets_are_closed_with_clear_codes,
     a_frame_declaring_too_much_is_refused_at_its_header_before_auth,
     a_frame_whose_payload_never_comes_does_not_outlast_the_auth_timeout,
+    socket_upgrades_from_other_origins_are_refused,
     silent_sockets_are_dropped_by_the_heartbeat,
     revoking_a_token_closes_its_sockets,
     sockets_authenticating_while_their_sessions_are_revoked_never_survive,
@@ -157,6 +158,31 @@ async fn a_frame_declaring_too_much_is_refused_at_its_header_before_auth(backend
         ws.send(json!({"type": "ping", "pad": "x".repeat(60 * 1024)}))
             .await;
         assert_eq!(ws.recv().await["type"], "pong");
+    }
+}
+
+/// Browsers open WebSockets cross-origin without asking, so the upgrade checks Origin itself:
+/// the broker's own and listed origins pass, and so do clients that send none.
+async fn socket_upgrades_from_other_origins_are_refused(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.cors_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let refused = RawSocket::upgrade_with(&app.address, "Origin: https://evil.example\r\n")
+        .await
+        .err()
+        .expect("a foreign origin was upgraded");
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let own = format!("Origin: http://{}\r\n", app.address);
+    for extra in ["", own.as_str(), "Origin: https://app.example.com\r\n"] {
+        let mut socket = RawSocket::upgrade_with(&app.address, extra)
+            .await
+            .unwrap_or_else(|head| panic!("{extra:?} refused: {head}"));
+        // The socket works: it closes an unauthenticated client at the auth timeout.
+        assert_eq!(
+            socket.ending(Duration::from_secs(5)).await,
+            Ending::Closed(4000)
+        );
     }
 }
 

@@ -8,6 +8,7 @@ pub mod ice;
 pub mod identity;
 pub mod input;
 pub mod me;
+pub mod security;
 pub mod users;
 pub mod web_client;
 

@@ -137,12 +137,10 @@ fn serve(asset: &Asset, etag: &EntityTag, req: &HttpRequest) -> HttpResponse {
     };
     response
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(header::ETag(etag.clone()))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+        .insert_header(header::ETag(etag.clone()));
+    // nosniff, Referrer-Policy and X-Frame-Options come with every response (http::security).
     if asset.content_type == HTML {
-        response
-            .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
-            .insert_header((header::REFERRER_POLICY, "no-referrer"));
+        response.insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY));
     }
     if fresh {
         return response.finish();

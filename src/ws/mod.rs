@@ -4,6 +4,8 @@ pub mod frame_budget;
 pub mod frame_guard;
 pub mod session;
 
+use crate::error::{AppError, ErrorCode};
+use crate::origin;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -17,11 +19,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Upgrades to a WebSocket; the client authenticates with its first frame, never in the URL.
+/// A browser page of another origin may not open it (browsers don't ask CORS for WebSockets):
+/// upgrades whose Origin is neither the broker's own nor listed in `--cors-origins` get 403.
 pub async fn connect(
     req: HttpRequest,
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    if !origin::allowed(req.headers(), &state.config.cors_origins) {
+        return Err(AppError::new(
+            ErrorCode::Forbidden,
+            "this origin may not open the socket (see --cors-origins)",
+        )
+        .into());
+    }
     let (stream, oversized) = frame_guard::FrameGuard::new(stream, MAX_FRAME_BYTES);
     let session = session::UserSession::new(state, oversized);
     actix_web_actors::ws::WsResponseBuilder::new(session, &req, stream)

@@ -20,10 +20,19 @@ pub enum Ending {
 impl RawSocket {
     /// Opens `/ws` on `address` with a handwritten upgrade request.
     pub async fn upgrade(address: &str) -> Self {
+        match Self::upgrade_with(address, "").await {
+            Ok(socket) => socket,
+            Err(head) => panic!("no upgrade: {head}"),
+        }
+    }
+
+    /// The upgrade with extra header lines (each ending in CRLF); `Err` holds the answer's
+    /// head when it is not 101.
+    pub async fn upgrade_with(address: &str, extra: &str) -> Result<Self, String> {
         let mut stream = TcpStream::connect(address).await.expect("connect");
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         );
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut head = Vec::new();
@@ -32,9 +41,12 @@ impl RawSocket {
             stream.read_exact(&mut byte).await.expect("upgrade answer");
             head.push(byte[0]);
         }
-        let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        Self { stream }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if head.starts_with("HTTP/1.1 101") {
+            Ok(Self { stream })
+        } else {
+            Err(head)
+        }
     }
 
     /// A masked client frame header declaring `len` payload bytes.
