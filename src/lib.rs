@@ -15,6 +15,7 @@ pub mod origin;
 pub mod people;
 pub mod presence;
 pub mod rate_limit;
+pub mod severed;
 pub mod startup;
 pub mod state;
 pub mod time;

@@ -2,7 +2,7 @@
 //! configuration, the database, the password hasher, the actors' addresses, ICE. Also the
 //! hooks through which REST changes reach the realtime side, and the lookups both edges need.
 use crate::auth::{login_limiter::LoginLimiter, password::PasswordHasher};
-use crate::calls::router::{CallRouter, PeersBlocked};
+use crate::calls::router::{CallRouter, PeersBefriended, PeersSevered};
 use crate::config::Config;
 use crate::db::{self, users::UserRow, Db};
 use crate::error::{AppError, ErrorCode};
@@ -44,19 +44,30 @@ impl AppState {
         }
     }
 
-    /// The relation between two users changed: tell their devices, start or stop presence.
-    pub fn relation_changed(&self, actor: &UserRow, other: &UserRow, change: RelationChange) {
-        if change == RelationChange::Blocked {
-            // A call between them ends at once, and loses its relay with it.
-            self.router.do_send(PeersBlocked {
-                users: [actor.user_id(), other.user_id()],
-            });
+    /// The relation between two users changed: tell their devices, start or stop presence,
+    /// end a call between former friends. Returns once both actors have applied it, so that
+    /// after the REST request returns nothing crosses between two users who are no longer
+    /// friends: no presence, no ring, no signal.
+    pub async fn relation_changed(&self, actor: &UserRow, other: &UserRow, change: RelationChange) {
+        let users = [actor.user_id(), other.user_id()];
+        let applied = match change {
+            RelationChange::Removed | RelationChange::Blocked => {
+                self.router.send(PeersSevered { users }).await
+            }
+            RelationChange::Accepted => self.router.send(PeersBefriended { users }).await,
+            RelationChange::Requested => Ok(()),
+        };
+        let told = self
+            .presence
+            .send(RelationChanged {
+                actor: (actor.user_id(), Person::from(actor)),
+                other: (other.user_id(), Person::from(other)),
+                change,
+            })
+            .await;
+        if applied.is_err() || told.is_err() {
+            log::error!("a relation change did not reach the realtime actors (shutting down?)");
         }
-        self.presence.do_send(RelationChanged {
-            actor: (actor.user_id(), Person::from(actor)),
-            other: (other.user_id(), Person::from(other)),
-            change,
-        });
     }
 
     /// Live presence of the online ones among `users`.

@@ -12,6 +12,7 @@ on_both_databases!(
     unfriending_ends_it_both_ways,
     blocking_removes_friendship_and_requests_and_hides_the_blocker,
     unblocking_and_block_list,
+    after_a_block_or_unfriend_returns_nothing_crosses_even_for_racing_devices_and_invites,
 );
 
 fn usernames(value: &serde_json::Value) -> Vec<String> {
@@ -271,4 +272,87 @@ async fn unblocking_and_block_list(backend: Backend) {
             .status,
         201
     );
+}
+
+/// In a loop: while amy unfriends or blocks ben, twenty devices of amy's authenticate (their
+/// friend lists read just before) and five of ben's invite amy. Once the REST call has
+/// returned, nothing crosses: amy's status changes don't reach ben, ben's invites are refused,
+/// and no call between them is left ringing.
+async fn after_a_block_or_unfriend_returns_nothing_crosses_even_for_racing_devices_and_invites(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let carl = app.register("carl").await;
+    for round in 0..12u64 {
+        let (amy_name, ben_name) = (format!("amy{round}"), format!("ben{round}"));
+        let amy = app.register(&amy_name).await;
+        let ben = app.register(&ben_name).await;
+        app.befriend(&amy, &ben_name, &ben, &amy_name).await;
+        app.befriend(&ben, "carl", &carl, &ben_name).await;
+        let (mut ben_ws, _) = app.ws_login(&ben).await;
+        let mut amy_devices = Vec::new();
+        for _ in 0..20 {
+            amy_devices.push(app.ws_connect().await);
+        }
+        let mut ben_callers = Vec::new();
+        for _ in 0..5 {
+            ben_callers.push(app.ws_login(&ben).await.0);
+        }
+
+        // All at once: the auth frames, the invites, and the unfriend or block.
+        for ws in &mut amy_devices {
+            ws.send(json!({"type": "auth", "token": amy})).await;
+        }
+        for ws in &mut ben_callers {
+            ws.send(json!({"type": "call.invite", "to": amy_name, "media": "audio"}))
+                .await;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_micros(round * 250)).await;
+        let severed = if round % 2 == 0 {
+            app.put(&format!("/api/v1/blocks/{ben_name}"), &amy).await
+        } else {
+            app.delete(&format!("/api/v1/friends/{ben_name}"), &amy)
+                .await
+        };
+        assert!(
+            matches!(severed.status, 200 | 201 | 204),
+            "{}",
+            severed.body
+        );
+        for ws in &mut amy_devices {
+            ws.recv_type("welcome").await;
+        }
+        let mut amy_ws = amy_devices.pop().unwrap();
+        let mut ben_caller = ben_callers.pop().unwrap();
+
+        // After the REST call returned: amy's status never reaches ben...
+        amy_ws
+            .ok(json!({"type": "presence.set", "status": "away"}))
+            .await;
+        ben_ws
+            .expect_none(std::time::Duration::from_millis(300), |f| {
+                f["type"] == "presence"
+                    && f["username"] == amy_name.as_str()
+                    && f["status"] == "away"
+            })
+            .await;
+        // ...ben can't ring amy...
+        let again = ben_caller
+            .request(json!({"type": "call.invite", "to": amy_name, "media": "audio"}))
+            .await;
+        assert_eq!(
+            (again["type"].as_str(), again["error"].as_str()),
+            (Some("error"), Some("not_friends")),
+            "round {round}: {again}"
+        );
+        // ...and no call between them is left: ben is free to call carl (who has no device,
+        // so that call ends at once as `unavailable`).
+        let free = ben_caller
+            .request(json!({"type": "call.invite", "to": "carl", "media": "audio"}))
+            .await;
+        assert_eq!(
+            free["type"], "ack",
+            "round {round}: ben is still in a call with amy: {free}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::ice::{Ice, Scope};
 use crate::ids::{CallId, DeviceId, UserId};
 use crate::people::Party;
+use crate::severed::SeveredPairs;
 use crate::time::now_ms;
 use crate::vocabulary::{Direction, LiveState, Media, SignalKind};
 use crate::wire::device::DeviceHandle;
@@ -16,7 +17,7 @@ use crate::wire::protocol::{CallSummary, ClientRef, ServerFrame};
 use actix::prelude::*;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct Slot {
     call: Call,
@@ -47,6 +48,9 @@ pub struct CallRouter {
     ice: Ice,
     /// Set once shutdown began: no new calls.
     shutting_down: bool,
+    /// Friendships that just ended: invites checked against the database before that are
+    /// refused.
+    severed: SeveredPairs,
 }
 
 impl CallRouter {
@@ -68,6 +72,7 @@ impl CallRouter {
             reconnect_grace,
             ice,
             shutting_down: false,
+            severed: SeveredPairs::default(),
         }
     }
 
@@ -314,10 +319,20 @@ pub struct RelaySignal {
     pub candidate: Option<Box<RawValue>>,
 }
 
-/// `users[0]` blocked `users[1]`: a call between them ends and loses its relay credentials.
+/// The friendship of `users[0]` and `users[1]` ended (`users[0]` unfriended or blocked the
+/// other, or deleted their account): a call between them ends, losing its relay credentials,
+/// and no invite between them is placed from now on, even one checked against the database
+/// just before. Answered once done, so the REST request returns after it.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct PeersBlocked {
+pub struct PeersSevered {
+    pub users: [UserId; 2],
+}
+
+/// `users[0]` and `users[1]` became friends again: invites between them are placed again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeersBefriended {
     pub users: [UserId; 2],
 }
 
@@ -392,6 +407,15 @@ impl Handler<PlaceCall> for CallRouter {
             return Err(AppError::new(
                 ErrorCode::CannotCallSelf,
                 "you can't call yourself",
+            ));
+        }
+        if self
+            .severed
+            .contains(&msg.caller.user, &msg.callee.user, Instant::now())
+        {
+            return Err(AppError::new(
+                ErrorCode::NotFriends,
+                "you can only call your friends",
             ));
         }
         let device = match msg.device {
@@ -586,13 +610,23 @@ impl Handler<DndChanged> for CallRouter {
     }
 }
 
-impl Handler<PeersBlocked> for CallRouter {
+impl Handler<PeersBefriended> for CallRouter {
     type Result = ();
 
-    /// A block ends any call between the two at once, as if the blocker hung up (cancelled,
-    /// declined or completed, by the call's state); ending it revokes its relay credentials.
-    fn handle(&mut self, msg: PeersBlocked, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: PeersBefriended, _: &mut Context<Self>) {
+        let [a, b] = &msg.users;
+        self.severed.restore(a, b);
+    }
+}
+
+impl Handler<PeersSevered> for CallRouter {
+    type Result = ();
+
+    /// Ends any call between the two at once, as if `users[0]` hung up (cancelled, declined or
+    /// completed, by the call's state); ending it revokes its relay credentials.
+    fn handle(&mut self, msg: PeersSevered, ctx: &mut Context<Self>) {
         let [blocker, blocked] = &msg.users;
+        self.severed.sever(blocker, blocked, Instant::now());
         let Some(id) = self
             .user_call
             .get(blocker)

@@ -42,7 +42,9 @@ async fn block(
             })
         })
         .await?;
-    state.relation_changed(&me.user, &blocked, RelationChange::Blocked);
+    state
+        .relation_changed(&me.user, &blocked, RelationChange::Blocked)
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -131,7 +131,7 @@ async fn send_request(
             actix_web::http::StatusCode::CREATED,
         )
     };
-    state.relation_changed(&me.user, &target, change);
+    state.relation_changed(&me.user, &target, change).await;
     Ok(HttpResponse::build(code).json(RequestOutcome {
         status,
         user: Person::from(&target),
@@ -176,7 +176,9 @@ async fn accept_request(
             })
         })
         .await?;
-    state.relation_changed(&me.user, &friend, RelationChange::Accepted);
+    state
+        .relation_changed(&me.user, &friend, RelationChange::Accepted)
+        .await;
     Ok(HttpResponse::Ok().json(RequestOutcome {
         status: RequestStatus::Accepted,
         user: Person::from(&friend),
@@ -258,6 +260,8 @@ async fn remove_friend(
             })
         })
         .await?;
-    state.relation_changed(&me.user, &former, RelationChange::Removed);
+    state
+        .relation_changed(&me.user, &former, RelationChange::Removed)
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }

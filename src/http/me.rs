@@ -132,7 +132,9 @@ async fn delete_me(
     };
     state.sessions_revoked(&user, revoked);
     for friend in friends {
-        state.relation_changed(&me.user, &friend, RelationChange::Removed);
+        state
+            .relation_changed(&me.user, &friend, RelationChange::Removed)
+            .await;
     }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -5,6 +5,7 @@ use crate::availability::{DndChanged, SetBusy};
 use crate::db::Db;
 use crate::ids::{DeviceId, UserId};
 use crate::people::Person;
+use crate::severed::SeveredPairs;
 use crate::time::now_ms;
 use crate::vocabulary::{ChosenStatus, PresenceStatus};
 use crate::wire::close;
@@ -12,7 +13,7 @@ use crate::wire::device::{DeviceHandle, Kick};
 use crate::wire::protocol::{FriendPresence, PresenceInfo, ServerFrame};
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct Online {
     username: String,
@@ -43,6 +44,8 @@ impl Online {
 
 pub struct PresenceHub {
     users: HashMap<UserId, Online>,
+    /// Friendships that just ended, which a device's stale friend list must not restore.
+    severed: SeveredPairs,
     grace: Duration,
     db: Db,
     /// Told whenever a user's do-not-disturb state changes, so the router can refuse calls.
@@ -53,6 +56,7 @@ impl PresenceHub {
     pub fn new(db: Db, grace: Duration, dnd_listener: Recipient<DndChanged>) -> Self {
         Self {
             users: HashMap::new(),
+            severed: SeveredPairs::default(),
             grace,
             db,
             dnd_listener,
@@ -218,7 +222,15 @@ impl Handler<Connect> for PresenceHub {
             ctx.cancel_future(timer);
         }
         online.display_name = msg.display_name;
-        online.friends = msg.friends.into_iter().collect();
+        // The list was read from the database a moment ago; a friendship ended since then
+        // stays ended.
+        let now = Instant::now();
+        let severed = &self.severed;
+        online.friends = msg
+            .friends
+            .into_iter()
+            .filter(|f| !severed.contains(&msg.user, f, now))
+            .collect();
         online
             .devices
             .insert(msg.device.id.clone(), (msg.device, msg.token_hash));
@@ -301,6 +313,7 @@ impl Handler<RelationChanged> for PresenceHub {
                 self.deliver_to_user(&b, &ServerFrame::FriendRequest { from: &a_person }.encode());
             }
             RelationChange::Accepted => {
+                self.severed.restore(&a, &b);
                 for (me, friend) in [(&a, &b), (&b, &a)] {
                     if let Some(online) = self.users.get_mut(me) {
                         online.friends.insert(friend.clone());
@@ -318,6 +331,7 @@ impl Handler<RelationChanged> for PresenceHub {
                 );
             }
             RelationChange::Removed | RelationChange::Blocked => {
+                self.severed.sever(&a, &b, Instant::now());
                 let mut were_friends = false;
                 for (me, friend) in [(&a, &b), (&b, &a)] {
                     if let Some(online) = self.users.get_mut(me) {
