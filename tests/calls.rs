@@ -28,6 +28,7 @@ on_both_databases!(
     history_lists_calls_with_outcomes_for_participants_only,
     rest_can_start_and_end_calls_through_the_router,
     calls_left_open_by_a_crash_are_closed_as_failed_at_start,
+    deleting_an_account_ends_its_calls_and_keeps_the_other_partys_history,
 );
 
 const SDP: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
@@ -628,4 +629,65 @@ async fn shutdown_ends_calls_and_records_them() {
     let restarted = spawn_app_on(p.app.db.shared(), |_| {}).await;
     let call = restarted.get(&format!("/api/v1/calls/{id}"), &p.amy).await;
     assert_eq!(call.body["outcome"], "server_shutdown");
+}
+
+/// ben missed a call from amy earlier; amy then deletes her account in the middle of a call with
+/// him: the call ends for ben at once, her sockets close, and ben's history keeps both calls,
+/// shown as with a deleted account; nobody can find or call her name any more.
+async fn deleting_an_account_ends_its_calls_and_keeps_the_other_partys_history(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
+    let missed = invite(&mut amy_ws, "ben").await;
+    ben_ws.recv_type("call.incoming").await;
+    amy_ws
+        .ok(json!({"type": "call.cancel", "call_id": missed}))
+        .await;
+    drop((amy_ws, ben_ws));
+    let (amy_ws, mut ben_ws, live) = active_call(&p).await;
+    let mut amy_ws = amy_ws;
+
+    let deleted = p
+        .app
+        .request(
+            awc::http::Method::DELETE,
+            "/api/v1/me",
+            Some(&p.amy),
+            Some(json!({"password": "password-amy"})),
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&live, "completed")
+    );
+    assert_eq!(amy_ws.expect_close().await.code, 4001);
+
+    let ben_history = history(&p.app, &p.ben).await;
+    let calls = ben_history["calls"].as_array().expect("calls");
+    assert_eq!(calls.len(), 2, "{ben_history}");
+    for call in calls {
+        assert_eq!(
+            (call["peer"].as_str(), call["peer_deleted"].as_bool()),
+            (Some(""), Some(true))
+        );
+    }
+    let live_row = calls
+        .iter()
+        .find(|c| c["id"] == live.as_str())
+        .expect("the live call");
+    assert_eq!(live_row["outcome"], "completed");
+    let missed_row = calls
+        .iter()
+        .find(|c| c["id"] == missed.as_str())
+        .expect("the missed call");
+    assert_eq!(missed_row["missed"], true, "{missed_row}");
+    // The account is gone: not found, not searchable, not callable, and its name is free.
+    let found = p.app.get("/api/v1/users?q=deleted", &p.ben).await;
+    assert_eq!(found.body["users"], json!([]), "{}", found.body);
+    let again = ben_ws
+        .request(json!({"type": "call.invite", "to": "amy", "media": "audio"}))
+        .await;
+    assert_eq!(again["error"], "not_friends");
+    assert_eq!(p.app.register_raw("amy", "password-amy2").await.status, 201);
 }

@@ -115,13 +115,19 @@ pub fn history(
     Ok(query.load(conn)?)
 }
 
-/// Usernames of the given user ids.
-pub fn usernames(conn: &mut DbConn, ids: &[&UserId]) -> Result<HashMap<UserId, String>, AppError> {
-    let rows: Vec<(UserId, String)> = users::table
+/// The usernames of these users, `None` for a deleted account.
+pub fn usernames(
+    conn: &mut DbConn,
+    ids: &[&UserId],
+) -> Result<HashMap<UserId, Option<String>>, AppError> {
+    let rows: Vec<(UserId, String, Option<i64>)> = users::table
         .filter(users::id.eq_any(ids))
-        .select((users::id, users::username))
+        .select((users::id, users::username, users::deleted_at))
         .load(conn)?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, deleted)| (id, deleted.is_none().then_some(name)))
+        .collect())
 }
 
 /// Missed calls for `user` since they last looked at their history.

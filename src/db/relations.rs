@@ -176,3 +176,27 @@ pub fn blocked_by(conn: &mut DbConn, blocker: &UserId) -> Result<Vec<(UserRow, i
         .order(users::username.asc())
         .load(conn)?)
 }
+
+/// Every friendship, request and block `user` is part of, either way (an account being deleted).
+pub fn delete_all_of(conn: &mut DbConn, user: &UserId) -> Result<(), AppError> {
+    let id = user.as_str();
+    diesel::delete(
+        friendships::table.filter(
+            friendships::user_id
+                .eq(id)
+                .or(friendships::friend_id.eq(id)),
+        ),
+    )
+    .execute(conn)?;
+    diesel::delete(
+        friend_requests::table.filter(
+            friend_requests::from_id
+                .eq(id)
+                .or(friend_requests::to_id.eq(id)),
+        ),
+    )
+    .execute(conn)?;
+    diesel::delete(blocks::table.filter(blocks::blocker_id.eq(id).or(blocks::blocked_id.eq(id))))
+        .execute(conn)?;
+    Ok(())
+}

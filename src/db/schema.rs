@@ -8,6 +8,7 @@ diesel::table! {
         created_at -> BigInt,
         last_seen -> Nullable<BigInt>,
         calls_seen_at -> BigInt,
+        deleted_at -> Nullable<BigInt>,
     }
 }
 

@@ -35,9 +35,11 @@ pub fn insert(conn: &mut DbConn, user: &UserRow) -> Result<(), AppError> {
     }
 }
 
+/// The account named `name`; deleted accounts have no name any more.
 pub fn find_by_username(conn: &mut DbConn, name: &str) -> Result<Option<UserRow>, AppError> {
     Ok(users::table
         .filter(users::username.eq(name))
+        .filter(users::deleted_at.is_null())
         .select(UserRow::as_select())
         .first(conn)
         .optional()?)
@@ -56,6 +58,25 @@ pub fn find_named_if(
         _ => Err(missing()),
     }
 }
+
+/// What is left of a deleted account: its id, for the calls other people had with it. The name
+/// (`deleted-<id>`, longer than any username may be, so never taken again or found), display
+/// name and password hash (one bcrypt never matches) are scrubbed.
+pub fn anonymize(conn: &mut DbConn, id: &UserId, now: i64) -> Result<(), AppError> {
+    diesel::update(users::table.find(id.as_str()))
+        .set((
+            users::username.eq(format!("deleted-{id}")),
+            users::display_name.eq(DELETED_DISPLAY_NAME),
+            users::password_hash.eq("!"),
+            users::last_seen.eq(None::<i64>),
+            users::deleted_at.eq(Some(now)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// How a deleted account is shown.
+pub const DELETED_DISPLAY_NAME: &str = "Deleted account";
 
 pub fn find_by_id(conn: &mut DbConn, id: &UserId) -> Result<Option<UserRow>, AppError> {
     Ok(users::table
@@ -80,6 +101,7 @@ pub fn search(
         .select(blocks::blocker_id);
     let mut query = users::table
         .filter(users::username.like(pattern).escape('\\'))
+        .filter(users::deleted_at.is_null())
         .filter(users::id.ne(viewer.as_str()))
         .filter(users::id.ne_all(blocked_me))
         .select(UserRow::as_select())
@@ -136,11 +158,5 @@ pub fn set_calls_seen_at(conn: &mut DbConn, id: &UserId, at: i64) -> Result<(), 
     diesel::update(users::table.find(id.as_str()))
         .set(users::calls_seen_at.eq(at))
         .execute(conn)?;
-    Ok(())
-}
-
-/// Removes the user; sessions, friendships, requests, blocks and calls go with it (cascade).
-pub fn delete(conn: &mut DbConn, id: &UserId) -> Result<(), AppError> {
-    diesel::delete(users::table.find(id.as_str())).execute(conn)?;
     Ok(())
 }

@@ -27,7 +27,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Serialize)]
 struct CallView {
     id: CallId,
+    /// The other party's username; empty when their account was deleted.
     peer: String,
+    /// The other party deleted their account (the call stays in this history).
+    peer_deleted: bool,
     direction: Direction,
     media: Media,
     /// The outcome once ended; "ringing" or "active" before.
@@ -45,7 +48,7 @@ struct CallView {
     duration_seconds: i64,
 }
 
-fn view(row: CallRow, me: &UserId, names: &HashMap<UserId, String>) -> CallView {
+fn view(row: CallRow, me: &UserId, names: &HashMap<UserId, Option<String>>) -> CallView {
     let outgoing = row.caller_id == *me;
     let peer_id = if outgoing {
         &row.callee_id
@@ -65,7 +68,8 @@ fn view(row: CallRow, me: &UserId, names: &HashMap<UserId, String>) -> CallView 
     };
     CallView {
         id: row.id,
-        peer: names.get(peer_id).cloned().unwrap_or_default(),
+        peer: names.get(peer_id).cloned().flatten().unwrap_or_default(),
+        peer_deleted: names.get(peer_id).is_some_and(Option::is_none),
         direction: if outgoing {
             Direction::Outgoing
         } else {

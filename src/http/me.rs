@@ -5,6 +5,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::people::{self, UserView};
 use crate::presence::hub::RelationChange;
 use crate::state::AppState;
+use crate::time::now_ms;
 use actix_web::{web, HttpResponse};
 use diesel::Connection;
 use serde::Deserialize;
@@ -108,7 +109,10 @@ async fn change_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Deletes the account with its sessions, friendships, requests, blocks and call history.
+/// Deletes the account: its sessions, friendships, requests and blocks go, its sockets close,
+/// its live and ringing calls end at once (the other side gets `call.ended`), and what is left
+/// of it is an anonymized row, so the other party's call history keeps those calls (shown as
+/// with a deleted account).
 async fn delete_me(
     state: web::Data<AppState>,
     me: Identity,
@@ -124,7 +128,8 @@ async fn delete_me(
                 conn.transaction(|conn| {
                     let friends = db::relations::friends_of(conn, &user)?;
                     let revoked = db::sessions::delete_all_for_user(conn, &user, None)?;
-                    db::users::delete(conn, &user)?;
+                    db::relations::delete_all_of(conn, &user)?;
+                    db::users::anonymize(conn, &user, now_ms())?;
                     Ok::<_, AppError>((revoked, friends))
                 })
             })

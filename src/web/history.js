@@ -57,8 +57,8 @@ export function createHistory({ api, friend, onCall }) {
 
   function render() {
     const rows = records.map((call) => {
-      const known = friend(call.peer);
-      const name = known?.display_name ?? call.peer;
+      const known = call.peer_deleted ? null : friend(call.peer);
+      const name = call.peer_deleted ? 'Deleted account' : (known?.display_name ?? call.peer);
       let outcome = call.missed ? 'Missed' : (OUTCOME_LABEL[call.outcome] ?? call.outcome);
       if (call.outcome === 'completed') outcome = formatClock(call.duration_seconds);
       return h(
