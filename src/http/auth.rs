@@ -143,7 +143,13 @@ async fn login(
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let verified = state
         .login_limiter
-        .verify(&state.hasher, &username, body.password, hash)
+        .verify(
+            &state.hasher,
+            &username,
+            client_addr::of(&req, &state.config.trusted_proxies),
+            body.password,
+            hash,
+        )
         .await?;
     if !verified {
         return Err(AppError::new(

@@ -1,12 +1,13 @@
 //! The signed-in user's own account: profile, password, deletion.
 use crate::auth::Identity;
+use crate::client_addr;
 use crate::db;
 use crate::error::{AppError, ErrorCode};
 use crate::people::{self, UserView};
 use crate::presence::hub::RelationChange;
 use crate::state::AppState;
 use crate::time::now_ms;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::Connection;
 use serde::Deserialize;
 
@@ -63,13 +64,15 @@ async fn update_me(
 /// Checks the current password before anything sensitive changes, throttled like a login.
 async fn confirm_password(
     state: &AppState,
+    req: &HttpRequest,
     me: &Identity,
     password: String,
 ) -> Result<(), AppError> {
     let hash = Some(me.user.password_hash.clone());
+    let client = client_addr::of(req, &state.config.trusted_proxies);
     let verified = state
         .login_limiter
-        .verify(&state.hasher, &me.user.username, password, hash)
+        .verify(&state.hasher, &me.user.username, client, password, hash)
         .await?;
     if verified {
         Ok(())
@@ -84,12 +87,13 @@ async fn confirm_password(
 /// Changes the password and revokes every other session of the user.
 async fn change_password(
     state: web::Data<AppState>,
+    req: HttpRequest,
     me: Identity,
     body: web::Json<PasswordBody>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.into_inner();
     people::password(&body.new_password)?;
-    confirm_password(&state, &me, body.old_password).await?;
+    confirm_password(&state, &req, &me, body.old_password).await?;
     let new_hash = state.hasher.hash(body.new_password).await?;
     let user = me.user_id();
     let keep = me.token_hash.clone();
@@ -115,10 +119,11 @@ async fn change_password(
 /// with a deleted account).
 async fn delete_me(
     state: web::Data<AppState>,
+    req: HttpRequest,
     me: Identity,
     body: web::Json<DeleteBody>,
 ) -> Result<HttpResponse, AppError> {
-    confirm_password(&state, &me, body.into_inner().password).await?;
+    confirm_password(&state, &req, &me, body.into_inner().password).await?;
     let user = me.user_id();
     let (revoked, friends) = {
         let user = user.clone();
