@@ -3,18 +3,35 @@
 //! all the API answers with; nothing here is on a measured path except the login flood.
 use crate::Res;
 use serde_json::Value;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 pub struct Http {
     addr: SocketAddr,
+    /// The local address to connect from (a loopback address of its own stands for another
+    /// client), or any.
+    source: Option<IpAddr>,
     conn: Option<BufReader<TcpStream>>,
 }
 
 impl Http {
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None }
+        Self {
+            addr,
+            source: None,
+            conn: None,
+        }
+    }
+
+    /// A client connecting from `source` (e.g. 127.0.0.2), which the broker sees as another
+    /// client address.
+    pub fn from(addr: SocketAddr, source: IpAddr) -> Self {
+        Self {
+            addr,
+            source: Some(source),
+            conn: None,
+        }
     }
 
     /// Sends one request and reads the answer: (status, JSON body or Null). Reconnects once
@@ -53,7 +70,14 @@ impl Http {
 
     async fn exchange(&mut self, request: &[u8]) -> Res<(u16, Value)> {
         if self.conn.is_none() {
-            let stream = TcpStream::connect(self.addr).await?;
+            let stream = match self.source {
+                None => TcpStream::connect(self.addr).await?,
+                Some(source) => {
+                    let socket = TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::new(source, 0))?;
+                    socket.connect(self.addr).await?
+                }
+            };
             stream.set_nodelay(true)?;
             self.conn = Some(BufReader::new(stream));
         }

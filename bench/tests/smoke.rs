@@ -239,4 +239,23 @@ fn every_benchmark_scenario_runs_in_smoke_mode_and_reports_sane_numbers() {
     assert_relay_phase(&isolation["during_flood"]);
     assert!(num(isolation, "logins") > 0.0, "{isolation}");
     assert_eq!(num(isolation, "login_failures"), 0.0, "{isolation}");
+    // Another client, from another address, logs in and makes requests during the flood.
+    assert!(
+        num(isolation, "other_client.login_latency.samples") > 0.0,
+        "{isolation}"
+    );
+    assert!(
+        num(isolation, "other_client.request_latency.samples") > 0.0,
+        "{isolation}"
+    );
+    assert_eq!(
+        num(isolation, "other_client.login_failures"),
+        0.0,
+        "{isolation}"
+    );
+    assert_eq!(
+        num(isolation, "other_client.request_failures"),
+        0.0,
+        "{isolation}"
+    );
 }
