@@ -71,9 +71,9 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_BCRYPT_CONCURRENCY", default_value_t = 2)]
     pub bcrypt_concurrency: usize,
 
-    /// How many password checks may wait for a bcrypt thread; more get 503 `overloaded` with
-    /// Retry-After at once.
-    #[arg(long, env = "SWITCHBOARD_BCRYPT_QUEUE", default_value_t = 32)]
+    /// How many password checks may wait for a bcrypt thread in all (one client address may
+    /// hold at most 32 of them); more get 503 `overloaded` with Retry-After at once.
+    #[arg(long, env = "SWITCHBOARD_BCRYPT_QUEUE", default_value_t = 256)]
     pub bcrypt_queue: usize,
 
     /// Session lifetime; each use of the token extends it (sliding expiry).

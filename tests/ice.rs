@@ -1,6 +1,10 @@
 //! ICE: the embedded STUN/TURN relay, its coturn-style credentials, and revoking call
 //! credentials. Relay checks drive the relay with webrtc-rs's own TURN client; the end-to-end
 //! test connects two relay-only webrtc-rs peers through it with Switchboard's signaling.
+//!
+//! Every peer here is on loopback. The test relay listens on 127.0.0.1, and only a relay
+//! listening on loopback may relay to loopback (src/ice/peers.rs); the refusal tests check
+//! the other ranges, and that turning the exception off with a denied range works.
 mod common;
 
 use common::data_channel::{answer_chat, open_chat};

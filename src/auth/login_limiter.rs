@@ -2,11 +2,8 @@
 //! still running within `window`. Counting the checks in flight, not only the finished failures,
 //! is what stops N parallel wrong passwords from all reaching bcrypt before the first one fails.
 //! Every path that checks a password (login, password change, account deletion) takes an
-//! [`Attempt`] here first, under the account's username and the client's address.
-//!
-//! Per client address, at most [`MAX_IN_FLIGHT_PER_CLIENT`] checks run or wait at once, over
-//! all accounts: a flood from one address holds only that many places in the bcrypt queue, so
-//! other people's logins don't wait behind it.
+//! [`Attempt`] here first, under the account's username. (How checks from different client
+//! addresses share the bcrypt threads is the hasher's business: see `password.rs`.)
 use super::password::PasswordHasher;
 use crate::error::{AppError, ErrorCode};
 use std::collections::{HashMap, VecDeque};
@@ -16,22 +13,12 @@ use std::time::{Duration, Instant};
 
 /// Usernames tracked before the idle ones are forgotten.
 const MAX_TRACKED: usize = 10_000;
-/// Password checks one client address may have running or waiting at once.
-pub const MAX_IN_FLIGHT_PER_CLIENT: usize = 4;
 
 #[derive(Clone)]
 pub struct LoginLimiter {
     max_failures: usize,
     window: Duration,
-    book: Arc<Mutex<Book>>,
-}
-
-#[derive(Default)]
-struct Book {
-    accounts: HashMap<String, Record>,
-    /// Checks in flight per client address; an address leaves when its count is back to 0,
-    /// so this holds at most one entry per check in flight.
-    clients: HashMap<IpAddr, usize>,
+    book: Arc<Mutex<HashMap<String, Record>>>,
 }
 
 #[derive(Default)]
@@ -47,7 +34,6 @@ struct Record {
 pub struct Attempt {
     limiter: LoginLimiter,
     username: String,
-    client: Option<IpAddr>,
     settled: bool,
 }
 
@@ -56,15 +42,6 @@ enum Outcome {
     Failed,
     Succeeded,
     NotChecked,
-}
-
-/// Why a password check may not start now.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// Too many failed or running checks for the account: retry in this many seconds.
-    Account(u64),
-    /// Too many checks from this client address at once.
-    Client,
 }
 
 impl LoginLimiter {
@@ -76,28 +53,18 @@ impl LoginLimiter {
         }
     }
 
-    fn book(&self) -> MutexGuard<'_, Book> {
+    fn book(&self) -> MutexGuard<'_, HashMap<String, Record>> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A password check for `username` from `client` may start, or why not.
-    pub fn begin(&self, username: &str, client: Option<IpAddr>) -> Result<Attempt, Refused> {
-        self.begin_at(username, client, Instant::now())
+    /// A password check for `username` may start, or `Err(seconds to wait)`.
+    pub fn begin(&self, username: &str) -> Result<Attempt, u64> {
+        self.begin_at(username, Instant::now())
     }
 
-    fn begin_at(
-        &self,
-        username: &str,
-        client: Option<IpAddr>,
-        now: Instant,
-    ) -> Result<Attempt, Refused> {
+    fn begin_at(&self, username: &str, now: Instant) -> Result<Attempt, u64> {
         let mut book = self.book();
-        if let Some(ip) = client {
-            if book.clients.get(&ip).copied().unwrap_or(0) >= MAX_IN_FLIGHT_PER_CLIENT {
-                return Err(Refused::Client);
-            }
-        }
-        let accounts = &mut book.accounts;
+        let accounts = &mut *book;
         if accounts.len() >= MAX_TRACKED && !accounts.contains_key(username) {
             let window = self.window;
             accounts.retain(|_, r| {
@@ -113,16 +80,12 @@ impl LoginLimiter {
                 // Only checks in flight: they finish within a second or so.
                 None => Duration::from_secs(1),
             };
-            return Err(Refused::Account(wait.as_secs().max(1)));
+            return Err(wait.as_secs().max(1));
         }
         record.in_flight += 1;
-        if let Some(ip) = client {
-            *book.clients.entry(ip).or_default() += 1;
-        }
         Ok(Attempt {
             limiter: self.clone(),
             username: username.to_owned(),
-            client,
             settled: false,
         })
     }
@@ -137,24 +100,15 @@ impl LoginLimiter {
         password: String,
         hash: Option<String>,
     ) -> Result<bool, AppError> {
-        let attempt = self.begin(username, client).map_err(|refused| {
-            let (message, wait) = match refused {
-                Refused::Account(wait) => (
-                    format!(
-                        "too many failed password attempts for this account; retry in {wait} s"
-                    ),
-                    wait,
-                ),
-                Refused::Client => (
-                    "too many password checks from this address at once; retry shortly".to_owned(),
-                    1,
-                ),
-            };
-            let mut err = AppError::new(ErrorCode::RateLimited, message);
+        let attempt = self.begin(username).map_err(|wait| {
+            let mut err = AppError::new(
+                ErrorCode::RateLimited,
+                format!("too many failed password attempts for this account; retry in {wait} s"),
+            );
             err.retry_after = Some(wait);
             err
         })?;
-        let ok = match hasher.verify(password, hash).await {
+        let ok = match hasher.verify(password, hash, client).await {
             Ok(ok) => ok,
             // Not checked (the queue was full, or hashing broke): not the client's failure.
             Err(err) => {
@@ -170,17 +124,9 @@ impl LoginLimiter {
         Ok(ok)
     }
 
-    fn settle(&self, username: &str, client: Option<IpAddr>, outcome: Outcome) {
+    fn settle(&self, username: &str, outcome: Outcome) {
         let mut book = self.book();
-        if let Some(ip) = client {
-            if let Some(count) = book.clients.get_mut(&ip) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    book.clients.remove(&ip);
-                }
-            }
-        }
-        let Some(record) = book.accounts.get_mut(username) else {
+        let Some(record) = book.get_mut(username) else {
             return;
         };
         record.in_flight = record.in_flight.saturating_sub(1);
@@ -190,7 +136,7 @@ impl LoginLimiter {
             Outcome::NotChecked => {}
         }
         if record.in_flight == 0 && record.failures.is_empty() {
-            book.accounts.remove(username);
+            book.remove(username);
         }
     }
 }
@@ -211,15 +157,14 @@ impl Attempt {
 
     fn settle(&mut self, outcome: Outcome) {
         self.settled = true;
-        self.limiter.settle(&self.username, self.client, outcome);
+        self.limiter.settle(&self.username, outcome);
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.settled {
-            self.limiter
-                .settle(&self.username, self.client, Outcome::Failed);
+            self.limiter.settle(&self.username, Outcome::Failed);
         }
     }
 }
@@ -240,25 +185,23 @@ mod tests {
     #[test]
     fn locks_after_max_failures_and_unlocks_after_window() {
         let limiter = LoginLimiter::new(2, Duration::from_millis(50));
-        limiter.begin("ann", None).unwrap().failed();
-        limiter.begin("ann", None).unwrap().failed();
-        assert!(limiter.begin("ann", None).is_err());
-        assert!(limiter.begin("bob", None).is_ok());
+        limiter.begin("ann").unwrap().failed();
+        limiter.begin("ann").unwrap().failed();
+        assert!(limiter.begin("ann").is_err());
+        assert!(limiter.begin("bob").is_ok());
         assert!(limiter
-            .begin_at("ann", None, Instant::now() + Duration::from_millis(60))
+            .begin_at("ann", Instant::now() + Duration::from_millis(60))
             .is_ok());
     }
 
     #[test]
     fn checks_in_flight_count_against_the_limit() {
         let limiter = LoginLimiter::new(3, Duration::from_secs(60));
-        let running: Vec<Attempt> = (0..3)
-            .map(|_| limiter.begin("ann", None).unwrap())
-            .collect();
-        assert_eq!(limiter.begin("ann", None).err(), Some(Refused::Account(1)));
+        let running: Vec<Attempt> = (0..3).map(|_| limiter.begin("ann").unwrap()).collect();
+        assert_eq!(limiter.begin("ann").err(), Some(1));
         drop(running);
         assert!(
-            limiter.begin("ann", None).is_err(),
+            limiter.begin("ann").is_err(),
             "abandoned checks count as failures"
         );
     }
@@ -266,36 +209,18 @@ mod tests {
     #[test]
     fn success_clears_failures() {
         let limiter = LoginLimiter::new(2, Duration::from_secs(60));
-        limiter.begin("ann", None).unwrap().failed();
-        limiter.begin("ann", None).unwrap().succeeded();
-        limiter.begin("ann", None).unwrap().failed();
-        assert!(limiter.begin("ann", None).is_ok());
+        limiter.begin("ann").unwrap().failed();
+        limiter.begin("ann").unwrap().succeeded();
+        limiter.begin("ann").unwrap().failed();
+        assert!(limiter.begin("ann").is_ok());
     }
 
     #[test]
     fn checks_the_server_could_not_run_count_for_nothing() {
         let limiter = LoginLimiter::new(2, Duration::from_secs(60));
         for _ in 0..5 {
-            limiter.begin("ann", None).unwrap().not_checked();
+            limiter.begin("ann").unwrap().not_checked();
         }
-        assert!(limiter.begin("ann", None).is_ok());
-    }
-
-    #[test]
-    fn one_address_holds_at_most_a_few_checks_at_once() {
-        let limiter = LoginLimiter::new(100, Duration::from_secs(60));
-        let flood: IpAddr = "198.51.100.1".parse().unwrap();
-        let running: Vec<Attempt> = (0..MAX_IN_FLIGHT_PER_CLIENT)
-            .map(|i| limiter.begin(&format!("user{i}"), Some(flood)).unwrap())
-            .collect();
-        assert_eq!(
-            limiter.begin("another", Some(flood)).err(),
-            Some(Refused::Client)
-        );
-        let other: IpAddr = "198.51.100.2".parse().unwrap();
-        assert!(limiter.begin("another", Some(other)).is_ok());
-        drop(running);
-        assert!(limiter.begin("another", Some(flood)).is_ok());
-        assert!(limiter.book().clients.len() <= 1);
+        assert!(limiter.begin("ann").is_ok());
     }
 }

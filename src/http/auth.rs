@@ -76,7 +76,8 @@ async fn register(
         Some(name) => people::display_name(name)?,
         None => username.clone(),
     };
-    let password_hash = state.hasher.hash(body.password).await?;
+    let client = client_addr::of(&req, &state.config.trusted_proxies);
+    let password_hash = state.hasher.hash(body.password, client).await?;
     let user = UserRow {
         id: UserId::new(),
         username,

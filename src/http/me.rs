@@ -94,7 +94,8 @@ async fn change_password(
     let body = body.into_inner();
     people::password(&body.new_password)?;
     confirm_password(&state, &req, &me, body.old_password).await?;
-    let new_hash = state.hasher.hash(body.new_password).await?;
+    let client = client_addr::of(&req, &state.config.trusted_proxies);
+    let new_hash = state.hasher.hash(body.new_password, client).await?;
     let user = me.user_id();
     let keep = me.token_hash.clone();
     let revoked = {

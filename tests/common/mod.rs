@@ -122,7 +122,9 @@ impl Drop for TestDatabase {
 pub fn test_config(db_url: &str) -> Config {
     let mut config = Config::defaults();
     config.listen = "127.0.0.1:0".parse().expect("addr");
-    // Tests run in parallel: each broker's STUN/TURN relay takes a free UDP port.
+    // Tests run in parallel: each broker's STUN/TURN relay takes a free UDP port. It listens
+    // on loopback, so it relays to loopback peers: the one exception to the refused ranges
+    // (src/ice/peers.rs) that every relaying test depends on, said here explicitly.
     config.relay_listen = "127.0.0.1:0".parse().expect("addr");
     config.database_url = DatabaseUrl::parse(db_url).expect("db url");
     config.bcrypt_cost = 4;
