@@ -118,21 +118,27 @@ impl Gate {
     }
 }
 
-/// `request` with its NONCE replaced by `nonce` and MESSAGE-INTEGRITY (and FINGERPRINT, if it
-/// had one) recomputed with its own key.
-fn resign(auth: &Authenticated, nonce: &str) -> Option<Vec<u8>> {
-    let request = &auth.request;
+/// `message` up to its MESSAGE-INTEGRITY (or FINGERPRINT), with its NONCE replaced by `nonce`.
+fn with_nonce(message: &Message, nonce: &str) -> Message {
     let mut out = Message::new();
-    out.typ = request.typ;
-    out.transaction_id = request.transaction_id;
+    out.typ = message.typ;
+    out.transaction_id = message.transaction_id;
     out.write_header();
-    for attr in &request.attributes.0 {
+    for attr in &message.attributes.0 {
         match attr.typ {
-            ATTR_MESSAGE_INTEGRITY => break,
+            ATTR_MESSAGE_INTEGRITY | ATTR_FINGERPRINT => break,
             ATTR_NONCE => out.add(ATTR_NONCE, nonce.as_bytes()),
             typ => out.add(typ, &attr.value),
         }
     }
+    out
+}
+
+/// `request` with its NONCE replaced by `nonce` and MESSAGE-INTEGRITY (and FINGERPRINT, if it
+/// had one) recomputed with its own key.
+fn resign(auth: &Authenticated, nonce: &str) -> Option<Vec<u8>> {
+    let request = &auth.request;
+    let mut out = with_nonce(request, nonce);
     MessageIntegrity(auth.key.clone()).add_to(&mut out).ok()?;
     if request.contains(ATTR_FINGERPRINT) {
         FINGERPRINT.add_to(&mut out).ok()?;
@@ -239,13 +245,11 @@ impl Conn for Gate {
                 if target == SELF {
                     return Ok(buf.len());
                 }
-                let rewritten = with_nonce(
-                    &message,
-                    &self
-                        .shared
-                        .nonces
-                        .issue(target, super::credentials::now_secs()),
-                );
+                let nonce = self
+                    .shared
+                    .nonces
+                    .issue(target, super::credentials::now_secs());
+                let rewritten = with_nonce(&message, &nonce).raw;
                 return Ok(self
                     .socket
                     .send_to(&rewritten, target)
@@ -276,19 +280,4 @@ impl Conn for Gate {
     fn as_any(&self) -> &(dyn Any + Send + Sync) {
         self
     }
-}
-
-/// An unsigned answer with its NONCE replaced.
-fn with_nonce(answer: &Message, nonce: &str) -> Vec<u8> {
-    let mut out = Message::new();
-    out.typ = answer.typ;
-    out.transaction_id = answer.transaction_id;
-    out.write_header();
-    for attr in &answer.attributes.0 {
-        match attr.typ {
-            ATTR_NONCE => out.add(ATTR_NONCE, nonce.as_bytes()),
-            typ => out.add(typ, &attr.value),
-        }
-    }
-    out.raw
 }
