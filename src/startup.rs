@@ -38,6 +38,7 @@ fn start_actors(config: &Config, db: &Db, ice: &Ice) -> (Addr<PresenceHub>, Addr
     let hub = PresenceHub::new(
         db.clone(),
         config.presence_grace,
+        config.reconnect_grace,
         router.clone().recipient(),
     );
     // The hub lives on the thread that builds the application (the system arbiter).

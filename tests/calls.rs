@@ -3,7 +3,7 @@
 mod common;
 
 use common::ws::WsClient;
-use common::{spawn_app, spawn_app_on, Backend, TestApp};
+use common::{spawn_app, spawn_app_on, spawn_app_with, Backend, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ on_both_databases!(
     rest_can_start_and_end_calls_through_the_router,
     calls_left_open_by_a_crash_are_closed_as_failed_at_start,
     deleting_an_account_ends_its_calls_and_keeps_the_other_partys_history,
+    a_participant_resuming_within_the_call_grace_does_not_flap_for_friends,
 );
 
 const SDP: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
@@ -690,4 +691,50 @@ async fn deleting_an_account_ends_its_calls_and_keeps_the_other_partys_history(b
         .await;
     assert_eq!(again["error"], "not_friends");
     assert_eq!(p.app.register_raw("amy", "password-amy2").await.status, 201);
+}
+
+/// ben drops mid-call and is back after the presence grace (300 ms) but within the call's
+/// reconnect grace (2 s here): carl, a friend of ben's, sees ben busy throughout: no offline,
+/// no online, no online-then-busy when the new device connects. Once the call ends, ben is
+/// online again.
+async fn a_participant_resuming_within_the_call_grace_does_not_flap_for_friends(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.reconnect_grace = Duration::from_secs(2)).await;
+    let p = Pair {
+        amy: app.register("amy").await,
+        ben: app.register("ben").await,
+        app,
+    };
+    p.app.befriend(&p.amy, "ben", &p.ben, "amy").await;
+    let carl = p.app.register("carl").await;
+    p.app.befriend(&p.ben, "carl", &carl, "ben").await;
+    let (mut carl_ws, _) = p.app.ws_login(&carl).await;
+    let (mut amy_ws, ben_ws, id) = active_call(&p).await;
+    for status in ["online", "busy"] {
+        carl_ws
+            .recv_where(|f| {
+                f["type"] == "presence" && f["username"] == "ben" && f["status"] == status
+            })
+            .await;
+    }
+
+    ben_ws.close().await;
+    actix_rt::time::sleep(Duration::from_millis(800)).await;
+    let (mut ben_again, _) = p.app.ws_login(&p.ben).await;
+    ben_again
+        .ok(json!({"type": "call.resume", "call_id": id}))
+        .await;
+    carl_ws
+        .expect_none(Duration::from_millis(600), |f| {
+            f["type"] == "presence" && f["username"] == "ben"
+        })
+        .await;
+
+    amy_ws
+        .ok(json!({"type": "call.hangup", "call_id": id}))
+        .await;
+    carl_ws
+        .recv_where(|f| {
+            f["type"] == "presence" && f["username"] == "ben" && f["status"] == "online"
+        })
+        .await;
 }

@@ -47,17 +47,27 @@ pub struct PresenceHub {
     /// Friendships that just ended, which a device's stale friend list must not restore.
     severed: SeveredPairs,
     grace: Duration,
+    /// How long a call waits for a dropped participant (`--reconnect-grace`): someone in a call
+    /// stays present at least that long, so friends see no offline/online flap when they
+    /// resume it.
+    call_grace: Duration,
     db: Db,
     /// Told whenever a user's do-not-disturb state changes, so the router can refuse calls.
     dnd_listener: Recipient<DndChanged>,
 }
 
 impl PresenceHub {
-    pub fn new(db: Db, grace: Duration, dnd_listener: Recipient<DndChanged>) -> Self {
+    pub fn new(
+        db: Db,
+        grace: Duration,
+        call_grace: Duration,
+        dnd_listener: Recipient<DndChanged>,
+    ) -> Self {
         Self {
             users: HashMap::new(),
             severed: SeveredPairs::default(),
             grace,
+            call_grace,
             db,
             dnd_listener,
         }
@@ -257,11 +267,16 @@ impl Handler<Disconnect> for PresenceHub {
         if online.devices.remove(&msg.device).is_none() || !online.devices.is_empty() {
             return;
         }
+        let grace = if online.busy {
+            self.grace.max(self.call_grace)
+        } else {
+            self.grace
+        };
         let user = msg.user;
         if let Some(timer) = online.offline_timer.take() {
             ctx.cancel_future(timer);
         }
-        online.offline_timer = Some(ctx.run_later(self.grace, move |hub, _| hub.go_offline(&user)));
+        online.offline_timer = Some(ctx.run_later(grace, move |hub, _| hub.go_offline(&user)));
     }
 }
 
@@ -290,7 +305,7 @@ impl Handler<SetStatus> for PresenceHub {
 impl Handler<SetBusy> for PresenceHub {
     type Result = ();
 
-    fn handle(&mut self, msg: SetBusy, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: SetBusy, ctx: &mut Context<Self>) {
         let Some(online) = self.users.get_mut(&msg.user) else {
             return;
         };
@@ -298,6 +313,16 @@ impl Handler<SetBusy> for PresenceHub {
             return;
         }
         online.busy = msg.busy;
+        // The call ended while this user was away, kept present for the call's grace: from
+        // now on the ordinary presence grace applies.
+        if !msg.busy && online.devices.is_empty() {
+            if let Some(timer) = online.offline_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            let user = msg.user.clone();
+            online.offline_timer =
+                Some(ctx.run_later(self.grace, move |hub, _| hub.go_offline(&user)));
+        }
         let info = online.info();
         self.fan_out(&msg.user, &info);
     }
