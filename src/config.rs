@@ -128,6 +128,29 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_RECONNECT_GRACE", default_value = "10s", value_parser = duration)]
     pub reconnect_grace: Duration,
 
+    /// WebSockets one user may have open at once (0: no limit); the next one gets an error
+    /// frame (`too_many_devices`) and close 4009.
+    #[arg(long, env = "SWITCHBOARD_MAX_DEVICES_PER_USER", default_value_t = 10)]
+    pub max_devices_per_user: usize,
+
+    /// WebSockets that may be open without having authenticated yet, in all; more are refused
+    /// (503) before the upgrade.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WS_MAX_UNAUTHENTICATED",
+        default_value_t = 10_000
+    )]
+    pub ws_max_unauthenticated: usize,
+
+    /// WebSockets one client address may have open without having authenticated yet; more
+    /// are refused (429) before the upgrade.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WS_MAX_UNAUTHENTICATED_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub ws_max_unauthenticated_per_address: usize,
+
     /// Sustained client frames per second allowed on one WebSocket (bursts up to twice that).
     #[arg(long, env = "SWITCHBOARD_WS_MAX_FRAME_RATE", default_value_t = 50)]
     pub ws_max_frame_rate: u32,

@@ -43,6 +43,8 @@ pub enum ErrorCode {
     UserBlocked,
     NotConnected,
     AlreadyInCall,
+    /// The user already has as many sockets as `--max-devices-per-user` allows.
+    TooManyDevices,
     InvalidTransition,
     /// A write collided with data already there (a unique constraint).
     Conflict,
@@ -70,7 +72,7 @@ impl ErrorCode {
             | BlockNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             UsernameTaken | AlreadyFriends | RequestExists | UserBlocked | NotConnected
-            | AlreadyInCall | InvalidTransition | Conflict => StatusCode::CONFLICT,
+            | AlreadyInCall | InvalidTransition | Conflict | TooManyDevices => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -39,6 +39,7 @@ fn start_actors(config: &Config, db: &Db, ice: &Ice) -> (Addr<PresenceHub>, Addr
         db.clone(),
         config.presence_grace,
         config.reconnect_grace,
+        config.max_devices_per_user,
         router.clone().recipient(),
     );
     // The hub lives on the thread that builds the application (the system arbiter).
@@ -146,6 +147,10 @@ impl Application {
         });
 
         let (state_presence, state_router) = (state.presence.clone(), state.router.clone());
+        let strangers = web::Data::new(ws::strangers::Strangers::new(
+            config.ws_max_unauthenticated,
+            config.ws_max_unauthenticated_per_address,
+        ));
         let server = HttpServer::new(move || {
             // Innermost first: CORS refusals become JSON errors too.
             App::new()
@@ -159,7 +164,7 @@ impl Application {
                 .app_data(http::input::path_config())
                 .app_data(web::PayloadConfig::new(http::input::MAX_BODY_BYTES))
                 .configure(http::configure)
-                .configure(ws::configure)
+                .configure(|cfg| ws::configure(cfg, strangers.clone()))
         })
         .tcp_nodelay(true)
         .disable_signals()

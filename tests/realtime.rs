@@ -17,6 +17,8 @@ on_both_databases!(
     a_frame_declaring_too_much_is_refused_at_its_header_before_auth,
     a_frame_whose_payload_never_comes_does_not_outlast_the_auth_timeout,
     socket_upgrades_from_other_origins_are_refused,
+    a_user_has_at_most_max_devices_sockets,
+    unauthenticated_sockets_are_capped_per_address_and_in_all,
     silent_sockets_are_dropped_by_the_heartbeat,
     revoking_a_token_closes_its_sockets,
     sockets_authenticating_while_their_sessions_are_revoked_never_survive,
@@ -184,6 +186,78 @@ async fn socket_upgrades_from_other_origins_are_refused(backend: Backend) {
             Ending::Closed(4000)
         );
     }
+}
+
+async fn a_user_has_at_most_max_devices_sockets(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.max_devices_per_user = 3).await;
+    let token = app.register("amy").await;
+    let mut devices = Vec::new();
+    for _ in 0..3 {
+        devices.push(app.ws_login(&token).await.0);
+    }
+    let mut fourth = app.ws_connect().await;
+    fourth
+        .send(json!({"type": "auth", "id": 1, "token": token}))
+        .await;
+    let refused = fourth.recv().await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["error"].as_str()),
+        (Some("error"), Some("too_many_devices")),
+        "{refused}"
+    );
+    let closed = fourth.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4009, "too many devices")
+    );
+    // The three keep working, and closing one makes room.
+    devices[0].send(json!({"type": "ping", "id": 2})).await;
+    assert_eq!(devices[0].recv().await["type"], "pong");
+    devices.pop().unwrap().close().await;
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    app.ws_login(&token).await;
+}
+
+async fn unauthenticated_sockets_are_capped_per_address_and_in_all(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.ws_max_unauthenticated = 5;
+        c.ws_max_unauthenticated_per_address = 3;
+        c.ws_auth_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let token = app.register("amy").await;
+    let mut local = Vec::new();
+    for _ in 0..3 {
+        local.push(app.ws_connect().await);
+    }
+    let refused = RawSocket::upgrade_with(&app.address, "")
+        .await
+        .err()
+        .expect("a fourth stranger from one address was upgraded");
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    // Another address has its own allowance, up to the total.
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let _a = RawSocket::upgrade_from(other, &app.address)
+        .await
+        .expect("upgraded");
+    let _b = RawSocket::upgrade_from(other, &app.address)
+        .await
+        .expect("upgraded");
+    let full = RawSocket::upgrade_from(other, &app.address)
+        .await
+        .err()
+        .expect("a sixth stranger was upgraded");
+    assert!(full.starts_with("HTTP/1.1 503"), "{full}");
+    // A socket that authenticates gives its place back.
+    local[0].send(json!({"type": "auth", "token": token})).await;
+    assert_eq!(local[0].recv().await["type"], "welcome");
+    RawSocket::upgrade_with(&app.address, "")
+        .await
+        .expect("the freed place is taken");
 }
 
 async fn a_frame_whose_payload_never_comes_does_not_outlast_the_auth_timeout(backend: Backend) {

@@ -3,6 +3,7 @@
 //! the devices concerned, and closes sockets whose session was revoked.
 use crate::availability::{DndChanged, SetBusy};
 use crate::db::Db;
+use crate::error::{AppError, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::people::Person;
 use crate::severed::SeveredPairs;
@@ -47,6 +48,8 @@ pub struct PresenceHub {
     /// Friendships that just ended, which a device's stale friend list must not restore.
     severed: SeveredPairs,
     grace: Duration,
+    /// Sockets one user may have at once (0: no limit).
+    max_devices: usize,
     /// How long a call waits for a dropped participant (`--reconnect-grace`): someone in a call
     /// stays present at least that long, so friends see no offline/online flap when they
     /// resume it.
@@ -61,12 +64,14 @@ impl PresenceHub {
         db: Db,
         grace: Duration,
         call_grace: Duration,
+        max_devices: usize,
         dnd_listener: Recipient<DndChanged>,
     ) -> Self {
         Self {
             users: HashMap::new(),
             severed: SeveredPairs::default(),
             grace,
+            max_devices,
             call_grace,
             db,
             dnd_listener,
@@ -143,9 +148,10 @@ impl Actor for PresenceHub {
     type Context = Context<Self>;
 }
 
-/// A device authenticated. Answers with the presence of each friend who is online.
+/// A device authenticated. Answers with the presence of each friend who is online, or
+/// `too_many_devices` when the user already has `--max-devices-per-user` sockets.
 #[derive(Message)]
-#[rtype(result = "HashMap<UserId, PresenceInfo>")]
+#[rtype(result = "Result<HashMap<UserId, PresenceInfo>, AppError>")]
 pub struct Connect {
     pub user: UserId,
     pub username: String,
@@ -213,9 +219,19 @@ pub struct PresenceOf {
 pub struct CloseAll;
 
 impl Handler<Connect> for PresenceHub {
-    type Result = MessageResult<Connect>;
+    type Result = Result<HashMap<UserId, PresenceInfo>, AppError>;
 
     fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        let devices = self.users.get(&msg.user).map_or(0, |o| o.devices.len());
+        if self.max_devices > 0 && devices >= self.max_devices {
+            return Err(AppError::new(
+                ErrorCode::TooManyDevices,
+                format!(
+                    "you already have {} connected devices; close one first",
+                    self.max_devices
+                ),
+            ));
+        }
         let entry = self.users.entry(msg.user.clone());
         let is_new = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
         let online = entry.or_insert_with(|| Online {
@@ -253,7 +269,7 @@ impl Handler<Connect> for PresenceHub {
             .into_iter()
             .filter_map(|f| self.users.get(&f).map(|o| (f, o.info())))
             .collect();
-        MessageResult(snapshot)
+        Ok(snapshot)
     }
 }
 

@@ -6,6 +6,8 @@ pub const AUTH_TIMEOUT: u16 = 4000;
 pub const REVOKED: u16 = 4001;
 /// The token given in `auth` is not a live session.
 pub const UNAUTHORIZED: u16 = 4003;
+/// The user already has `--max-devices-per-user` sockets.
+pub const TOO_MANY_DEVICES: u16 = 4009;
 /// Nothing heard from the client within the heartbeat timeout.
 pub const HEARTBEAT_TIMEOUT: u16 = 4008;
 /// The broker is shutting down (RFC 6455 "going away").

@@ -3,19 +3,24 @@
 pub mod frame_budget;
 pub mod frame_guard;
 pub mod session;
+pub mod strangers;
 
+use crate::client_addr;
 use crate::error::{AppError, ErrorCode};
 use crate::origin;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
+use strangers::Strangers;
 
 /// Largest text frame accepted; bigger ones close the socket with 1009 as soon as their header
 /// arrives (see [`frame_guard`]).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-/// The socket route, `GET /ws`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/ws").route(web::get().to(connect)));
+/// The socket route, `GET /ws`, with the count of sockets not yet authenticated (shared by
+/// every worker).
+pub fn configure(cfg: &mut web::ServiceConfig, strangers: web::Data<Strangers>) {
+    cfg.app_data(strangers)
+        .service(web::resource("/ws").route(web::get().to(connect)));
 }
 
 /// Upgrades to a WebSocket; the client authenticates with its first frame, never in the URL.
@@ -25,6 +30,7 @@ pub async fn connect(
     req: HttpRequest,
     stream: web::Payload,
     state: web::Data<AppState>,
+    strangers: web::Data<Strangers>,
 ) -> Result<HttpResponse, actix_web::Error> {
     if !origin::allowed(req.headers(), &state.config.cors_origins) {
         return Err(AppError::new(
@@ -33,8 +39,9 @@ pub async fn connect(
         )
         .into());
     }
+    let ticket = strangers.admit(client_addr::of(&req, &state.config.trusted_proxies))?;
     let (stream, oversized) = frame_guard::FrameGuard::new(stream, MAX_FRAME_BYTES);
-    let session = session::UserSession::new(state, oversized);
+    let session = session::UserSession::new(state, oversized, ticket);
     actix_web_actors::ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(MAX_FRAME_BYTES)
         .start()

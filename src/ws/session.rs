@@ -4,6 +4,7 @@
 //! registers with both after `auth` and unregisters when it stops, on every exit path.
 use super::frame_budget::FrameBudget;
 use super::frame_guard::Oversized;
+use super::strangers::Ticket;
 use crate::auth::identity::authenticate;
 use crate::calls::router::{ActOnCall, Attach, CallAction, Detach, PlaceCall, RelaySignal};
 use crate::db;
@@ -43,10 +44,12 @@ pub struct UserSession {
     revoked: bool,
     /// Whether the frame guard cut the socket's stream for an oversized frame.
     oversized: Oversized,
+    /// This socket's place among those not authenticated yet; given back on `welcome`.
+    stranger: Option<Ticket>,
 }
 
 impl UserSession {
-    pub fn new(state: web::Data<AppState>, oversized: Oversized) -> Self {
+    pub fn new(state: web::Data<AppState>, oversized: Oversized, stranger: Ticket) -> Self {
         let budget = FrameBudget::new(state.config.ws_max_frame_rate);
         Self {
             state,
@@ -58,6 +61,7 @@ impl UserSession {
             budget,
             revoked: false,
             oversized,
+            stranger: Some(stranger),
         }
     }
 
@@ -173,7 +177,7 @@ impl UserSession {
                     .await?
             };
             registering.set(Some(user.user_id()));
-            let online = state
+            let connected = state
                 .presence
                 .send(Connect {
                     user: user.user_id(),
@@ -185,6 +189,14 @@ impl UserSession {
                 })
                 .await
                 .map_err(AppError::internal)?;
+            let online = match connected {
+                Ok(online) => online,
+                Err(refused) => {
+                    // Not registered after all: nothing to unregister when the socket stops.
+                    registering.set(None);
+                    return Err(refused);
+                }
+            };
             let calls = state
                 .router
                 .send(Attach {
@@ -226,6 +238,7 @@ impl UserSession {
                 }
                 Ok(Some((user, friends, calls, missed_calls, token_hash))) => {
                     session.me = Some(Party::from(&user));
+                    session.stranger = None;
                     let config = &session.state.config;
                     let welcome = ServerFrame::Welcome {
                         user: &UserView::from(&user),
@@ -249,6 +262,8 @@ impl UserSession {
                     // Never leave a socket half registered: the client reconnects and retries.
                     if err.code == ErrorCode::Unauthorized {
                         session.close(ctx, close::UNAUTHORIZED, "invalid token");
+                    } else if err.code == ErrorCode::TooManyDevices {
+                        session.close(ctx, close::TOO_MANY_DEVICES, "too many devices");
                     } else {
                         session.close(ctx, close::TRY_AGAIN, "authentication failed, try again");
                     }

@@ -29,7 +29,22 @@ impl RawSocket {
     /// The upgrade with extra header lines (each ending in CRLF); `Err` holds the answer's
     /// head when it is not 101.
     pub async fn upgrade_with(address: &str, extra: &str) -> Result<Self, String> {
-        let mut stream = TcpStream::connect(address).await.expect("connect");
+        let stream = TcpStream::connect(address).await.expect("connect");
+        Self::upgrade_on(stream, address, extra).await
+    }
+
+    /// The upgrade from another local address (127.0.0.2, say: another client to the broker).
+    pub async fn upgrade_from(local: std::net::IpAddr, address: &str) -> Result<Self, String> {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind((local, 0).into()).expect("bind");
+        let stream = socket
+            .connect(address.parse().expect("address"))
+            .await
+            .expect("connect");
+        Self::upgrade_on(stream, address, "").await
+    }
+
+    async fn upgrade_on(mut stream: TcpStream, address: &str, extra: &str) -> Result<Self, String> {
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
