@@ -7,6 +7,7 @@ pub mod calls;
 pub mod client_addr;
 pub mod config;
 pub mod db;
+pub mod descriptors;
 pub mod error;
 pub mod http;
 pub mod ice;

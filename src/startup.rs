@@ -7,6 +7,7 @@ use crate::calls::{
 };
 use crate::config::Config;
 use crate::db::{self, Db};
+use crate::descriptors;
 use crate::error::StartupError;
 use crate::http;
 use crate::ice::Ice;
@@ -146,6 +147,13 @@ impl Application {
             ice: ice.clone(),
         });
 
+        let (soft, hard) = descriptors::raise_limit();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_worker = descriptors::connections_per_worker(soft, workers);
+        log::info!(
+            "file descriptors: soft limit {soft} (hard {hard}); up to {per_worker} connections \
+             on each of {workers} HTTP workers"
+        );
         let (state_presence, state_router) = (state.presence.clone(), state.router.clone());
         let strangers = web::Data::new(ws::strangers::Strangers::new(
             config.ws_max_unauthenticated,
@@ -166,6 +174,8 @@ impl Application {
                 .configure(http::configure)
                 .configure(|cfg| ws::configure(cfg, strangers.clone()))
         })
+        .workers(workers)
+        .max_connections(per_worker)
         .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(5)

@@ -1062,65 +1062,13 @@ async fn resuming_a_call_after_a_revocation_gets_credentials_the_relay_accepts(b
     relays_both_ways(&relayed).await;
 }
 
-/// The broker's resident memory, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
-/// The broker binary on `db`, with its relay on `relay`; killed when dropped.
-struct BrokerProcess(std::process::Child);
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Strangers from 2,000 loopback addresses (127.0.1.1 to 127.0.8.250, each its own port) send
 /// 200,000 allocate requests without credentials. Each used to leave a nonce behind in the TURN
 /// server; now none does, and the broker's RSS stays within a few MiB.
 async fn a_flood_of_spoofed_allocates_leaves_the_brokers_memory_flat(backend: Backend) {
     let db = common::TestDatabase::new(backend);
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let relay = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let broker = BrokerProcess(
-        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args([
-                "--listen",
-                &http.to_string(),
-                "--relay-listen",
-                &relay.to_string(),
-            ])
-            .args(["--database-url", &db.url])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the broker starts"),
-    );
-    let pid = broker.0.id();
-    let client = awc::Client::default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !matches!(client.get(format!("http://{http}/healthz")).send().await, Ok(r) if r.status() == 200)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the broker did not come up"
-        );
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    let broker = common::process::BrokerProcess::start(&db.url, &[], None).await;
+    let relay = broker.relay;
     let mut sources = Vec::new();
     for a in 1..=8u8 {
         for b in 1..=250u8 {
@@ -1151,10 +1099,10 @@ async fn a_flood_of_spoofed_allocates_leaves_the_brokers_memory_flat(backend: Ba
     };
     flood(10).await;
     actix_rt::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(pid);
+    let before = broker.rss_kib();
     flood(100).await;
     actix_rt::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(pid);
+    let after = broker.rss_kib();
     eprintln!("RSS {before} -> {after} KiB");
     assert!(
         after <= before + 4096,

@@ -19,6 +19,7 @@ on_both_databases!(
     socket_upgrades_from_other_origins_are_refused,
     a_user_has_at_most_max_devices_sockets,
     unauthenticated_sockets_are_capped_per_address_and_in_all,
+    when_descriptors_run_out_existing_users_are_served_and_it_recovers,
     silent_sockets_are_dropped_by_the_heartbeat,
     revoking_a_token_closes_its_sockets,
     sockets_authenticating_while_their_sessions_are_revoked_never_survive,
@@ -258,6 +259,86 @@ async fn unauthenticated_sockets_are_capped_per_address_and_in_all(backend: Back
     RawSocket::upgrade_with(&app.address, "")
         .await
         .expect("the freed place is taken");
+}
+
+/// The broker runs with 256 descriptors and 600 clients connect and sit there. New connections
+/// wait in the listen backlog once the connections' share is used up, while a signed-in user's
+/// socket is still served and a relay allocation still gets its descriptor; once the crowd
+/// leaves, new connections are accepted again.
+async fn when_descriptors_run_out_existing_users_are_served_and_it_recovers(backend: Backend) {
+    use common::process::BrokerProcess;
+    use common::stun::StunClient;
+    let db = common::TestDatabase::new(backend);
+    let broker = BrokerProcess::start(&db.url, &[], Some(256)).await;
+    let client = awc::Client::default();
+    let mut registered = client
+        .post(broker.url("/api/v1/auth/register"))
+        .send_json(&json!({"username": "amy", "password": "password-amy"}))
+        .await
+        .expect("registered");
+    let body: serde_json::Value = registered.json().await.expect("json");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let mut ice = client
+        .get(broker.url("/api/v1/ice-servers"))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .expect("ice servers");
+    let ice: serde_json::Value = ice.json().await.expect("json");
+    let turn = ice["ice_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["username"].is_string())
+        .unwrap()
+        .clone();
+    let (mut amy_ws, _) = common::ws::WsClient::login(&broker.http.to_string(), &token).await;
+
+    let mut crowd = Vec::new();
+    for _ in 0..600 {
+        if let Ok(Ok(stream)) = actix_rt::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(broker.http),
+        )
+        .await
+        {
+            crowd.push(stream);
+        }
+    }
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+
+    amy_ws.send(json!({"type": "ping", "id": 1})).await;
+    assert_eq!(
+        amy_ws.recv().await["type"],
+        "pong",
+        "the signed-in user is still served"
+    );
+    let mut allocation = StunClient::new(
+        &broker.relay.to_string(),
+        turn["username"].as_str().unwrap(),
+        turn["credential"].as_str().unwrap(),
+    )
+    .await;
+    allocation.challenge().await;
+    assert_eq!(
+        allocation.allocate().await.code(),
+        0,
+        "the relay still gets descriptors"
+    );
+
+    drop(crowd);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = awc::Client::default();
+        if matches!(fresh.get(broker.url("/healthz")).send().await, Ok(r) if r.status() == 200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new connection accepted after the crowd left"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn a_frame_whose_payload_never_comes_does_not_outlast_the_auth_timeout(backend: Backend) {

@@ -29,7 +29,19 @@ pub struct Closed {
 
 impl TestApp {
     pub async fn ws_connect(&self) -> WsClient {
-        let url = format!("ws://{}/ws", self.address);
+        WsClient::connect(&self.address).await
+    }
+
+    /// Connects and authenticates; returns the client and its `welcome` frame.
+    pub async fn ws_login(&self, token: &str) -> (WsClient, Value) {
+        WsClient::login(&self.address, token).await
+    }
+}
+
+impl WsClient {
+    /// A socket to the broker at `address`, not authenticated yet.
+    pub async fn connect(address: &str) -> Self {
+        let url = format!("ws://{address}/ws");
         let (_, conn) = awc::Client::new()
             .ws(url)
             .max_frame_size(1 << 20)
@@ -45,8 +57,8 @@ impl TestApp {
     }
 
     /// Connects and authenticates; returns the client and its `welcome` frame.
-    pub async fn ws_login(&self, token: &str) -> (WsClient, Value) {
-        let mut ws = self.ws_connect().await;
+    pub async fn login(address: &str, token: &str) -> (Self, Value) {
+        let mut ws = Self::connect(address).await;
         ws.send(json!({"type": "auth", "token": token})).await;
         let welcome = ws.recv().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
