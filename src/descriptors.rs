@@ -27,7 +27,7 @@ pub fn raise_limit() -> (u64, u64) {
             }
         }
     }
-    (limit.rlim_cur as u64, limit.rlim_max as u64)
+    (limit.rlim_cur, limit.rlim_max)
 }
 
 /// How many connections each of `workers` HTTP workers may hold for a soft limit of `soft`.
