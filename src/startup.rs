@@ -177,6 +177,9 @@ impl Application {
         .workers(workers)
         .max_connections(per_worker)
         .tcp_nodelay(true)
+        // Once a response is done (a WebSocket's close frame echoed, say), close the connection
+        // at once: by default actix lingers a second reading whatever the client still sends.
+        .client_disconnect_timeout(std::time::Duration::ZERO)
         .disable_signals()
         .shutdown_timeout(5)
         .listen(listener)

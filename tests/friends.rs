@@ -1,7 +1,7 @@
 //! Friends and blocks over REST.
 mod common;
 
-use common::{spawn_app, Backend, TestApp};
+use common::{spawn_app, spawn_app_with, Backend, TestApp};
 use serde_json::json;
 
 on_both_databases!(
@@ -281,7 +281,8 @@ async fn unblocking_and_block_list(backend: Backend) {
 async fn after_a_block_or_unfriend_returns_nothing_crosses_even_for_racing_devices_and_invites(
     backend: Backend,
 ) {
-    let app = spawn_app(backend).await;
+    // Twenty devices of one user: more than the default cap of ten.
+    let app = spawn_app_with(backend, |c| c.max_devices_per_user = 0).await;
     let carl = app.register("carl").await;
     for round in 0..12u64 {
         let (amy_name, ben_name) = (format!("amy{round}"), format!("ben{round}"));

@@ -20,6 +20,7 @@ on_both_databases!(
     a_user_has_at_most_max_devices_sockets,
     unauthenticated_sockets_are_capped_per_address_and_in_all,
     when_descriptors_run_out_existing_users_are_served_and_it_recovers,
+    a_client_close_is_echoed_and_the_connection_closed_at_once,
     silent_sockets_are_dropped_by_the_heartbeat,
     revoking_a_token_closes_its_sockets,
     sockets_authenticating_while_their_sessions_are_revoked_never_survive,
@@ -339,6 +340,27 @@ async fn when_descriptors_run_out_existing_users_are_served_and_it_recovers(back
         );
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The client closes: the server echoes the close frame and closes TCP right away, rather than
+/// lingering a second for the client to hang up first.
+async fn a_client_close_is_echoed_and_the_connection_closed_at_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut socket = RawSocket::upgrade(&app.address).await;
+    assert!(socket.write(&RawSocket::close_frame(1000)).await);
+    assert_eq!(
+        socket.ending(Duration::from_secs(2)).await,
+        Ending::Closed(1000)
+    );
+    let took = socket
+        .eof(Duration::from_secs(3))
+        .await
+        .expect("the server never closed the connection");
+    eprintln!("TCP closed {took:?} after the close frame");
+    assert!(
+        took < Duration::from_millis(300),
+        "TCP closed {took:?} after the echo"
+    );
 }
 
 async fn a_frame_whose_payload_never_comes_does_not_outlast_the_auth_timeout(backend: Backend) {

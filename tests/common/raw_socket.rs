@@ -72,6 +72,34 @@ impl RawSocket {
         header
     }
 
+    /// A masked close frame with `code` (RFC 6455 section 5.5.1).
+    pub fn close_frame(code: u16) -> Vec<u8> {
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        let payload = code.to_be_bytes();
+        let mut frame = vec![0x88, 0x80 | 2];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    /// Waits for the server to close TCP (EOF), for at most `within`; how long it took.
+    pub async fn eof(&mut self, within: Duration) -> Option<Duration> {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 256];
+        let read = async {
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(within, read)
+            .await
+            .ok()
+            .map(|_| started.elapsed())
+    }
+
     /// Writes `bytes`; false once the server has hung up.
     pub async fn write(&mut self, bytes: &[u8]) -> bool {
         self.stream.write_all(bytes).await.is_ok()
