@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
+use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
@@ -20,7 +21,10 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 
-on_both_databases!(webrtc_peers_negotiate_through_switchboard_and_exchange_data_channel_messages);
+on_both_databases!(
+    webrtc_peers_negotiate_through_switchboard_and_exchange_data_channel_messages,
+    after_either_side_resumes_the_resumer_offers_and_media_flows_again,
+);
 
 const GREETING: &str = "hello bob, alice here over a data channel";
 const REPLY: &str = "hi alice, bob here";
@@ -84,64 +88,9 @@ async fn webrtc_peers_negotiate_through_switchboard_and_exchange_data_channel_me
                "ice_servers": accepted["ice_servers"]})
     );
 
-    // Offer and answer, relayed verbatim with the sender's name.
-    let offer = alice.pc.create_offer(None).await.expect("offer");
-    alice
-        .pc
-        .set_local_description(offer.clone())
-        .await
-        .expect("alice's local offer");
-    alice
-        .ws
-        .ok(json!({"type": "signal", "call_id": call_id, "kind": "offer", "sdp": offer.sdp}))
-        .await;
-    let relayed_offer = bob.ws.recv_type("signal").await;
-    assert_eq!(
-        relayed_offer,
-        json!({"type": "signal", "call_id": call_id, "from": "alice", "kind": "offer", "sdp": offer.sdp})
-    );
-    let remote_offer = RTCSessionDescription::offer(relayed_offer["sdp"].as_str().unwrap().into())
-        .expect("offer description");
-    bob.pc
-        .set_remote_description(remote_offer)
-        .await
-        .expect("bob's remote offer");
-    let answer = bob.pc.create_answer(None).await.expect("answer");
-    bob.pc
-        .set_local_description(answer.clone())
-        .await
-        .expect("bob's local answer");
-    bob.ws
-        .ok(json!({"type": "signal", "call_id": call_id, "kind": "answer", "sdp": answer.sdp}))
-        .await;
-    let relayed_answer = alice.ws.recv_type("signal").await;
-    assert_eq!(
-        relayed_answer,
-        json!({"type": "signal", "call_id": call_id, "from": "bob", "kind": "answer", "sdp": answer.sdp})
-    );
-    let remote_answer =
-        RTCSessionDescription::answer(relayed_answer["sdp"].as_str().unwrap().into())
-            .expect("answer description");
-    alice
-        .pc
-        .set_remote_description(remote_answer)
-        .await
-        .expect("alice's remote answer");
-
-    // Act: trickle ICE both ways until the data channel has carried a message each way.
-    let finished =
-        actix_rt::time::timeout(DEADLINE, trickle_and_talk(&call_id, &mut alice, &mut bob)).await;
-    assert!(
-        finished.is_ok(),
-        "no data channel exchange within {DEADLINE:?}: alice {} ({} remote candidates, heard \
-         {:?}), bob {} ({} remote candidates, heard {:?})",
-        alice.pc.connection_state(),
-        alice.remote_candidates_applied,
-        alice.heard,
-        bob.pc.connection_state(),
-        bob.remote_candidates_applied,
-        bob.heard,
-    );
+    // Offer and answer, relayed verbatim with the sender's name; then trickle ICE both ways
+    // until the data channel has carried a message each way.
+    negotiate_and_talk(&call_id, &mut alice, &mut bob).await;
 
     // Assert: each side heard the other's exact words over a channel set up through Switchboard.
     assert_eq!(bob.heard.as_deref(), Some(GREETING));
@@ -158,6 +107,158 @@ async fn webrtc_peers_negotiate_through_switchboard_and_exchange_data_channel_me
 
     alice.pc.close().await.expect("alice closes");
     bob.pc.close().await.expect("bob closes");
+}
+
+/// `offerer` makes the offer, `answerer` answers, both relayed verbatim through Switchboard
+/// with the sender's name; then ICE trickles both ways until each has heard the other over the
+/// data channel.
+async fn negotiate_and_talk(call_id: &str, offerer: &mut Side, answerer: &mut Side) {
+    let offer = offerer.pc.create_offer(None).await.expect("offer");
+    offerer
+        .pc
+        .set_local_description(offer.clone())
+        .await
+        .expect("local offer");
+    offerer
+        .ws
+        .ok(json!({"type": "signal", "call_id": call_id, "kind": "offer", "sdp": offer.sdp}))
+        .await;
+    let relayed_offer = answerer.ws.recv_type("signal").await;
+    assert_eq!(
+        relayed_offer,
+        json!({"type": "signal", "call_id": call_id, "from": offerer.name, "kind": "offer", "sdp": offer.sdp})
+    );
+    let remote_offer = RTCSessionDescription::offer(relayed_offer["sdp"].as_str().unwrap().into())
+        .expect("offer description");
+    answerer
+        .pc
+        .set_remote_description(remote_offer)
+        .await
+        .expect("remote offer");
+    let answer = answerer.pc.create_answer(None).await.expect("answer");
+    answerer
+        .pc
+        .set_local_description(answer.clone())
+        .await
+        .expect("local answer");
+    answerer
+        .ws
+        .ok(json!({"type": "signal", "call_id": call_id, "kind": "answer", "sdp": answer.sdp}))
+        .await;
+    let relayed_answer = offerer.ws.recv_type("signal").await;
+    assert_eq!(
+        relayed_answer,
+        json!({"type": "signal", "call_id": call_id, "from": answerer.name, "kind": "answer", "sdp": answer.sdp})
+    );
+    let remote_answer =
+        RTCSessionDescription::answer(relayed_answer["sdp"].as_str().unwrap().into())
+            .expect("answer description");
+    offerer
+        .pc
+        .set_remote_description(remote_answer)
+        .await
+        .expect("remote answer");
+
+    let finished =
+        actix_rt::time::timeout(DEADLINE, trickle_and_talk(call_id, offerer, answerer)).await;
+    assert!(
+        finished.is_ok(),
+        "no data channel exchange within {DEADLINE:?}: {} {} ({} remote candidates, heard \
+         {:?}), {} {} ({} remote candidates, heard {:?})",
+        offerer.name,
+        offerer.pc.connection_state(),
+        offerer.remote_candidates_applied,
+        offerer.heard,
+        answerer.name,
+        answerer.pc.connection_state(),
+        answerer.remote_candidates_applied,
+        answerer.heard,
+    );
+    assert_eq!(answerer.heard.as_deref(), Some(GREETING));
+    assert_eq!(offerer.heard.as_deref(), Some(REPLY));
+}
+
+/// A side with a fresh peer connection: the chat's opener when it offers, its answerer else.
+async fn fresh_side(
+    name: &'static str,
+    ws: WsClient,
+    offers: bool,
+) -> (Side, Option<Arc<RTCDataChannel>>) {
+    let (pc, candidates) = peer_connection().await;
+    if offers {
+        let (inbox, channel) = open_chat(&pc, GREETING).await;
+        (Side::new(name, ws, pc, candidates, inbox), Some(channel))
+    } else {
+        let inbox = answer_chat(&pc, REPLY);
+        (Side::new(name, ws, pc, candidates, inbox), None)
+    }
+}
+
+/// One rule for every resume: the side that resumed is told `call.accepted` with
+/// `offerer: true` and offers from a new peer connection, and the side that stayed is told
+/// `call.resumed` and answers from a new one. Shown both ways: bob (the callee) drops and
+/// resumes, then alice (the caller) does; each time the data channel carries words again.
+async fn after_either_side_resumes_the_resumer_offers_and_media_flows_again(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.heartbeat_timeout = Duration::from_secs(10);
+        c.reconnect_grace = Duration::from_secs(10);
+    })
+    .await;
+    let alice_token = app.register("alice").await;
+    let bob_token = app.register("bob").await;
+    app.befriend(&alice_token, "bob", &bob_token, "alice").await;
+    let (alice_ws, _) = app.ws_login(&alice_token).await;
+    let (bob_ws, _) = app.ws_login(&bob_token).await;
+    let (mut alice, _alice_channel) = fresh_side("alice", alice_ws, true).await;
+    let (mut bob, _) = fresh_side("bob", bob_ws, false).await;
+    let invited = alice
+        .ws
+        .ok(json!({"type": "call.invite", "to": "bob", "media": "audio"}))
+        .await;
+    let call_id = invited["call_id"].as_str().expect("call_id").to_owned();
+    bob.ws.recv_type("call.incoming").await;
+    bob.ws
+        .ok(json!({"type": "call.accept", "call_id": call_id}))
+        .await;
+    alice.ws.recv_type("call.accepted").await;
+    negotiate_and_talk(&call_id, &mut alice, &mut bob).await;
+
+    for (resumer, token) in [("bob", &bob_token), ("alice", &alice_token)] {
+        let (stayed_name, stayed_ws, old_resumer, old_stayed) = if resumer == "bob" {
+            ("alice", alice.ws, bob, alice.pc)
+        } else {
+            ("bob", bob.ws, alice, bob.pc)
+        };
+        old_resumer.ws.close().await;
+        old_resumer.pc.close().await.expect("closes");
+        let (mut resumer_ws, welcome) = app.ws_login(token).await;
+        assert_eq!(welcome["calls"][0]["state"], "active", "{welcome}");
+        resumer_ws
+            .ok(json!({"type": "call.resume", "call_id": call_id}))
+            .await;
+        let accepted = resumer_ws.recv_type("call.accepted").await;
+        assert_eq!(accepted["offerer"], true, "the resumer offers: {accepted}");
+        let mut stayed_ws = stayed_ws;
+        let resumed = stayed_ws.recv_type("call.resumed").await;
+        assert_eq!(
+            resumed,
+            json!({"type": "call.resumed", "call_id": call_id, "peer": resumer})
+        );
+        old_stayed.close().await.expect("closes");
+        let (mut offerer, _channel) = fresh_side(resumer, resumer_ws, true).await;
+        let (mut answerer, _) = fresh_side(stayed_name, stayed_ws, false).await;
+        negotiate_and_talk(&call_id, &mut offerer, &mut answerer).await;
+        (alice, bob) = if resumer == "bob" {
+            (answerer, offerer)
+        } else {
+            (offerer, answerer)
+        };
+    }
+    alice
+        .ws
+        .ok(json!({"type": "call.hangup", "call_id": call_id}))
+        .await;
+    assert_eq!(bob.ws.recv_type("call.ended").await["reason"], "completed");
 }
 
 impl Side {

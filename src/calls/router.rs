@@ -233,6 +233,10 @@ fn encode_notice(call: &Call, to: &UserId, notice: Notice, ice: &Ice) -> bytestr
             ice_servers: &ice_servers,
         },
         Notice::AnsweredElsewhere => ServerFrame::CallAnsweredElsewhere { call_id: id },
+        Notice::Resumed => ServerFrame::CallResumed {
+            call_id: id,
+            peer: &peer.username,
+        },
         Notice::Ended(reason) => ServerFrame::CallEnded {
             call_id: id,
             reason,

@@ -22,6 +22,16 @@ pub enum Role {
     Callee,
 }
 
+impl Role {
+    /// The other side of the call.
+    pub fn other(self) -> Self {
+        match self {
+            Role::Caller => Role::Callee,
+            Role::Callee => Role::Caller,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Ringing,
@@ -97,8 +107,12 @@ pub enum Target {
 pub enum Notice {
     Incoming,
     Ringing,
-    Accepted { offerer: bool },
+    Accepted {
+        offerer: bool,
+    },
     AnsweredElsewhere,
+    /// To the side that stayed: the peer re-attached to the call and will send an offer.
+    Resumed,
     Ended(EndReason),
 }
 
@@ -381,8 +395,13 @@ impl Call {
                 if self.phase == Phase::Active {
                     // Its call credentials may have been revoked with the device it replaces.
                     fx.push(Effect::GrantRelay(role));
-                    let offerer = self.offerer == role;
-                    self.notify(role, &device, Notice::Accepted { offerer }, &mut fx);
+                    // One rule for every resume: the side that resumed offers (it may have no
+                    // peer connection at all), and the side that stayed is told to expect it.
+                    self.notify(role, &device, Notice::Accepted { offerer: true }, &mut fx);
+                    let other = role.other();
+                    if let Some(stayed) = self.device(other).cloned() {
+                        self.notify(other, &stayed, Notice::Resumed, &mut fx);
+                    }
                 }
             }
             (Phase::Ringing | Phase::Active, Event::Shutdown) => {
@@ -689,9 +708,14 @@ mod tests {
             vec![
                 Effect::CancelGrace(Role::Callee),
                 Effect::GrantRelay(Role::Callee),
+                // The callee resumed, so the callee offers now, and the caller hears of it.
                 Effect::Notify(
                     Target::Device(UserId("id-bob".into()), dev("b9")),
-                    Notice::Accepted { offerer: false }
+                    Notice::Accepted { offerer: true }
+                ),
+                Effect::Notify(
+                    Target::Device(UserId("id-ann".into()), dev("a1")),
+                    Notice::Resumed
                 )
             ]
         );
@@ -806,9 +830,13 @@ mod tests {
                 3,
             )
             .unwrap();
+        // The resumer offers; the callee, who stayed, is told to expect it.
         assert_eq!(
             notices(&fx),
-            vec![("a2".into(), Notice::Accepted { offerer: true })]
+            vec![
+                ("a2".into(), Notice::Accepted { offerer: true }),
+                ("b1".into(), Notice::Resumed)
+            ]
         );
     }
 

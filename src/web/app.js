@@ -93,6 +93,7 @@ function onFrame(frame) {
     case 'call.ringing':
     case 'call.accepted':
     case 'call.answered_elsewhere':
+    case 'call.resumed':
     case 'call.ended':
     case 'signal':
       return calls.onFrame(frame);

@@ -230,6 +230,11 @@ export function createCalls({ api, realtime, ringtone, displayName, onEnded }) {
           finishCall(current, null, 'The call moved to another device.', { reason: 'answered_elsewhere' });
         }
         break;
+      case 'call.resumed':
+        // The peer re-attached and will offer. An offer from a new peer connection (a reload,
+        // another device) is recognised by its SDP session and answered from a new one of ours
+        // (media-call.js); one from the same connection is an ordinary renegotiation.
+        break;
       case 'call.ended':
         finishCall(current, frame.reason);
         break;

@@ -339,6 +339,10 @@ pub enum ServerFrame<'a> {
     },
     #[serde(rename = "call.answered_elsewhere")]
     CallAnsweredElsewhere { call_id: &'a CallId },
+    /// To the device that stayed in an active call: the peer re-attached (after a drop, a
+    /// reload or from another device) and will send an offer, maybe from a new peer connection.
+    #[serde(rename = "call.resumed")]
+    CallResumed { call_id: &'a CallId, peer: &'a str },
     #[serde(rename = "call.ended")]
     CallEnded {
         call_id: &'a CallId,
