@@ -18,7 +18,8 @@ const MAX_BATCH: usize = 512;
 
 pub struct CallRecorder {
     db: Db,
-    queue: VecDeque<Record>,
+    /// Records to write, each with whoever waits for it to be committed.
+    queue: VecDeque<(Record, Option<oneshot::Sender<()>>)>,
     /// A batch is being written; the next one waits for it.
     writing: bool,
     /// Flush requests, answered once the queue is empty and nothing is being written.
@@ -48,13 +49,16 @@ impl CallRecorder {
             return;
         }
         let n = self.queue.len().min(MAX_BATCH);
-        let batch: Vec<Record> = self.queue.drain(..n).collect();
+        let (batch, waiting): (Vec<Record>, Vec<_>) = self.queue.drain(..n).unzip();
         self.writing = true;
         let db = self.db.clone();
         let work = actix_web::web::block(move || write_batch(&db, &batch));
         ctx.spawn(work.into_actor(self).map(|result, recorder, ctx| {
             if let Err(e) = result {
                 log::error!("call records lost: {e}");
+            }
+            for written in waiting.into_iter().flatten() {
+                let _ = written.send(());
             }
             recorder.writing = false;
             recorder.write_next(ctx);
@@ -66,9 +70,13 @@ impl Actor for CallRecorder {
     type Context = Context<Self>;
 }
 
+/// A record to write; `written`, if given, is told once its batch is committed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct WriteRecord(pub Record);
+pub struct WriteRecord {
+    pub record: Record,
+    pub written: Option<oneshot::Sender<()>>,
+}
 
 /// Answers once every record sent before it is written (used at shutdown).
 #[derive(Message)]
@@ -78,8 +86,8 @@ pub struct Flush;
 impl Handler<WriteRecord> for CallRecorder {
     type Result = ();
 
-    fn handle(&mut self, WriteRecord(record): WriteRecord, ctx: &mut Self::Context) {
-        self.queue.push_back(record);
+    fn handle(&mut self, msg: WriteRecord, ctx: &mut Self::Context) {
+        self.queue.push_back((msg.record, msg.written));
         self.write_next(ctx);
     }
 }

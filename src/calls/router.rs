@@ -3,7 +3,7 @@
 //! between the two devices of an active call. It knows each connected device of every user, so
 //! ringing reaches all of them.
 use super::recorder::{CallRecorder, Flush, WriteRecord};
-use super::state::{Call, CallError, Effect, Event, Invite, Notice, Phase, Role, Target};
+use super::state::{Call, CallError, Effect, Event, Invite, Notice, Phase, Record, Role, Target};
 use crate::availability::{DndChanged, SetBusy};
 use crate::error::{AppError, ErrorCode};
 use crate::ice::{Ice, Scope};
@@ -18,6 +18,7 @@ use actix::prelude::*;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 struct Slot {
     call: Call,
@@ -48,6 +49,10 @@ pub struct CallRouter {
     ice: Ice,
     /// Set once shutdown began: no new calls.
     shutting_down: bool,
+    /// While an ActOnCall is dispatched: the end record it causes gets a commit waiter, left
+    /// in `awaiting_end` for the handler to wait on before it answers.
+    acting: bool,
+    awaiting_end: Option<oneshot::Receiver<()>>,
     /// Friendships that just ended: invites checked against the database before that are
     /// refused.
     severed: SeveredPairs,
@@ -72,6 +77,8 @@ impl CallRouter {
             reconnect_grace,
             ice,
             shutting_down: false,
+            acting: false,
+            awaiting_end: None,
             severed: SeveredPairs::default(),
         }
     }
@@ -131,7 +138,19 @@ impl CallRouter {
                     let frame = encode_notice(&slot.call, &user, notice, &self.ice);
                     self.send_to(&user, &device, frame);
                 }
-                Effect::Persist(record) => self.recorder.do_send(WriteRecord(record)),
+                Effect::Persist(record) => {
+                    // An end that a client's request caused is acknowledged only once it is
+                    // committed, so an acknowledged end survives a crash.
+                    let written = match (&record, self.awaiting_end.is_none()) {
+                        (Record::Ended { .. }, true) if self.acting => {
+                            let (tx, rx) = oneshot::channel();
+                            self.awaiting_end = Some(rx);
+                            Some(tx)
+                        }
+                        _ => None,
+                    };
+                    self.recorder.do_send(WriteRecord { record, written });
+                }
                 Effect::StartRingTimer => {
                     let id = slot.call.id.clone();
                     slot.ring_timer = Some(ctx.run_later(self.ring_timeout, move |router, ctx| {
@@ -500,9 +519,27 @@ impl Handler<PlaceCall> for CallRouter {
 }
 
 impl Handler<ActOnCall> for CallRouter {
-    type Result = Result<(), AppError>;
+    type Result = ResponseFuture<Result<(), AppError>>;
 
+    /// Answers once the action is applied, and when it ended the call, once the end is
+    /// committed to the database.
     fn handle(&mut self, msg: ActOnCall, ctx: &mut Context<Self>) -> Self::Result {
+        self.acting = true;
+        let outcome = self.act(msg, ctx);
+        self.acting = false;
+        let written = self.awaiting_end.take();
+        Box::pin(async move {
+            if let Some(written) = written {
+                // The recorder always answers, after success or after giving up on the record.
+                let _ = written.await;
+            }
+            outcome
+        })
+    }
+}
+
+impl CallRouter {
+    fn act(&mut self, msg: ActOnCall, ctx: &mut Context<Self>) -> Result<(), AppError> {
         let not_found = || AppError::new(ErrorCode::CallNotFound, "no such call");
         let slot = self.calls.get(&msg.call_id).ok_or_else(not_found)?;
         // Strangers can't learn that a call exists.

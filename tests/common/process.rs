@@ -87,6 +87,12 @@ impl BrokerProcess {
             .expect("VmRSS")
     }
 
+    /// SIGKILL: no shutdown, no flush, the process is simply gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }

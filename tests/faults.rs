@@ -1,0 +1,190 @@
+//! Faults the broker must survive with nothing acknowledged lost: the process killed with
+//! SIGKILL and started again on the same database.
+mod common;
+
+use common::process::BrokerProcess;
+use common::ws::WsClient;
+use common::{Backend, TestDatabase};
+use serde_json::{json, Value};
+
+on_both_databases!(
+    a_hangup_acknowledged_just_before_a_kill_is_completed_after_the_restart,
+    registrations_and_friend_requests_acknowledged_before_a_kill_are_all_there_after_it,
+);
+
+async fn post(broker: &BrokerProcess, path: &str, token: Option<&str>, body: Value) -> Value {
+    try_post(broker, path, token, body)
+        .await
+        .expect("request answered")
+        .1
+}
+
+/// (status, body), or `None` when the broker did not answer (it was killed meanwhile).
+async fn try_post(
+    broker: &BrokerProcess,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> Option<(u16, Value)> {
+    let mut req = awc::Client::default().post(broker.url(path));
+    if let Some(token) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let mut res = req.send_json(&body).await.ok()?;
+    let status = res.status().as_u16();
+    Some((status, res.json().await.unwrap_or(Value::Null)))
+}
+
+async fn get(broker: &BrokerProcess, path: &str, token: &str) -> Value {
+    let mut res = awc::Client::default()
+        .get(broker.url(path))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .expect("request");
+    res.json().await.expect("json")
+}
+
+async fn login(broker: &BrokerProcess, name: &str) -> String {
+    let body = json!({"username": name, "password": format!("password-{name}")});
+    post(broker, "/api/v1/auth/login", None, body).await["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// Over and over: a call is answered, the caller hangs up, and the moment the `ack` arrives the
+/// broker is killed. After the restart the call must read `completed`, never `failed` (which
+/// is what crash recovery makes of calls it finds open).
+async fn a_hangup_acknowledged_just_before_a_kill_is_completed_after_the_restart(backend: Backend) {
+    let db = TestDatabase::new(backend);
+    let broker = BrokerProcess::start(&db.url, &[], None).await;
+    for name in ["amy", "ben"] {
+        let body = json!({"username": name, "password": format!("password-{name}")});
+        post(&broker, "/api/v1/auth/register", None, body).await;
+    }
+    let (amy, ben) = (login(&broker, "amy").await, login(&broker, "ben").await);
+    post(
+        &broker,
+        "/api/v1/friends/requests",
+        Some(&amy),
+        json!({"username": "ben"}),
+    )
+    .await;
+    post(
+        &broker,
+        "/api/v1/friends/requests/amy/accept",
+        Some(&ben),
+        json!({}),
+    )
+    .await;
+    let mut broker = Some(broker);
+    let mut ended = Vec::new();
+    for _ in 0..8 {
+        let running = broker.take().unwrap_or_else(|| unreachable!());
+        let address = running.http.to_string();
+        let (mut amy_ws, _) = WsClient::login(&address, &amy).await;
+        let (mut ben_ws, _) = WsClient::login(&address, &ben).await;
+        let invited = amy_ws
+            .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
+            .await;
+        let id = invited["call_id"].as_str().expect("call_id").to_owned();
+        ben_ws.recv_type("call.incoming").await;
+        ben_ws
+            .ok(json!({"type": "call.accept", "call_id": id}))
+            .await;
+        amy_ws.recv_type("call.accepted").await;
+        amy_ws
+            .ok(json!({"type": "call.hangup", "call_id": id}))
+            .await;
+        running.kill();
+        ended.push(id);
+        broker = Some(BrokerProcess::start(&db.url, &[], None).await);
+    }
+    let broker = broker.unwrap_or_else(|| unreachable!());
+    for id in &ended {
+        let call = get(&broker, &format!("/api/v1/calls/{id}"), &amy).await;
+        assert_eq!(call["outcome"], "completed", "after the kill: {call}");
+    }
+}
+
+/// Sixty people register and each asks `hub` to be friends, all at once, and the broker is
+/// killed in the middle of it. After the restart every registration that was answered 201 can
+/// log in, and every friend request that was answered 201 is there: nothing acknowledged is
+/// lost, nothing is half-written.
+async fn registrations_and_friend_requests_acknowledged_before_a_kill_are_all_there_after_it(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend);
+    let broker = BrokerProcess::start(&db.url, &[], None).await;
+    post(
+        &broker,
+        "/api/v1/auth/register",
+        None,
+        json!({"username": "hub", "password": "password-hub"}),
+    )
+    .await;
+    let burst = (0..60).map(|i| {
+        let broker = &broker;
+        async move {
+            let name = format!("user{i}");
+            let body = json!({"username": name, "password": format!("password-{name}")});
+            let Some((201, registered)) =
+                try_post(broker, "/api/v1/auth/register", None, body).await
+            else {
+                return (None, false);
+            };
+            let token = registered["token"].as_str().unwrap_or_default().to_owned();
+            let asked = try_post(
+                broker,
+                "/api/v1/friends/requests",
+                Some(&token),
+                json!({"username": "hub"}),
+            )
+            .await;
+            (Some(name), matches!(asked, Some((201, _))))
+        }
+    });
+    // SIGKILL while the burst is in flight.
+    let pid = broker.pid().to_string();
+    let killer = async {
+        actix_rt::time::sleep(std::time::Duration::from_millis(40)).await;
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status();
+        assert!(
+            matches!(killed, Ok(s) if s.success()),
+            "kill -9: {killed:?}"
+        );
+    };
+    let (acknowledged, ()) = futures_util::join!(futures_util::future::join_all(burst), killer);
+    broker.kill();
+    // The kill may land after everything finished on a fast machine: then all 60 are checked.
+    let broker = BrokerProcess::start(&db.url, &[], None).await;
+    let hub = login(&broker, "hub").await;
+    let requests = get(&broker, "/api/v1/friends/requests", &hub).await;
+    let incoming: Vec<&str> = requests["incoming"]
+        .as_array()
+        .expect("incoming")
+        .iter()
+        .map(|r| r["username"].as_str().unwrap_or_default())
+        .collect();
+    let mut registered = 0;
+    for (name, asked) in acknowledged {
+        let Some(name) = name else { continue };
+        registered += 1;
+        login(&broker, &name).await;
+        if asked {
+            assert!(
+                incoming.contains(&name.as_str()),
+                "{name}'s request is gone: {requests}"
+            );
+        }
+    }
+    eprintln!("{registered} of 60 registrations were acknowledged before the kill");
+    assert!(
+        registered < 60,
+        "the kill came after the whole burst: it proves nothing"
+    );
+    assert!(registered > 0, "nothing was acknowledged before the kill");
+}
