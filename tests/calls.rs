@@ -738,3 +738,51 @@ async fn a_participant_resuming_within_the_call_grace_does_not_flap_for_friends(
         })
         .await;
 }
+
+/// While amy's `call.invite` waits on a stalled database (another connection holds an
+/// exclusive lock on `users` for 1.5 s), the signals ben relays to amy in their call still
+/// arrive at once: a frame that needs the database never freezes its own socket. Postgres
+/// only: SQLite readers don't wait for a lock.
+#[actix_rt::test]
+async fn an_invite_waiting_on_the_database_does_not_hold_back_the_sockets_other_frames() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let p = pair(backend).await;
+    let carl = p.app.register("carl").await;
+    p.app.befriend(&p.amy, "carl", &carl, "amy").await;
+    let (mut amy_ws, mut ben_ws, id) = active_call(&p).await;
+
+    let url = p.app.db.url.clone();
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn = diesel::PgConnection::establish(&url).expect("postgres");
+        conn.batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;")
+            .expect("lock");
+        locked_tx.send(()).expect("told");
+        std::thread::sleep(Duration::from_millis(1500));
+        conn.batch_execute("COMMIT;").expect("unlock");
+    });
+    locked.recv().expect("locked");
+    amy_ws
+        .send(json!({"type": "call.invite", "id": "stalled", "to": "carl", "media": "audio"}))
+        .await;
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    let sent = std::time::Instant::now();
+    ben_ws
+        .ok(json!({"type": "signal", "call_id": id, "kind": "candidate", "candidate": {"candidate": "c"}}))
+        .await;
+    let relayed = amy_ws.recv_type("signal").await;
+    let waited = sent.elapsed();
+    assert_eq!(relayed["candidate"], json!({"candidate": "c"}));
+    assert!(
+        waited < Duration::from_millis(500),
+        "the signal waited {waited:?} behind the stalled invite"
+    );
+    // The invite is answered once the database is back (amy is in a call already).
+    let answer = amy_ws.recv_where(|f| f["ref"] == "stalled").await;
+    assert_eq!(answer["error"], "already_in_call", "{answer}");
+    holder.join().expect("lock holder");
+}

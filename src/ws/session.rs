@@ -44,6 +44,8 @@ pub struct UserSession {
     revoked: bool,
     /// Whether the frame guard cut the socket's stream for an oversized frame.
     oversized: Oversized,
+    /// A `call.invite` of this device is waiting for the database or the router.
+    inviting: bool,
     /// This socket's place among those not authenticated yet; given back on `welcome`.
     stranger: Option<Ticket>,
 }
@@ -61,6 +63,7 @@ impl UserSession {
             budget,
             revoked: false,
             oversized,
+            inviting: false,
             stranger: Some(stranger),
         }
     }
@@ -379,29 +382,47 @@ impl UserSession {
             Ok(name) => name,
             Err(err) => return self.send_error(ctx, &id, &err),
         };
+        if self.inviting {
+            let err = AppError::new(
+                ErrorCode::AlreadyInCall,
+                "an invite from this device is already on its way",
+            );
+            return self.send_error(ctx, &id, &err);
+        }
+        self.inviting = true;
         let state = self.state.clone();
-        let caller = me.clone();
-        let device = self.device.clone();
-        let work = async move {
-            let callee = state.callable_friend(&caller.user, callee_name).await?;
-            state
-                .router
-                .send(PlaceCall {
-                    caller,
-                    device: Some(device),
-                    callee,
-                    media,
-                })
-                .await
-                .map_err(AppError::internal)?
-        };
-        ctx.wait(
-            work.into_actor(self)
-                .map(move |result, session, ctx| match result {
+        let caller_user = me.user.clone();
+        // Two steps. The friendship check needs the database: spawned, so the socket keeps
+        // delivering frames (a call's signals) meanwhile. Placing the call is the router's
+        // alone and quick: waited for, so its `ack` still comes before the `call.ringing` it
+        // causes.
+        let check = async move { state.callable_friend(&caller_user, callee_name).await };
+        ctx.spawn(check.into_actor(self).map(move |checked, session, ctx| {
+            let callee = match checked {
+                Ok(callee) => callee,
+                Err(err) => {
+                    session.inviting = false;
+                    return session.send_error(ctx, &id, &err);
+                }
+            };
+            let Some(caller) = session.me.clone() else {
+                session.inviting = false;
+                return;
+            };
+            let place = session.state.router.send(PlaceCall {
+                caller,
+                device: Some(session.device.clone()),
+                callee,
+                media,
+            });
+            ctx.wait(place.into_actor(session).map(move |placed, session, ctx| {
+                session.inviting = false;
+                match placed.map_err(AppError::internal).and_then(|r| r) {
                     Ok(placed) => session.ack(ctx, &id, Some(&placed.call_id), Some(placed.merged)),
                     Err(err) => session.send_error(ctx, &id, &err),
-                }),
-        );
+                }
+            }));
+        }));
     }
 
     fn act(
@@ -413,6 +434,16 @@ impl UserSession {
     ) {
         let Some(me) = &self.me else { return };
         let accepting = action == CallAction::Accept;
+        // An end is acknowledged once it is committed, which may take a while: the socket keeps
+        // delivering frames meanwhile. Other actions answer at once and keep their order with
+        // the frames the router sends (call.accepted before a resumed call's signals).
+        let ending = matches!(
+            action,
+            CallAction::Hangup { .. }
+                | CallAction::Reject { .. }
+                | CallAction::Cancel
+                | CallAction::End
+        );
         let msg = ActOnCall {
             user: me.user.clone(),
             device: Some(self.device.clone()),
@@ -420,7 +451,7 @@ impl UserSession {
             action,
         };
         let work = self.state.router.send(msg);
-        ctx.wait(work.into_actor(self).map(move |result, session, ctx| {
+        let answer = work.into_actor(self).map(move |result, session, ctx| {
             match result.map_err(AppError::internal).and_then(|r| r) {
                 // The callee's device gets no `call.accepted`: its call credential rides the ack.
                 Ok(()) if accepting => {
@@ -438,7 +469,12 @@ impl UserSession {
                 Ok(()) => session.ack(ctx, &id, None, None),
                 Err(err) => session.send_error(ctx, &id, &err),
             }
-        }));
+        });
+        if ending {
+            ctx.spawn(answer);
+        } else {
+            ctx.wait(answer);
+        }
     }
 }
 
