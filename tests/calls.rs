@@ -30,6 +30,8 @@ on_both_databases!(
     calls_left_open_by_a_crash_are_closed_as_failed_at_start,
     deleting_an_account_ends_its_calls_and_keeps_the_other_partys_history,
     a_participant_resuming_within_the_call_grace_does_not_flap_for_friends,
+    a_participant_who_stops_reading_is_closed_and_nobody_else_notices,
+    a_participant_whose_socket_is_full_is_dropped_from_the_call_with_bounded_memory,
 );
 
 const SDP: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
@@ -785,4 +787,129 @@ async fn an_invite_waiting_on_the_database_does_not_hold_back_the_sockets_other_
     let answer = amy_ws.recv_where(|f| f["ref"] == "stalled").await;
     assert_eq!(answer["error"], "already_in_call", "{answer}");
     holder.join().expect("lock holder");
+}
+
+/// ben accepts a call and then stops reading his socket, while amy sends him 60 KB signals at
+/// 40 a second. The broker closes ben's socket (4010) once he is 1 MiB behind, long before the
+/// heartbeat would, and keeps its memory; his call goes into the reconnect grace (amy's next
+/// signals get `not_connected`), and carl and dan, in a call of their own, notice nothing.
+async fn a_participant_who_stops_reading_is_closed_and_nobody_else_notices(backend: Backend) {
+    stops_reading(backend, false).await;
+}
+
+/// The same with a tiny receive buffer on ben's side: his socket is full almost at once, so his
+/// session can write nothing more and is no longer run. The frames queued for it are counted
+/// at the router, which drops him from the call once 1 MiB waits for him.
+async fn a_participant_whose_socket_is_full_is_dropped_from_the_call_with_bounded_memory(
+    backend: Backend,
+) {
+    stops_reading(backend, true).await;
+}
+
+async fn stops_reading(backend: Backend, small_buffer: bool) {
+    use common::process::BrokerProcess;
+    use common::raw_socket::{Ending, RawSocket};
+    let db = common::TestDatabase::new(backend);
+    let broker = BrokerProcess::start(&db.url, &["--reconnect-grace", "30s"], None).await;
+    let address = broker.http.to_string();
+    let client = awc::Client::default();
+    let mut tokens = std::collections::HashMap::new();
+    for name in ["amy", "ben", "carl", "dan"] {
+        let mut reply = client
+            .post(broker.url("/api/v1/auth/register"))
+            .send_json(&json!({"username": name, "password": format!("password-{name}")}))
+            .await
+            .expect("registered");
+        let body: Value = reply.json().await.expect("json");
+        tokens.insert(name, body["token"].as_str().unwrap().to_owned());
+    }
+    for (a, b) in [("amy", "ben"), ("carl", "dan")] {
+        let asked = client
+            .post(broker.url("/api/v1/friends/requests"))
+            .insert_header(("Authorization", format!("Bearer {}", tokens[a])))
+            .send_json(&json!({"username": b}))
+            .await
+            .expect("asked");
+        assert_eq!(asked.status(), 201);
+        let accepted = client
+            .post(broker.url(&format!("/api/v1/friends/requests/{a}/accept")))
+            .insert_header(("Authorization", format!("Bearer {}", tokens[b])))
+            .send()
+            .await
+            .expect("accepted");
+        assert!(accepted.status().is_success());
+    }
+    let (mut amy, _) = WsClient::login(&address, &tokens["amy"]).await;
+    let mut ben = if small_buffer {
+        RawSocket::upgrade_with_small_buffer(&address, 4096).await
+    } else {
+        RawSocket::upgrade(&address).await
+    };
+    ben.send_text(&json!({"type": "auth", "token": tokens["ben"]}).to_string())
+        .await;
+    ben.recv_until(|f| f["type"] == "welcome").await;
+    let id = amy
+        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
+        .await["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ben.recv_until(|f| f["type"] == "call.incoming").await;
+    ben.send_text(&json!({"type": "call.accept", "id": "a", "call_id": id}).to_string())
+        .await;
+    ben.recv_until(|f| f["ref"] == "a").await;
+    // From here on ben reads nothing.
+    let (mut carl, _) = WsClient::login(&address, &tokens["carl"]).await;
+    let (mut dan, _) = WsClient::login(&address, &tokens["dan"]).await;
+    let other = carl
+        .ok(json!({"type": "call.invite", "to": "dan", "media": "audio"}))
+        .await["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    dan.recv_type("call.incoming").await;
+    dan.ok(json!({"type": "call.accept", "call_id": other}))
+        .await;
+    let before = broker.rss_kib();
+
+    let padding = "x".repeat(60_000);
+    let started = std::time::Instant::now();
+    let mut refused = None;
+    for n in 0..160 {
+        let reply = amy
+            .request(json!({"type": "signal", "call_id": id, "kind": "candidate",
+                            "candidate": {"candidate": padding}}))
+            .await;
+        if reply["type"] == "error" {
+            refused = Some((n, reply));
+            break;
+        }
+        // carl and dan's call goes on as if nothing happened.
+        carl.ok(
+            json!({"type": "signal", "call_id": other, "kind": "candidate", "candidate": {"n": n}}),
+        )
+        .await;
+        assert_eq!(dan.recv_type("signal").await["candidate"], json!({"n": n}));
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (n, reply) = refused.expect("ben was never dropped");
+    assert_eq!(reply["error"], "not_connected", "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "ben was dropped only after {:?}, as the heartbeat would",
+        started.elapsed()
+    );
+    let grew = broker.rss_kib().saturating_sub(before);
+    eprintln!(
+        "ben dropped after {n} signals ({:?}); RSS grew {grew} KiB",
+        started.elapsed()
+    );
+    assert!(
+        grew < 8 * 1024,
+        "RSS grew {grew} KiB for one client that stopped reading"
+    );
+    assert_eq!(
+        ben.ending(Duration::from_secs(5)).await,
+        Ending::Closed(4010)
+    );
 }

@@ -49,6 +49,8 @@ pub struct CallRouter {
     ice: Ice,
     /// Set once shutdown began: no new calls.
     shutting_down: bool,
+    /// Devices found stuck while sending, to drop once the event at hand is done.
+    stuck: Vec<(UserId, DeviceId)>,
     /// While an ActOnCall is dispatched: the end record it causes gets a commit waiter, left
     /// in `awaiting_end` for the handler to wait on before it answers.
     acting: bool,
@@ -77,6 +79,7 @@ impl CallRouter {
             reconnect_grace,
             ice,
             shutting_down: false,
+            stuck: Vec::new(),
             acting: false,
             awaiting_end: None,
             severed: SeveredPairs::default(),
@@ -87,13 +90,29 @@ impl CallRouter {
         self.devices.get(user)?.iter().find(|d| d.id == *device)
     }
 
-    fn send_to(&self, user: &UserId, device: &DeviceId, frame: bytestring::ByteString) {
+    fn send_to(&mut self, user: &UserId, device: &DeviceId, frame: bytestring::ByteString) {
         if let Some(handle) = self.handle_of(user, device) {
-            handle.send(frame);
+            if !handle.send(frame) {
+                self.stuck.push((user.clone(), device.clone()));
+            }
         }
     }
 
-    fn reply_error(&self, user: &UserId, device: &DeviceId, reference: &ClientRef, err: &AppError) {
+    /// Devices that stopped taking their frames leave, as if their socket had closed: their
+    /// calls enter the reconnect grace.
+    fn drop_stuck(&mut self, ctx: &mut Context<Self>) {
+        while let Some((user, device)) = self.stuck.pop() {
+            self.detach(user, device, false, ctx);
+        }
+    }
+
+    fn reply_error(
+        &mut self,
+        user: &UserId,
+        device: &DeviceId,
+        reference: &ClientRef,
+        err: &AppError,
+    ) {
         let frame = ServerFrame::Error {
             reference: reference.as_ref(),
             error: err.code,
@@ -126,6 +145,7 @@ impl CallRouter {
         if !released {
             self.calls.insert(id.clone(), slot);
         }
+        self.drop_stuck(ctx);
         outcome
     }
 
@@ -400,18 +420,21 @@ impl Handler<Detach> for CallRouter {
     type Result = ();
 
     fn handle(&mut self, msg: Detach, ctx: &mut Context<Self>) {
-        if let Some(devices) = self.devices.get_mut(&msg.user) {
-            devices.retain(|d| d.id != msg.device);
+        self.detach(msg.user, msg.device, msg.revoked, ctx);
+    }
+}
+
+impl CallRouter {
+    /// The device is gone: forget it, and let its call know (which may start the grace).
+    fn detach(&mut self, user: UserId, device: DeviceId, revoked: bool, ctx: &mut Context<Self>) {
+        if let Some(devices) = self.devices.get_mut(&user) {
+            devices.retain(|d| d.id != device);
             if devices.is_empty() {
-                self.devices.remove(&msg.user);
+                self.devices.remove(&user);
             }
         }
-        if let Some(id) = self.user_call.get(&msg.user).cloned() {
-            let left = Event::DeviceLeft {
-                device: msg.device,
-                revoked: msg.revoked,
-            };
-            let _ = self.dispatch(&id, left, ctx);
+        if let Some(id) = self.user_call.get(&user).cloned() {
+            let _ = self.dispatch(&id, Event::DeviceLeft { device, revoked }, ctx);
         }
     }
 }
@@ -581,7 +604,7 @@ impl CallRouter {
 impl Handler<RelaySignal> for CallRouter {
     type Result = ();
 
-    fn handle(&mut self, msg: RelaySignal, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: RelaySignal, ctx: &mut Context<Self>) {
         let outcome = (|| {
             let slot = self
                 .calls
@@ -619,8 +642,15 @@ impl Handler<RelaySignal> for CallRouter {
                 sdp: msg.sdp.as_deref(),
                 candidate: msg.candidate.as_deref(),
             };
-            peer_device.send(frame.encode());
-            Ok(())
+            if peer_device.send(frame.encode()) {
+                Ok(())
+            } else {
+                self.stuck.push((peer.user.clone(), peer_device.id.clone()));
+                Err(AppError::new(
+                    ErrorCode::NotConnected,
+                    "the other side is reconnecting",
+                ))
+            }
         })();
         match outcome {
             Ok(()) => {
@@ -636,6 +666,7 @@ impl Handler<RelaySignal> for CallRouter {
             }
             Err(err) => self.reply_error(&msg.user, &msg.device, &msg.reference, &err),
         }
+        self.drop_stuck(ctx);
     }
 }
 

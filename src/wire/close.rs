@@ -8,6 +8,8 @@ pub const REVOKED: u16 = 4001;
 pub const UNAUTHORIZED: u16 = 4003;
 /// The user already has `--max-devices-per-user` sockets.
 pub const TOO_MANY_DEVICES: u16 = 4009;
+/// The client does not read what it is sent (more than 1 MiB behind).
+pub const NOT_READING: u16 = 4010;
 /// Nothing heard from the client within the heartbeat timeout.
 pub const HEARTBEAT_TIMEOUT: u16 = 4008;
 /// The broker is shutting down (RFC 6455 "going away").

@@ -1,8 +1,20 @@
 //! What actors hold for a connected device: recipients for the two messages a session accepts
 //! from outside. Hubs depend on these, never on the concrete session actor.
+//!
+//! Frames for a device wait in its session's mailbox until the session writes them out, and a
+//! session whose client does not read stops being run at all once its socket is full. So the
+//! handle counts the bytes it has queued that the session has not taken yet: past
+//! [`MAX_QUEUED`] the device is *stuck*, further frames are dropped, and it is told to close;
+//! the router treats a stuck device as one that left (its call enters the reconnect grace).
 use crate::ids::DeviceId;
+use crate::wire::close;
 use actix::prelude::*;
 use bytestring::ByteString;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Bytes queued for one device that its session has not written out yet.
+pub const MAX_QUEUED: usize = 1024 * 1024;
 
 /// A frame, already encoded, to write to the device's socket.
 #[derive(Message, Clone)]
@@ -22,10 +34,42 @@ pub struct DeviceHandle {
     pub id: DeviceId,
     pub deliver: Recipient<Deliver>,
     pub kick: Recipient<Kick>,
+    /// Shared with the session, which takes back what it writes out.
+    pub queued: Queued,
+}
+
+/// The bytes queued for a device, and whether it got stuck.
+#[derive(Clone, Default)]
+pub struct Queued(Arc<(AtomicUsize, AtomicBool)>);
+
+impl Queued {
+    /// The session wrote out a frame of `bytes`.
+    pub fn taken(&self, bytes: usize) {
+        self.0 .0.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 impl DeviceHandle {
-    pub fn send(&self, frame: ByteString) {
+    /// Queues `frame` for the device; `false` once it is stuck (the frame is dropped).
+    pub fn send(&self, frame: ByteString) -> bool {
+        let (queued, stuck) = &*self.queued.0;
+        if stuck.load(Ordering::Relaxed) {
+            return false;
+        }
+        if queued.fetch_add(frame.len(), Ordering::Relaxed) + frame.len() > MAX_QUEUED {
+            queued.fetch_sub(frame.len(), Ordering::Relaxed);
+            stuck.store(true, Ordering::Relaxed);
+            self.kick.do_send(Kick {
+                code: close::NOT_READING,
+                reason: "not reading what it is sent",
+            });
+            return false;
+        }
         self.deliver.do_send(Deliver(frame));
+        true
+    }
+
+    pub fn is_stuck(&self) -> bool {
+        self.queued.0 .1.load(Ordering::Relaxed)
     }
 }

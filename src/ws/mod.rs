@@ -1,5 +1,6 @@
 //! The WebSocket edge: the per-connection session actor, its frame budget, and the upgrade
 //! route at `GET /ws`. The frames themselves are the shared vocabulary in [`crate::wire`].
+pub mod backlog;
 pub mod frame_budget;
 pub mod frame_guard;
 pub mod session;

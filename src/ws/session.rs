@@ -2,6 +2,7 @@
 //! authenticates the socket, parses each frame once, keeps the heartbeat and the frame budget,
 //! and hands presence to the PresenceHub and calls and signaling to the CallRouter. It
 //! registers with both after `auth` and unregisters when it stops, on every exit path.
+use super::backlog::{self, Backlog};
 use super::frame_budget::FrameBudget;
 use super::frame_guard::Oversized;
 use super::strangers::Ticket;
@@ -17,7 +18,7 @@ use crate::state::AppState;
 use crate::time::now_ms;
 use crate::vocabulary::{Media, SignalKind};
 use crate::wire::close;
-use crate::wire::device::{Deliver, DeviceHandle, Kick};
+use crate::wire::device::{Deliver, DeviceHandle, Kick, Queued};
 use crate::wire::protocol::{ClientFrame, ClientRef, FriendPresence, Heartbeat, ServerFrame};
 use actix::prelude::*;
 use actix_web::web;
@@ -46,6 +47,10 @@ pub struct UserSession {
     oversized: Oversized,
     /// A `call.invite` of this device is waiting for the database or the router.
     inviting: bool,
+    /// What the client has been sent and not yet shown it read.
+    backlog: Backlog,
+    /// Frames queued for this socket by the hubs that it has not written out yet.
+    queued: Queued,
     /// This socket's place among those not authenticated yet; given back on `welcome`.
     stranger: Option<Ticket>,
 }
@@ -64,6 +69,8 @@ impl UserSession {
             revoked: false,
             oversized,
             inviting: false,
+            backlog: Backlog::default(),
+            queued: Queued::default(),
             stranger: Some(stranger),
         }
     }
@@ -84,12 +91,26 @@ impl UserSession {
         );
     }
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame<'_>) {
-        ctx.text(frame.encode());
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ServerFrame<'_>) {
+        self.text(ctx, frame.encode());
+    }
+
+    /// Every frame to the client goes through here: it counts what the client has yet to read,
+    /// pings when enough was sent, and closes a socket whose client has fallen too far behind.
+    fn text(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: bytestring::ByteString) {
+        let now = Instant::now();
+        let ping = self.backlog.sent(frame.len(), now);
+        ctx.text(frame);
+        if let Some(payload) = ping {
+            ctx.ping(&payload);
+        }
+        if self.backlog.unread() > backlog::MAX_UNREAD {
+            self.close(ctx, close::NOT_READING, "not reading what it is sent");
+        }
     }
 
     fn send_error(
-        &self,
+        &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         reference: &ClientRef,
         err: &AppError,
@@ -103,7 +124,7 @@ impl UserSession {
     }
 
     fn ack(
-        &self,
+        &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         reference: &ClientRef,
         call_id: Option<&CallId>,
@@ -159,6 +180,7 @@ impl UserSession {
         self.authenticating = true;
         let state = self.state.clone();
         let device = DeviceHandle {
+            queued: self.queued.clone(),
             id: self.device.clone(),
             deliver: ctx.address().recipient::<Deliver>(),
             kick: ctx.address().recipient::<Kick>(),
@@ -258,7 +280,8 @@ impl UserSession {
                             .ice
                             .servers(&user.user_id(), Scope::Session(&token_hash)),
                     };
-                    session.send(ctx, welcome);
+                    let welcome = welcome.encode();
+                    session.text(ctx, welcome);
                 }
                 Err(err) => {
                     session.send_error(ctx, &id, &err);
@@ -527,10 +550,13 @@ impl Actor for UserSession {
         });
         let timeout = config.heartbeat_timeout;
         ctx.run_interval(config.heartbeat_interval, move |session, ctx| {
-            if session.last_heard.elapsed() > timeout {
+            // Silent, or sending but not reading (its pings go unanswered).
+            let now = Instant::now();
+            if session.last_heard.elapsed() > timeout || session.backlog.stuck_for(now) > timeout {
                 session.close(ctx, close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
             } else {
-                ctx.ping(b"");
+                let payload = session.backlog.ping(now);
+                ctx.ping(&payload);
             }
         });
     }
@@ -589,7 +615,8 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
                 "fragmented frames are not supported",
             ),
             ws::Message::Ping(payload) => ctx.pong(&payload),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Pong(payload) => self.backlog.pong(&payload),
+            ws::Message::Nop => {}
             ws::Message::Close(reason) => {
                 ctx.close(reason);
                 ctx.stop();
@@ -602,7 +629,8 @@ impl Handler<Deliver> for UserSession {
     type Result = ();
 
     fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
-        ctx.text(frame);
+        self.queued.taken(frame.len());
+        self.text(ctx, frame);
     }
 }
 

@@ -44,6 +44,21 @@ impl RawSocket {
         Self::upgrade_on(stream, address, "").await
     }
 
+    /// The upgrade on a socket whose receive buffer is only `bytes` long, so that a client
+    /// that stops reading pushes back on the server almost at once.
+    pub async fn upgrade_with_small_buffer(address: &str, bytes: u32) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("receive buffer");
+        let stream = socket
+            .connect(address.parse().expect("address"))
+            .await
+            .expect("connect");
+        match Self::upgrade_on(stream, address, "").await {
+            Ok(socket) => socket,
+            Err(head) => panic!("no upgrade: {head}"),
+        }
+    }
+
     async fn upgrade_on(mut stream: TcpStream, address: &str, extra: &str) -> Result<Self, String> {
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -98,6 +113,52 @@ impl RawSocket {
             .await
             .ok()
             .map(|_| started.elapsed())
+    }
+
+    /// Sends one masked text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        let mut frame = Self::header(0x1, text.len() as u64);
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        assert!(self.write(&frame).await, "the server hung up");
+    }
+
+    /// Reads text frames until one satisfies `pred`, for at most a few seconds.
+    pub async fn recv_until(
+        &mut self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let read = async {
+            loop {
+                let mut head = [0; 2];
+                self.stream.read_exact(&mut head).await.expect("frame head");
+                let len = match head[1] & 0x7F {
+                    126 => {
+                        let mut ext = [0; 2];
+                        self.stream.read_exact(&mut ext).await.expect("length");
+                        usize::from(u16::from_be_bytes(ext))
+                    }
+                    127 => {
+                        let mut ext = [0; 8];
+                        self.stream.read_exact(&mut ext).await.expect("length");
+                        u64::from_be_bytes(ext) as usize
+                    }
+                    short => usize::from(short),
+                };
+                let mut payload = vec![0; len];
+                self.stream.read_exact(&mut payload).await.expect("payload");
+                if head[0] & 0x0F == 0x1 {
+                    let frame: serde_json::Value =
+                        serde_json::from_slice(&payload).expect("JSON frame");
+                    if pred(&frame) {
+                        return frame;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("no such frame within 5 s")
     }
 
     /// Writes `bytes`; false once the server has hung up.
