@@ -6,6 +6,13 @@ use switchboard::{config::Config, startup::Application};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read at start. Freed pages go back to the system after about ten
+/// seconds unused (dirty, then muzzy), and a background thread does it, so memory returns after
+/// a mass disconnect even when nothing else allocates (docs/benchmarks.md).
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8; 65] = b"background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:10000\0";
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let config = Config::parse();

@@ -105,7 +105,16 @@ pub async fn run(options: &Options) -> Res<Report> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let closed = server.sample()?;
+    // Freed memory should go back to the system within a minute (the broker's allocator
+    // returns it in the background); the presence grace also lets go of everyone meanwhile.
+    let settle = if options.smoke { 3 } else { 60 };
+    progress(format!("idle: all closed; RSS {} KiB, waiting {settle} s", closed.rss_kib));
+    tokio::time::sleep(Duration::from_secs(settle - 2)).await;
+    let settled = server.sample()?;
     server.stop().await?;
+    let grown = held.rss_kib.saturating_sub(base.rss_kib).max(1) as f64;
+    let returned_percent =
+        held.rss_kib.saturating_sub(settled.rss_kib) as f64 / grown * 100.0;
 
     let per_connection_kib = (held.rss_kib.saturating_sub(base.rss_kib)) as f64 / n.max(1) as f64;
     let idle_cpu = after_hold.cpu_since(&held);
@@ -119,6 +128,9 @@ pub async fn run(options: &Options) -> Res<Report> {
             "rss_kib_before": base.rss_kib,
             "rss_kib_held": held.rss_kib,
             "rss_kib_after_close": closed.rss_kib,
+            "settle_seconds": settle,
+            "rss_kib_settled": settled.rss_kib,
+            "returned_percent": returned_percent,
             "rss_per_connection_kib": per_connection_kib,
             "checkpoints": checkpoints,
             "hold_seconds": hold.as_secs(),
@@ -140,6 +152,18 @@ pub async fn run(options: &Options) -> Res<Report> {
         idle_cpu / hold_secs * 100.0,
         closed.rss_kib
     ));
+    report.line(format!(
+        "{settle} s after closing: RSS {} KiB, {returned_percent:.0}% of what the sockets took given back",
+        settled.rss_kib
+    ));
+    if !options.smoke {
+        report.target(Target::at_least(
+            "memory given back within a minute of a mass disconnect",
+            80.0,
+            returned_percent,
+            "%",
+        ));
+    }
     report.target(Target::at_most(
         "broker RSS per idle authenticated connection",
         8.0,
