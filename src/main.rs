@@ -11,7 +11,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// a mass disconnect even when nothing else allocates (docs/benchmarks.md).
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8; 65] = b"background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:10000\0";
+pub static malloc_conf: &[u8; 65] =
+    b"background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:10000\0";
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {

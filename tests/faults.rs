@@ -188,3 +188,101 @@ async fn registrations_and_friend_requests_acknowledged_before_a_kill_are_all_th
     );
     assert!(registered > 0, "nothing was acknowledged before the kill");
 }
+
+/// A TCP proxy in front of Postgres that can stall: while `stalled`, it keeps every connection
+/// open and accepts bytes but forwards nothing, like a database that hangs.
+async fn stalling_proxy(stalled: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("proxy");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            for (mut from, mut to) in [
+                (
+                    Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                ),
+                (Box::new(server_read) as _, Box::new(client_write) as _),
+            ] {
+                let stalled = stalled.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let Ok(n) = from.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        while stalled.load(Ordering::Relaxed) {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    address
+}
+
+/// Postgres stalls (through a proxy that stops forwarding): REST answers 503 `unavailable`
+/// within seconds instead of hanging for the stall, the socket of a signed-in user keeps
+/// working, and once the database answers again everything recovers by itself.
+#[actix_rt::test]
+async fn a_stalled_database_gets_quick_503s_and_everything_recovers_after_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let stalled = std::sync::Arc::new(AtomicBool::new(false));
+    let proxy = stalling_proxy(stalled.clone()).await;
+    let mut db = TestDatabase::new(backend);
+    db.url = db.url.replace("127.0.0.1:5432", &proxy);
+    // The test reads the socket only after the REST call; its pings may wait that long.
+    let app = common::spawn_app_on(db, |c| {
+        c.heartbeat_timeout = std::time::Duration::from_secs(30)
+    })
+    .await;
+    let token = app.register("amy").await;
+    let (mut ws, _) = app.ws_login(&token).await;
+
+    stalled.store(true, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let me = app.get("/api/v1/me", &token).await;
+    let waited = started.elapsed();
+    assert_eq!((me.status, me.code()), (503, "unavailable"), "{}", me.body);
+    assert!(
+        waited < std::time::Duration::from_secs(8),
+        "waited {waited:?}"
+    );
+    ws.send(json!({"type": "ping", "id": 1})).await;
+    assert_eq!(
+        ws.recv().await["type"],
+        "pong",
+        "the socket works through the stall"
+    );
+
+    stalled.store(false, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if app.get("/api/v1/me", &token).await.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery after the stall"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

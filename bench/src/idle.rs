@@ -108,13 +108,15 @@ pub async fn run(options: &Options) -> Res<Report> {
     // Freed memory should go back to the system within a minute (the broker's allocator
     // returns it in the background); the presence grace also lets go of everyone meanwhile.
     let settle = if options.smoke { 3 } else { 60 };
-    progress(format!("idle: all closed; RSS {} KiB, waiting {settle} s", closed.rss_kib));
+    progress(format!(
+        "idle: all closed; RSS {} KiB, waiting {settle} s",
+        closed.rss_kib
+    ));
     tokio::time::sleep(Duration::from_secs(settle - 2)).await;
     let settled = server.sample()?;
     server.stop().await?;
     let grown = held.rss_kib.saturating_sub(base.rss_kib).max(1) as f64;
-    let returned_percent =
-        held.rss_kib.saturating_sub(settled.rss_kib) as f64 / grown * 100.0;
+    let returned_percent = held.rss_kib.saturating_sub(settled.rss_kib) as f64 / grown * 100.0;
 
     let per_connection_kib = (held.rss_kib.saturating_sub(base.rss_kib)) as f64 / n.max(1) as f64;
     let idle_cpu = after_hold.cpu_since(&held);

@@ -24,6 +24,36 @@ pub enum DbConn {
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// How long a caller waits for the database before it gets `unavailable`.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// libpq settings added to a Postgres URL that does not set them: give up connecting after 3 s
+/// (libpq's default is to wait forever), and notice a peer that vanished (keepalives, and data
+/// unacknowledged for 10 s) instead of waiting on its socket for good.
+const PG_PARAMS: [(&str, &str); 6] = [
+    ("connect_timeout", "3"),
+    ("keepalives", "1"),
+    ("keepalives_idle", "10"),
+    ("keepalives_interval", "3"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
+
+/// `url` with each of [`PG_PARAMS`] it does not set itself.
+fn with_pg_params(url: &str) -> String {
+    let mut out = url.to_owned();
+    for (name, value) in PG_PARAMS {
+        let set = url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|p| p.split('=').next() == Some(name)));
+        if !set {
+            out.push(if out.contains('?') { '&' } else { '?' });
+            out.push_str(&format!("{name}={value}"));
+        }
+    }
+    out
+}
+
 /// Opens connections for the r2d2 pool, picking the backend from the URL scheme.
 pub struct DbManager {
     url: DatabaseUrl,
@@ -36,7 +66,7 @@ impl ManageConnection for DbManager {
     fn connect(&self) -> Result<DbConn, Self::Error> {
         use diesel::r2d2::Error as E;
         match &self.url {
-            DatabaseUrl::Postgres(url) => diesel::PgConnection::establish(url)
+            DatabaseUrl::Postgres(url) => diesel::PgConnection::establish(&with_pg_params(url))
                 .map(DbConn::Pg)
                 .map_err(E::ConnectionError),
             DatabaseUrl::Sqlite(path) => {
@@ -102,18 +132,26 @@ impl Db {
         Ok(self.pool.get()?)
     }
 
-    /// Runs `f` with a pooled connection on the blocking pool.
+    /// Runs `f` with a pooled connection on the blocking pool, giving up after
+    /// [`QUERY_TIMEOUT`]: a database that stalls (accepts connections but never answers) gets
+    /// the caller a quick `unavailable`, like one that refuses. The blocking thread finishes (or
+    /// fails) on its own when the database answers or the connection breaks.
     pub async fn run<T, F>(&self, f: F) -> Result<T, AppError>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
     {
         let pool = self.pool.clone();
-        actix_web::web::block(move || {
+        let work = actix_web::web::block(move || {
             let mut conn = pool.get()?;
             f(&mut conn)
-        })
-        .await?
+        });
+        match tokio::time::timeout(QUERY_TIMEOUT, work).await {
+            Ok(done) => done?,
+            Err(_) => Err(AppError::unavailable(format!(
+                "no answer from the database within {QUERY_TIMEOUT:?}"
+            ))),
+        }
     }
 
     /// Runs `f` on the blocking pool without waiting for it; failures are logged. For writes
@@ -132,5 +170,22 @@ impl Db {
                 log::error!("background database write failed: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_get_the_timeouts_they_do_not_set() {
+        assert_eq!(
+            with_pg_params("postgres://u@h/db"),
+            "postgres://u@h/db?connect_timeout=3&keepalives=1&keepalives_idle=10\
+             &keepalives_interval=3&keepalives_count=3&tcp_user_timeout=10000"
+        );
+        let own = with_pg_params("postgres://u@h/db?sslmode=require&connect_timeout=9");
+        assert!(own.starts_with("postgres://u@h/db?sslmode=require&connect_timeout=9&keepalives=1"));
+        assert_eq!(own.matches("connect_timeout").count(), 1);
     }
 }
