@@ -286,3 +286,80 @@ async fn a_stalled_database_gets_quick_503s_and_everything_recovers_after_it() {
         actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// Switches connections to the test database off (terminating the live ones) or back on.
+fn set_outage(db_url: &str, down: bool) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let name = db_url.rsplit('/').next().expect("database name");
+    let mut admin = diesel::PgConnection::establish(&common::postgres_admin_url()).expect("admin");
+    let sql = if down {
+        format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        )
+    } else {
+        format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true;")
+    };
+    admin.batch_execute(&sql).expect("outage switched");
+}
+
+/// A call ends while Postgres is down for longer than any retry: both sides hear `call.ended`
+/// at once, the hangup is acknowledged within seconds, and the record, kept by the recorder,
+/// is written when the database is back, so history never shows the call as still active.
+#[actix_rt::test]
+async fn a_call_ending_during_an_outage_is_recorded_when_the_database_returns() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let app = common::spawn_app_with(backend, |c| {
+        c.heartbeat_timeout = std::time::Duration::from_secs(30)
+    })
+    .await;
+    let amy = app.register("amy").await;
+    let ben = app.register("ben").await;
+    app.befriend(&amy, "ben", &ben, "amy").await;
+    let (mut amy_ws, _) = app.ws_login(&amy).await;
+    let (mut ben_ws, _) = app.ws_login(&ben).await;
+    let id = amy_ws
+        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
+        .await["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ben_ws.recv_type("call.incoming").await;
+    ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+    // The answer is recorded before the outage.
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    set_outage(&app.db.url, true);
+    let started = std::time::Instant::now();
+    amy_ws
+        .send(json!({"type": "call.hangup", "id": "bye", "call_id": id}))
+        .await;
+    assert_eq!(ben_ws.recv_type("call.ended").await["reason"], "completed");
+    let ack = amy_ws.recv_where(|f| f["ref"] == "bye").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    // Longer than the recorder's quick retries.
+    actix_rt::time::sleep(std::time::Duration::from_secs(4)).await;
+    set_outage(&app.db.url, false);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let call = app.get(&format!("/api/v1/calls/{id}"), &amy).await;
+        if call.status == 200 && call.body["outcome"] == "completed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call's end was never recorded: {} {}",
+            call.status,
+            call.body
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}

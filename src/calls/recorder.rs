@@ -15,6 +15,10 @@ use tokio::sync::oneshot;
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
+/// Records kept while the database is unavailable; past this the oldest are dropped.
+const MAX_QUEUED: usize = 100_000;
+/// How long the recorder waits before trying an unavailable database again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct CallRecorder {
     db: Db,
@@ -52,19 +56,46 @@ impl CallRecorder {
         let (batch, waiting): (Vec<Record>, Vec<_>) = self.queue.drain(..n).unzip();
         self.writing = true;
         let db = self.db.clone();
-        let work = actix_web::web::block(move || write_batch(&db, &batch));
+        let work = actix_web::web::block(move || {
+            let outcome = write_batch(&db, &batch);
+            (batch, outcome)
+        });
         ctx.spawn(work.into_actor(self).map(|result, recorder, ctx| {
-            if let Err(e) = result {
-                log::error!("call records lost: {e}");
+            recorder.writing = false;
+            match result {
+                Ok((batch, Err(Unavailable))) => {
+                    // Kept, in order, for when the database is back.
+                    for (record, written) in batch.into_iter().zip(waiting).rev() {
+                        recorder.queue.push_front((record, written));
+                    }
+                    recorder.trim();
+                    ctx.run_later(RETRY_AFTER, |recorder, ctx| recorder.write_next(ctx));
+                    return;
+                }
+                Ok((_, Ok(()))) => {}
+                Err(e) => log::error!("call records lost: {e}"),
             }
             for written in waiting.into_iter().flatten() {
                 let _ = written.send(());
             }
-            recorder.writing = false;
             recorder.write_next(ctx);
         }));
     }
 }
+
+impl CallRecorder {
+    /// Bounds what a long outage keeps: the oldest records go first.
+    fn trim(&mut self) {
+        if self.queue.len() > MAX_QUEUED {
+            let dropped = self.queue.len() - MAX_QUEUED;
+            self.queue.drain(..dropped);
+            log::error!("database unavailable for long: {dropped} oldest call records dropped");
+        }
+    }
+}
+
+/// The database could not be reached: the batch should be tried again later.
+struct Unavailable;
 
 impl Actor for CallRecorder {
     type Context = Context<Self>;
@@ -88,6 +119,7 @@ impl Handler<WriteRecord> for CallRecorder {
 
     fn handle(&mut self, msg: WriteRecord, ctx: &mut Self::Context) {
         self.queue.push_back((msg.record, msg.written));
+        self.trim();
         self.write_next(ctx);
     }
 }
@@ -112,7 +144,7 @@ fn with_retry(what: &str, mut write: impl FnMut() -> Result<(), AppError>) -> Re
 
 /// Writes a batch in one transaction, folded into the fewest statements. If that fails, each
 /// record is written on its own, so a bad record costs only itself.
-fn write_batch(db: &Db, batch: &[Record]) {
+fn write_batch(db: &Db, batch: &[Record]) -> Result<(), Unavailable> {
     let (rows, updates) = fold(batch);
     let together = with_retry("call records", || {
         let mut conn = db.get()?;
@@ -122,6 +154,13 @@ fn write_batch(db: &Db, batch: &[Record]) {
         })
     });
     if let Err(e) = together {
+        if e.code == ErrorCode::Unavailable {
+            log::warn!(
+                "database unavailable; keeping {} call records: {e}",
+                batch.len()
+            );
+            return Err(Unavailable);
+        }
         if batch.len() > 1 {
             log::warn!(
                 "writing {} call records together failed ({e}); one by one",
@@ -135,6 +174,7 @@ fn write_batch(db: &Db, batch: &[Record]) {
             }
         }
     }
+    Ok(())
 }
 
 /// Calls created in the batch become rows of one multi-row insert that already carry what the

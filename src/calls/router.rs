@@ -372,6 +372,13 @@ pub struct PeersSevered {
     pub users: [UserId; 2],
 }
 
+/// How long the ack of an end waits for its record's commit (a few milliseconds normally);
+/// past it, during an outage, the ack goes out and the record waits in the recorder.
+const END_COMMIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How long shutdown waits for the last call records to be written.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
 /// `users[0]` and `users[1]` became friends again: invites between them are placed again.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -553,8 +560,9 @@ impl Handler<ActOnCall> for CallRouter {
         let written = self.awaiting_end.take();
         Box::pin(async move {
             if let Some(written) = written {
-                // The recorder always answers, after success or after giving up on the record.
-                let _ = written.await;
+                // With the database down the record waits in the recorder's queue, to be written
+                // when it is back; the client is not kept waiting for that.
+                let _ = tokio::time::timeout(END_COMMIT_WAIT, written).await;
             }
             outcome
         })
@@ -725,7 +733,14 @@ impl Handler<EndAllCalls> for CallRouter {
         }
         let recorder = self.recorder.clone();
         Box::pin(async move {
-            let _ = recorder.send(Flush).await;
+            // Bounded: with the database down, the records stay queued and are lost with the
+            // process rather than holding the shutdown forever.
+            if tokio::time::timeout(SHUTDOWN_FLUSH, recorder.send(Flush))
+                .await
+                .is_err()
+            {
+                log::error!("shutting down with call records unwritten (database unavailable)");
+            }
         })
     }
 }
