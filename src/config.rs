@@ -151,6 +151,11 @@ pub struct Config {
     )]
     pub ws_max_unauthenticated_per_address: usize,
 
+    /// Sustained client frames per second allowed for one user over all their WebSockets
+    /// (bursts up to twice that).
+    #[arg(long, env = "SWITCHBOARD_USER_MAX_FRAME_RATE", default_value_t = 100)]
+    pub user_max_frame_rate: u32,
+
     /// Sustained client frames per second allowed on one WebSocket (bursts up to twice that).
     #[arg(long, env = "SWITCHBOARD_WS_MAX_FRAME_RATE", default_value_t = 50)]
     pub ws_max_frame_rate: u32,

@@ -155,6 +155,9 @@ impl Application {
              on each of {workers} HTTP workers"
         );
         let (state_presence, state_router) = (state.presence.clone(), state.router.clone());
+        let user_budgets = web::Data::new(ws::frame_budget::UserBudgets::new(
+            config.user_max_frame_rate,
+        ));
         let strangers = web::Data::new(ws::strangers::Strangers::new(
             config.ws_max_unauthenticated,
             config.ws_max_unauthenticated_per_address,
@@ -172,7 +175,7 @@ impl Application {
                 .app_data(http::input::path_config())
                 .app_data(web::PayloadConfig::new(http::input::MAX_BODY_BYTES))
                 .configure(http::configure)
-                .configure(|cfg| ws::configure(cfg, strangers.clone()))
+                .configure(|cfg| ws::configure(cfg, strangers.clone(), user_budgets.clone()))
         })
         .workers(workers)
         .max_connections(per_worker)

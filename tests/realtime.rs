@@ -18,6 +18,7 @@ on_both_databases!(
     a_frame_whose_payload_never_comes_does_not_outlast_the_auth_timeout,
     socket_upgrades_from_other_origins_are_refused,
     a_user_has_at_most_max_devices_sockets,
+    a_users_devices_share_one_frame_budget,
     unauthenticated_sockets_are_capped_per_address_and_in_all,
     when_descriptors_run_out_existing_users_are_served_and_it_recovers,
     a_client_close_is_echoed_and_the_connection_closed_at_once,
@@ -188,6 +189,43 @@ async fn socket_upgrades_from_other_origins_are_refused(backend: Backend) {
             Ending::Closed(4000)
         );
     }
+}
+
+/// Each socket may send 50 frames a second (bursts of 100), but one user over all their
+/// sockets only 20 (bursts of 40): two devices sending 30 frames each at once exceed it, while
+/// another user is unaffected.
+async fn a_users_devices_share_one_frame_budget(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.user_max_frame_rate = 20).await;
+    let amy = app.register("amy").await;
+    let ben = app.register("ben").await;
+    let (mut phone, _) = app.ws_login(&amy).await;
+    let (mut laptop, _) = app.ws_login(&amy).await;
+    let (mut ben_ws, _) = app.ws_login(&ben).await;
+    for _ in 0..30 {
+        phone.send(json!({"type": "ping"})).await;
+        laptop.send(json!({"type": "ping"})).await;
+        ben_ws.send(json!({"type": "ping"})).await;
+    }
+    let (a, b) = futures_util::join!(
+        actix_rt::time::timeout(Duration::from_secs(2), phone.expect_close()),
+        actix_rt::time::timeout(Duration::from_secs(2), laptop.expect_close())
+    );
+    let closed: Vec<_> = [a, b].into_iter().filter_map(Result::ok).collect();
+    assert!(
+        !closed.is_empty(),
+        "sixty frames in a burst of forty went through"
+    );
+    for c in closed {
+        assert_eq!(
+            (c.code, c.reason.as_str()),
+            (1008, "too many frames per second from this account")
+        );
+    }
+    ben_ws.send(json!({"type": "ping", "id": "still"})).await;
+    assert_eq!(
+        ben_ws.recv_where(|f| f["ref"] == "still").await["type"],
+        "pong"
+    );
 }
 
 async fn a_user_has_at_most_max_devices_sockets(backend: Backend) {

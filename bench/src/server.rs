@@ -113,8 +113,10 @@ pub fn postgres_reachable(admin_url: &str) -> Result<(), String> {
 /// embedded STUN/TURN relay on a free UDP port rather than 3478, so that a broker already
 /// running on this machine can't make the bench fail.
 /// Registrations are not limited: the bench makes thousands of accounts from one address.
-const BASE_FLAGS: [&str; 6] = [
+const BASE_FLAGS: [&str; 8] = [
     "--ws-max-frame-rate",
+    "1000000",
+    "--user-max-frame-rate",
     "1000000",
     "--relay-listen",
     "127.0.0.1:0",

@@ -1,56 +1,89 @@
-//! A token bucket for client frames: `rate` frames per second sustained, bursts up to twice
-//! that. A client that keeps exceeding it is disconnected.
+//! Budgets for client frames: `rate` frames per second sustained, bursts up to twice that. One
+//! per socket, and one per user shared by all their sockets ([`UserBudgets`]), so that ten
+//! devices don't make ten times the allowance. A client that keeps exceeding either is
+//! disconnected.
+use crate::ids::UserId;
+use crate::rate_limit::Bucket;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-pub struct FrameBudget {
-    rate: f64,
-    capacity: f64,
-    tokens: f64,
-    refilled: Instant,
-}
+pub struct FrameBudget(Bucket);
 
 impl FrameBudget {
     pub fn new(rate: u32) -> Self {
         let rate = f64::from(rate.max(1));
-        Self {
-            rate,
-            capacity: rate * 2.0,
-            tokens: rate * 2.0,
-            refilled: Instant::now(),
-        }
+        Self(Bucket::new(rate * 2.0, rate, Instant::now()))
     }
 
     /// Spends one frame; false when the budget is exhausted.
     pub fn take(&mut self) -> bool {
-        self.take_at(Instant::now())
+        self.0.take(Instant::now())
+    }
+}
+
+/// A user's budget, shared by their sockets.
+pub type SharedBudget = Arc<Mutex<FrameBudget>>;
+
+/// Every connected user's shared budget. An entry lives as long as one of the user's sockets
+/// holds it; dead entries are swept when the table has doubled since the last sweep.
+pub struct UserBudgets {
+    rate: u32,
+    budgets: Mutex<(HashMap<UserId, Weak<Mutex<FrameBudget>>>, usize)>,
+}
+
+impl UserBudgets {
+    pub fn new(rate: u32) -> Self {
+        Self {
+            rate,
+            budgets: Mutex::new((HashMap::new(), 64)),
+        }
     }
 
-    fn take_at(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
+    /// `user`'s budget, made on their first socket.
+    pub fn of(&self, user: &UserId) -> SharedBudget {
+        let mut guard = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let (budgets, sweep_at) = &mut *guard;
+        if let Some(live) = budgets.get(user).and_then(Weak::upgrade) {
+            return live;
         }
+        if budgets.len() >= *sweep_at {
+            budgets.retain(|_, budget| budget.strong_count() > 0);
+            *sweep_at = (budgets.len() * 2).max(64);
+        }
+        let budget = Arc::new(Mutex::new(FrameBudget::new(self.rate)));
+        budgets.insert(user.clone(), Arc::downgrade(&budget));
+        budget
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn allows_bursts_then_the_sustained_rate() {
+    fn a_socket_gets_a_burst_of_twice_its_rate() {
         let mut budget = FrameBudget::new(10);
-        let start = Instant::now();
-        assert!((0..20).all(|_| budget.take_at(start)));
-        assert!(!budget.take_at(start));
-        // 100 ms later one more frame's worth has accrued.
-        assert!(budget.take_at(start + Duration::from_millis(100)));
-        assert!(!budget.take_at(start + Duration::from_millis(100)));
+        assert_eq!((0..100).filter(|_| budget.take()).count(), 20);
+    }
+
+    #[test]
+    fn a_users_sockets_share_one_budget_and_it_goes_with_the_last() {
+        let budgets = UserBudgets::new(10);
+        let amy = UserId("amy".into());
+        let (phone, laptop) = (budgets.of(&amy), budgets.of(&amy));
+        let spent = (0..30)
+            .filter(|i| {
+                let device = if i % 2 == 0 { &phone } else { &laptop };
+                device.lock().unwrap().take()
+            })
+            .count();
+        assert_eq!(spent, 20, "two devices, one burst");
+        drop((phone, laptop));
+        let fresh = budgets.of(&amy);
+        assert!(
+            fresh.lock().unwrap().take(),
+            "a new budget once the old sockets are gone"
+        );
     }
 }

@@ -19,8 +19,13 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// The socket route, `GET /ws`, with the count of sockets not yet authenticated (shared by
 /// every worker).
-pub fn configure(cfg: &mut web::ServiceConfig, strangers: web::Data<Strangers>) {
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    strangers: web::Data<Strangers>,
+    user_budgets: web::Data<frame_budget::UserBudgets>,
+) {
     cfg.app_data(strangers)
+        .app_data(user_budgets)
         .service(web::resource("/ws").route(web::get().to(connect)));
 }
 
@@ -32,6 +37,7 @@ pub async fn connect(
     stream: web::Payload,
     state: web::Data<AppState>,
     strangers: web::Data<Strangers>,
+    user_budgets: web::Data<frame_budget::UserBudgets>,
 ) -> Result<HttpResponse, actix_web::Error> {
     if !origin::allowed(req.headers(), &state.config.cors_origins) {
         return Err(AppError::new(
@@ -42,7 +48,7 @@ pub async fn connect(
     }
     let ticket = strangers.admit(client_addr::of(&req, &state.config.trusted_proxies))?;
     let (stream, oversized) = frame_guard::FrameGuard::new(stream, MAX_FRAME_BYTES);
-    let session = session::UserSession::new(state, oversized, ticket);
+    let session = session::UserSession::new(state, oversized, ticket, user_budgets);
     actix_web_actors::ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(MAX_FRAME_BYTES)
         .start()

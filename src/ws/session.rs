@@ -3,7 +3,7 @@
 //! and hands presence to the PresenceHub and calls and signaling to the CallRouter. It
 //! registers with both after `auth` and unregisters when it stops, on every exit path.
 use super::backlog::{self, Backlog};
-use super::frame_budget::FrameBudget;
+use super::frame_budget::{FrameBudget, SharedBudget, UserBudgets};
 use super::frame_guard::Oversized;
 use super::strangers::Ticket;
 use crate::auth::identity::authenticate;
@@ -41,6 +41,9 @@ pub struct UserSession {
     registering: Rc<Cell<Option<UserId>>>,
     last_heard: Instant,
     budget: FrameBudget,
+    /// The user's budget, shared by all their sockets; set once authenticated.
+    user_budget: Option<SharedBudget>,
+    user_budgets: web::Data<UserBudgets>,
     /// Closing because its session was revoked (logout, password change, account deletion).
     revoked: bool,
     /// Whether the frame guard cut the socket's stream for an oversized frame.
@@ -56,7 +59,12 @@ pub struct UserSession {
 }
 
 impl UserSession {
-    pub fn new(state: web::Data<AppState>, oversized: Oversized, stranger: Ticket) -> Self {
+    pub fn new(
+        state: web::Data<AppState>,
+        oversized: Oversized,
+        stranger: Ticket,
+        user_budgets: web::Data<UserBudgets>,
+    ) -> Self {
         let budget = FrameBudget::new(state.config.ws_max_frame_rate);
         Self {
             state,
@@ -66,6 +74,8 @@ impl UserSession {
             registering: Rc::default(),
             last_heard: Instant::now(),
             budget,
+            user_budget: None,
+            user_budgets,
             revoked: false,
             oversized,
             inviting: false,
@@ -264,6 +274,7 @@ impl UserSession {
                 Ok(Some((user, friends, calls, missed_calls, token_hash))) => {
                     session.me = Some(Party::from(&user));
                     session.stranger = None;
+                    session.user_budget = Some(session.user_budgets.of(&user.user_id()));
                     let config = &session.state.config;
                     let welcome = ServerFrame::Welcome {
                         user: &UserView::from(&user),
@@ -600,6 +611,17 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
                         ctx,
                         u16::from(CloseCode::Policy),
                         "too many frames per second",
+                    );
+                }
+                let user_spent = self
+                    .user_budget
+                    .as_ref()
+                    .is_some_and(|b| !b.lock().unwrap_or_else(|p| p.into_inner()).take());
+                if user_spent {
+                    return self.close(
+                        ctx,
+                        u16::from(CloseCode::Policy),
+                        "too many frames per second from this account",
                     );
                 }
                 self.on_text(&text, ctx);
