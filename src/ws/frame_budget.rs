@@ -29,30 +29,38 @@ pub type SharedBudget = Arc<Mutex<FrameBudget>>;
 /// holds it; dead entries are swept when the table has doubled since the last sweep.
 pub struct UserBudgets {
     rate: u32,
-    budgets: Mutex<(HashMap<UserId, Weak<Mutex<FrameBudget>>>, usize)>,
+    table: Mutex<Table>,
+}
+
+struct Table {
+    budgets: HashMap<UserId, Weak<Mutex<FrameBudget>>>,
+    /// Sweep dead entries once the table has grown to this size.
+    sweep_at: usize,
 }
 
 impl UserBudgets {
     pub fn new(rate: u32) -> Self {
         Self {
             rate,
-            budgets: Mutex::new((HashMap::new(), 64)),
+            table: Mutex::new(Table {
+                budgets: HashMap::new(),
+                sweep_at: 64,
+            }),
         }
     }
 
     /// `user`'s budget, made on their first socket.
     pub fn of(&self, user: &UserId) -> SharedBudget {
-        let mut guard = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let (budgets, sweep_at) = &mut *guard;
-        if let Some(live) = budgets.get(user).and_then(Weak::upgrade) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(live) = table.budgets.get(user).and_then(Weak::upgrade) {
             return live;
         }
-        if budgets.len() >= *sweep_at {
-            budgets.retain(|_, budget| budget.strong_count() > 0);
-            *sweep_at = (budgets.len() * 2).max(64);
+        if table.budgets.len() >= table.sweep_at {
+            table.budgets.retain(|_, budget| budget.strong_count() > 0);
+            table.sweep_at = (table.budgets.len() * 2).max(64);
         }
         let budget = Arc::new(Mutex::new(FrameBudget::new(self.rate)));
-        budgets.insert(user.clone(), Arc::downgrade(&budget));
+        table.budgets.insert(user.clone(), Arc::downgrade(&budget));
         budget
     }
 }
