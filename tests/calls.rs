@@ -861,15 +861,7 @@ async fn stops_reading(backend: Backend, small_buffer: bool) {
     // From here on ben reads nothing.
     let (mut carl, _) = WsClient::login(&address, &tokens["carl"]).await;
     let (mut dan, _) = WsClient::login(&address, &tokens["dan"]).await;
-    let other = carl
-        .ok(json!({"type": "call.invite", "to": "dan", "media": "audio"}))
-        .await["call_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    dan.recv_type("call.incoming").await;
-    dan.ok(json!({"type": "call.accept", "call_id": other}))
-        .await;
+    let other = common::ws::answered_call(&mut carl, &mut dan, "dan").await;
     let before = broker.rss_kib();
 
     let padding = "x".repeat(60_000);

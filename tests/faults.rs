@@ -85,15 +85,7 @@ async fn a_hangup_acknowledged_just_before_a_kill_is_completed_after_the_restart
         let address = running.http.to_string();
         let (mut amy_ws, _) = WsClient::login(&address, &amy).await;
         let (mut ben_ws, _) = WsClient::login(&address, &ben).await;
-        let invited = amy_ws
-            .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
-            .await;
-        let id = invited["call_id"].as_str().expect("call_id").to_owned();
-        ben_ws.recv_type("call.incoming").await;
-        ben_ws
-            .ok(json!({"type": "call.accept", "call_id": id}))
-            .await;
-        amy_ws.recv_type("call.accepted").await;
+        let id = common::ws::answered_call(&mut amy_ws, &mut ben_ws, "ben").await;
         amy_ws
             .ok(json!({"type": "call.hangup", "call_id": id}))
             .await;
@@ -321,17 +313,7 @@ async fn a_call_ending_during_an_outage_is_recorded_when_the_database_returns() 
     app.befriend(&amy, "ben", &ben, "amy").await;
     let (mut amy_ws, _) = app.ws_login(&amy).await;
     let (mut ben_ws, _) = app.ws_login(&ben).await;
-    let id = amy_ws
-        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
-        .await["call_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    ben_ws.recv_type("call.incoming").await;
-    ben_ws
-        .ok(json!({"type": "call.accept", "call_id": id}))
-        .await;
-    amy_ws.recv_type("call.accepted").await;
+    let id = common::ws::answered_call(&mut amy_ws, &mut ben_ws, "ben").await;
     // The answer is recorded before the outage.
     actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
 

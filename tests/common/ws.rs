@@ -38,6 +38,24 @@ impl TestApp {
     }
 }
 
+/// `caller` invites `callee_name`, whose socket `callee` accepts: the answered call's id.
+pub async fn answered_call(
+    caller: &mut WsClient,
+    callee: &mut WsClient,
+    callee_name: &str,
+) -> String {
+    let invited = caller
+        .ok(json!({"type": "call.invite", "to": callee_name, "media": "audio"}))
+        .await;
+    let id = invited["call_id"].as_str().expect("call_id").to_owned();
+    callee.recv_type("call.incoming").await;
+    callee
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    caller.recv_type("call.accepted").await;
+    id
+}
+
 impl WsClient {
     /// A socket to the broker at `address`, not authenticated yet.
     pub async fn connect(address: &str) -> Self {
