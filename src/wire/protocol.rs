@@ -289,7 +289,7 @@ pub enum ServerFrame<'a> {
         calls: Vec<CallSummary>,
         missed_calls: i64,
         heartbeat: Heartbeat,
-        /// STUN/TURN servers with a per-user credential, for `RTCPeerConnection`.
+        /// STUN/TURN servers with a credential for this session, for `RTCPeerConnection`.
         ice_servers: &'a [IceServer],
     },
     #[serde(rename = "ack")]
