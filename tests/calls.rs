@@ -810,7 +810,12 @@ async fn stops_reading(backend: Backend, small_buffer: bool) {
     use common::process::BrokerProcess;
     use common::raw_socket::{Ending, RawSocket};
     let db = common::TestDatabase::new(backend);
-    let broker = BrokerProcess::start(&db.url, &["--reconnect-grace", "30s"], None).await;
+    let broker = BrokerProcess::start(
+        &db.url,
+        &["--reconnect-grace", "30s", "--presence-grace", "500ms"],
+        None,
+    )
+    .await;
     let address = broker.http.to_string();
     let client = awc::Client::default();
     let mut tokens = std::collections::HashMap::new();
@@ -900,6 +905,17 @@ async fn stops_reading(backend: Backend, small_buffer: bool) {
         grew < 8 * 1024,
         "RSS grew {grew} KiB for one client that stopped reading"
     );
+    if small_buffer {
+        // The presence hub drops the stuck device too: once the call is over, ben goes
+        // offline for his friends like anyone whose last socket left.
+        amy.ok(json!({"type": "call.hangup", "call_id": id})).await;
+        let offline = amy
+            .recv_where(|f| {
+                f["type"] == "presence" && f["username"] == "ben" && f["status"] == "offline"
+            })
+            .await;
+        assert!(offline["last_seen"].is_string(), "{offline}");
+    }
     assert_eq!(
         ben.ending(Duration::from_secs(5)).await,
         Ending::Closed(4010)

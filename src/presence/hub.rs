@@ -47,6 +47,8 @@ pub struct PresenceHub {
     users: HashMap<UserId, Online>,
     /// Friendships that just ended, which a device's stale friend list must not restore.
     severed: SeveredPairs,
+    /// Devices found stuck while delivering, dropped once the message at hand is handled.
+    stuck: std::cell::RefCell<Vec<(UserId, DeviceId)>>,
     grace: Duration,
     /// Sockets one user may have at once (0: no limit).
     max_devices: usize,
@@ -70,6 +72,7 @@ impl PresenceHub {
         Self {
             users: HashMap::new(),
             severed: SeveredPairs::default(),
+            stuck: std::cell::RefCell::default(),
             grace,
             max_devices,
             call_grace,
@@ -81,9 +84,40 @@ impl PresenceHub {
     fn deliver_to_user(&self, user: &UserId, frame: &bytestring::ByteString) {
         if let Some(online) = self.users.get(user) {
             for (device, _) in online.devices.values() {
-                device.send(frame.clone());
+                if !device.send(frame.clone()) {
+                    self.stuck
+                        .borrow_mut()
+                        .push((user.clone(), device.id.clone()));
+                }
             }
         }
+    }
+
+    /// Devices that stopped taking their frames leave, as if their socket had closed.
+    fn drop_stuck(&mut self, ctx: &mut Context<Self>) {
+        let stuck = std::mem::take(&mut *self.stuck.borrow_mut());
+        for (user, device) in stuck {
+            self.disconnect(user, device, ctx);
+        }
+    }
+
+    /// A device is gone; the user goes offline after the grace if it was their last.
+    fn disconnect(&mut self, user: UserId, device: DeviceId, ctx: &mut Context<Self>) {
+        let Some(online) = self.users.get_mut(&user) else {
+            return;
+        };
+        if online.devices.remove(&device).is_none() || !online.devices.is_empty() {
+            return;
+        }
+        let grace = if online.busy {
+            self.grace.max(self.call_grace)
+        } else {
+            self.grace
+        };
+        if let Some(timer) = online.offline_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        online.offline_timer = Some(ctx.run_later(grace, move |hub, _| hub.go_offline(&user)));
     }
 
     /// Pushes `user`'s presence to each online friend.
@@ -222,6 +256,18 @@ impl Handler<Connect> for PresenceHub {
     type Result = Result<HashMap<UserId, PresenceInfo>, AppError>;
 
     fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = self.connected(msg, ctx);
+        self.drop_stuck(ctx);
+        answer
+    }
+}
+
+impl PresenceHub {
+    fn connected(
+        &mut self,
+        msg: Connect,
+        ctx: &mut Context<Self>,
+    ) -> Result<HashMap<UserId, PresenceInfo>, AppError> {
         let devices = self.users.get(&msg.user).map_or(0, |o| o.devices.len());
         if self.max_devices > 0 && devices >= self.max_devices {
             return Err(AppError::new(
@@ -277,29 +323,21 @@ impl Handler<Disconnect> for PresenceHub {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
-        let Some(online) = self.users.get_mut(&msg.user) else {
-            return;
-        };
-        if online.devices.remove(&msg.device).is_none() || !online.devices.is_empty() {
-            return;
-        }
-        let grace = if online.busy {
-            self.grace.max(self.call_grace)
-        } else {
-            self.grace
-        };
-        let user = msg.user;
-        if let Some(timer) = online.offline_timer.take() {
-            ctx.cancel_future(timer);
-        }
-        online.offline_timer = Some(ctx.run_later(grace, move |hub, _| hub.go_offline(&user)));
+        self.disconnect(msg.user, msg.device, ctx);
     }
 }
 
 impl Handler<SetStatus> for PresenceHub {
     type Result = ();
 
-    fn handle(&mut self, msg: SetStatus, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: SetStatus, ctx: &mut Context<Self>) {
+        self.status_set(msg, ctx);
+        self.drop_stuck(ctx);
+    }
+}
+
+impl PresenceHub {
+    fn status_set(&mut self, msg: SetStatus, _: &mut Context<Self>) {
         let Some(online) = self.users.get_mut(&msg.user) else {
             return;
         };
@@ -322,6 +360,13 @@ impl Handler<SetBusy> for PresenceHub {
     type Result = ();
 
     fn handle(&mut self, msg: SetBusy, ctx: &mut Context<Self>) {
+        self.busy_set(msg, ctx);
+        self.drop_stuck(ctx);
+    }
+}
+
+impl PresenceHub {
+    fn busy_set(&mut self, msg: SetBusy, ctx: &mut Context<Self>) {
         let Some(online) = self.users.get_mut(&msg.user) else {
             return;
         };
@@ -347,7 +392,14 @@ impl Handler<SetBusy> for PresenceHub {
 impl Handler<RelationChanged> for PresenceHub {
     type Result = ();
 
-    fn handle(&mut self, msg: RelationChanged, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: RelationChanged, ctx: &mut Context<Self>) {
+        self.relation_changed(msg, ctx);
+        self.drop_stuck(ctx);
+    }
+}
+
+impl PresenceHub {
+    fn relation_changed(&mut self, msg: RelationChanged, _: &mut Context<Self>) {
         let ((a, a_person), (b, b_person)) = (msg.actor, msg.other);
         match msg.change {
             RelationChange::Requested => {

@@ -5,7 +5,8 @@
 //! session whose client does not read stops being run at all once its socket is full. So the
 //! handle counts the bytes it has queued that the session has not taken yet: past
 //! [`MAX_QUEUED`] the device is *stuck*, further frames are dropped, and it is told to close;
-//! the router treats a stuck device as one that left (its call enters the reconnect grace).
+//! the router and the presence hub treat a stuck device as one that left (its call enters the
+//! reconnect grace, its user goes offline after the presence grace if it was the last one).
 use crate::ids::DeviceId;
 use crate::wire::close;
 use actix::prelude::*;
