@@ -197,20 +197,9 @@ impl ClientFrame {
         })
     }
 
-    pub fn id(&self) -> &ClientRef {
-        use ClientFrame::*;
-        match self {
-            Auth { id, .. }
-            | PresenceSet { id, .. }
-            | CallInvite { id, .. }
-            | CallAccept { id, .. }
-            | CallReject { id, .. }
-            | CallCancel { id, .. }
-            | CallHangup { id, .. }
-            | CallResume { id, .. }
-            | Signal { id, .. }
-            | Ping { id } => id,
-        }
+    /// The client's id for the frame, for a reply to a frame that is not otherwise handled.
+    pub fn into_id(mut self) -> ClientRef {
+        self.id_mut().take()
     }
 
     fn id_mut(&mut self) -> &mut ClientRef {

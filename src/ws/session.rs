@@ -108,8 +108,7 @@ impl UserSession {
     /// Every frame to the client goes through here: it counts what the client has yet to read,
     /// pings when enough was sent, and closes a socket whose client has fallen too far behind.
     fn text(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: bytestring::ByteString) {
-        let now = Instant::now();
-        let ping = self.backlog.sent(frame.len(), now);
+        let ping = self.backlog.sent(frame.len());
         ctx.text(frame);
         if let Some(payload) = ping {
             ctx.ping(&payload);
@@ -173,7 +172,7 @@ impl UserSession {
             }
             (None, frame) => {
                 let err = AppError::new(ErrorCode::Unauthorized, "send an auth frame first");
-                self.send_error(ctx, frame.id(), &err);
+                self.send_error(ctx, &frame.into_id(), &err);
             }
             (Some(_), ClientFrame::Auth { id, .. }) => {
                 let err = AppError::new(
