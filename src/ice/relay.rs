@@ -6,7 +6,7 @@
 //! The broker reaches the relay only through [`Relay::allow_call`], [`Relay::revoke_call`] and
 //! [`Relay::revoke_sessions`], which take a short lock on the book below and queue any
 //! allocation deletion for the relay thread: they never wait on the relay.
-use super::credentials::{self, Issuer, Refusal, Scoped};
+use super::credentials::{self, Issuer, Refusal, Scoped, Username};
 use super::gate::Gate;
 use super::nonce::Nonces;
 use super::peers::PeerPolicy;
@@ -82,6 +82,16 @@ struct Book {
 }
 
 impl Book {
+    /// Whether the credential's call is not live (any more) or its session has ended.
+    fn revoked(&self, username: &Username<'_>) -> bool {
+        match username.scope {
+            Scoped::Call(call) => !self
+                .live_calls
+                .contains(&(call.to_owned(), username.user.to_owned())),
+            Scoped::Session(key) => self.revoked_sessions.contains_key(key),
+        }
+    }
+
     /// Usernames of `user`'s allocations whose scope matches.
     fn held_by(&self, user: &UserId, matches: impl Fn(Scoped<'_>) -> bool) -> Vec<String> {
         self.allocations
@@ -120,21 +130,11 @@ impl Shared {
     /// or whose session ended.
     pub(super) fn key_for(&self, username: &str) -> Result<Vec<u8>, Refusal> {
         let parsed = credentials::parse(username)?;
-        match parsed.scope {
-            Scoped::Call(call) => {
-                let pair = (call.to_owned(), parsed.user.to_owned());
-                if !self.book().live_calls.contains(&pair) {
-                    return Err(Refusal::Revoked);
-                }
-            }
-            Scoped::Session(key) => {
-                if parsed.expiry < credentials::now_secs() {
-                    return Err(Refusal::Expired);
-                }
-                if self.book().revoked_sessions.contains_key(key) {
-                    return Err(Refusal::Revoked);
-                }
-            }
+        if matches!(parsed.scope, Scoped::Session(_)) && parsed.expiry < credentials::now_secs() {
+            return Err(Refusal::Expired);
+        }
+        if self.book().revoked(&parsed) {
+            return Err(Refusal::Revoked);
         }
         let password = self.issuer.password_of(username);
         Ok(generate_auth_key(username, &self.realm, &password))
@@ -180,10 +180,7 @@ impl Shared {
             return;
         }
         // Revoked between the credential check and now: undo at once.
-        let revoked = credentials::parse(&username).is_ok_and(|p| match p.scope {
-            Scoped::Call(call) => !book.live_calls.contains(&(call.to_owned(), user.clone())),
-            Scoped::Session(key) => book.revoked_sessions.contains_key(key),
-        });
+        let revoked = credentials::parse(&username).is_ok_and(|p| book.revoked(&p));
         if revoked {
             let _ = self.deletions.send(username);
             return;
