@@ -47,6 +47,7 @@ on_both_databases!(
     a_live_call_keeps_its_relay_past_the_credential_ttl,
     resuming_a_call_after_a_revocation_gets_credentials_the_relay_accepts,
     a_flood_of_spoofed_allocates_leaves_the_brokers_memory_flat,
+    one_source_flooding_bare_allocates_is_answered_only_up_to_its_allowance,
 );
 
 /// Every wait on the relay or a peer is bounded by this.
@@ -1013,6 +1014,14 @@ async fn a_live_call_keeps_its_relay_past_the_credential_ttl(backend: Backend) {
         call_client.refresh(Duration::from_secs(600)).await.code(),
         0
     );
+    // An ICE restart allocates anew with the same credential: still accepted.
+    let mut restart = StunClient::new(&server, &name, &credential).await;
+    restart.challenge().await;
+    assert_eq!(
+        restart.allocate().await.code(),
+        0,
+        "an ICE restart past the expiry"
+    );
     assert_eq!(
         session_client.permit(&[peer]).await.code(),
         401,
@@ -1112,4 +1121,36 @@ async fn a_flood_of_spoofed_allocates_leaves_the_brokers_memory_flat(backend: Ba
     let mut newcomer = StunClient::new(&relay.to_string(), "x", "y").await;
     assert_eq!(newcomer.challenge().await.code(), 401);
     drop(broker);
+}
+
+/// One source sends 300 bare allocates as fast as it can: it gets its burst of challenges
+/// (64) and then silence, so the relay can't be made to flood anyone; another source is still
+/// answered.
+async fn one_source_flooding_bare_allocates_is_answered_only_up_to_its_allowance(backend: Backend) {
+    let p = pair(backend, |_| {}).await;
+    let (server, _, _) = session_credential(&p.app, &p.alice).await;
+    let flooder = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+    let request = StunClient::bare_allocate().raw;
+    for i in 0..300u32 {
+        let mut request = request.clone();
+        request[8..12].copy_from_slice(&i.to_be_bytes());
+        flooder.send_to(&request, &server).await.expect("sent");
+    }
+    let mut answers = 0;
+    let mut buf = [0u8; 1500];
+    while let Ok(Ok(_)) =
+        actix_rt::time::timeout(Duration::from_millis(500), flooder.recv_from(&mut buf)).await
+    {
+        answers += 1;
+    }
+    assert!(
+        (60..=100).contains(&answers),
+        "{answers} answers to 300 requests from one source"
+    );
+    let mut other = StunClient::bound("127.0.0.2:0", &server, "x", "y").await;
+    assert_eq!(
+        other.challenge().await.code(),
+        401,
+        "another source is answered"
+    );
 }
