@@ -183,6 +183,9 @@ impl Application {
         // Once a response is done (a WebSocket's close frame echoed, say), close the connection
         // at once: by default actix lingers a second reading whatever the client still sends.
         .client_disconnect_timeout(std::time::Duration::ZERO)
+        // A client that hangs up has its request dropped, not finished: a password check it
+        // was waiting for is then skipped before it is hashed (auth/password.rs).
+        .h1_allow_half_closed(false)
         .disable_signals()
         .shutdown_timeout(5)
         .listen(listener)

@@ -8,6 +8,7 @@ use common::{Backend, TestDatabase};
 use serde_json::{json, Value};
 
 on_both_databases!(
+    password_checks_whose_clients_hung_up_are_never_hashed,
     a_hangup_acknowledged_just_before_a_kill_is_completed_after_the_restart,
     registrations_and_friend_requests_acknowledged_before_a_kill_are_all_there_after_it,
 );
@@ -344,4 +345,51 @@ async fn a_call_ending_during_an_outage_is_recorded_when_the_database_returns() 
         );
         actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
     }
+}
+
+/// One bcrypt thread at the real cost. Eight clients send a login and hang up at once; their
+/// checks are dropped unhashed, so the next real login waits for about one hash, not nine.
+async fn password_checks_whose_clients_hung_up_are_never_hashed(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDatabase::new(backend);
+    let broker = BrokerProcess::start(
+        &db.url,
+        &["--bcrypt-cost", "12", "--bcrypt-concurrency", "1"],
+        None,
+    )
+    .await;
+    let body = json!({"username": "kim", "password": "password-kim"});
+    post(&broker, "/api/v1/auth/register", None, body.clone()).await;
+    let timed_login = || async {
+        let started = std::time::Instant::now();
+        let (status, _) = try_post(&broker, "/api/v1/auth/login", None, body.clone())
+            .await
+            .expect("answered");
+        assert_eq!(status, 200);
+        started.elapsed()
+    };
+    let one_hash = timed_login().await;
+
+    let request = {
+        let json = json!({"username": "nobody", "password": "whatever123"}).to_string();
+        format!(
+            "POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{json}",
+            json.len()
+        )
+    };
+    for _ in 0..8 {
+        let mut stream = tokio::net::TcpStream::connect(broker.http)
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        // Hang up without waiting for the answer.
+        drop(stream);
+    }
+    actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    let after = timed_login().await;
+    assert!(
+        after < one_hash * 4,
+        "a login waited {after:?} behind abandoned checks (one hash takes {one_hash:?})"
+    );
 }

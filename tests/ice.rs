@@ -48,6 +48,7 @@ on_both_databases!(
     resuming_a_call_after_a_revocation_gets_credentials_the_relay_accepts,
     a_flood_of_spoofed_allocates_leaves_the_brokers_memory_flat,
     one_source_flooding_bare_allocates_is_answered_only_up_to_its_allowance,
+    refused_relay_requests_are_logged_at_warn_at_most_once_a_second,
 );
 
 /// Every wait on the relay or a peer is bounded by this.
@@ -1152,5 +1153,43 @@ async fn one_source_flooding_bare_allocates_is_answered_only_up_to_its_allowance
         other.challenge().await.code(),
         401,
         "another source is answered"
+    );
+}
+
+/// Twenty-five allocates with a wrong password in well under a second: the broker's log (at warn)
+/// says so in one line, and the next refusal a second later counts the ones held back.
+async fn refused_relay_requests_are_logged_at_warn_at_most_once_a_second(backend: Backend) {
+    let db = common::TestDatabase::new(backend);
+    let broker = common::process::BrokerProcess::start(&db.url, &[], None).await;
+    let relay = broker.relay.to_string();
+    let username = format!(
+        "{}:0123456789abcdef0123456789abcdef:s0123456789abcdef",
+        now_secs() + 600
+    );
+    let mut client = StunClient::new(&relay, &username, "wrong").await;
+    // Each is a challenge and a refusal: 50 answers, within one source's allowance of 64.
+    for _ in 0..25 {
+        client.challenge().await;
+        assert_eq!(client.allocate().await.code(), 401);
+    }
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    client.challenge().await;
+    assert_eq!(client.allocate().await.code(), 401);
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let refusals: Vec<String> = broker
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("WARN") && l.contains("relay: refused"))
+        .collect();
+    assert!(
+        (2..=3).contains(&refusals.len()),
+        "26 refusals logged as {} lines: {refusals:?}",
+        refusals.len()
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("similar lines held back")),
+        "{refusals:?}"
     );
 }

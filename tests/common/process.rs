@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 /// A running broker binary; killed when dropped.
 pub struct BrokerProcess {
     child: Child,
+    /// Where its log (stderr, at warn) goes.
+    pub log: std::path::PathBuf,
+    _log_dir: tempfile::TempDir,
     pub http: SocketAddr,
     pub relay: SocketAddr,
 }
@@ -30,11 +33,13 @@ impl BrokerProcess {
             relay.to_string(),
             "--database-url".into(),
             db_url.into(),
-            "--bcrypt-cost".into(),
-            "4".into(),
             "--registrations-per-hour".into(),
             "0".into(),
         ];
+        // Cheap bcrypt unless the test sets a cost itself.
+        if !extra.contains(&"--bcrypt-cost") {
+            args.extend(["--bcrypt-cost".into(), "4".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let bin = env!("CARGO_BIN_EXE_switchboard");
         let mut command = match nofile {
@@ -55,13 +60,21 @@ impl BrokerProcess {
                 c
             }
         };
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let log = log_dir.path().join("broker.log");
         let child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("the broker starts");
-        let broker = Self { child, http, relay };
+        let broker = Self {
+            child,
+            http,
+            relay,
+            log,
+            _log_dir: log_dir,
+        };
         let client = awc::Client::default();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !matches!(client.get(format!("http://{http}/healthz")).send().await, Ok(r) if r.status() == 200)
@@ -91,6 +104,15 @@ impl BrokerProcess {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The lines of its log so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {
