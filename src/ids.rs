@@ -71,8 +71,44 @@ id_type!(
     CallId,
     uuid::Uuid::now_v7()
 );
-id_type!(
-    /// One WebSocket connection of a user (a browser tab, a phone).
-    DeviceId,
-    uuid::Uuid::new_v4()
-);
+/// One WebSocket connection of a user (a browser tab, a phone): 128 random bits, written as 32
+/// hex digits. Never stored or read from a client, and copied into every hub and router entry
+/// of its device, so it is kept inline rather than as a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(u128);
+
+impl DeviceId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().as_u128())
+    }
+}
+
+impl Default for DeviceId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<u128> for DeviceId {
+    fn from(bits: u128) -> Self {
+        Self(bits)
+    }
+}
+
+impl From<DeviceId> for u128 {
+    fn from(id: DeviceId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl Serialize for DeviceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod availability;
 pub mod calls;
+pub mod census;
 pub mod client_addr;
 pub mod config;
 pub mod db;

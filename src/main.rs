@@ -3,12 +3,17 @@ use switchboard::{config::Config, startup::Application};
 
 /// Signaling frames are allocated on one thread and freed on another, which jemalloc handles
 /// far better than glibc malloc (docs/benchmarks.md).
+///
+/// `--features system-allocator` builds with the system allocator instead, for heap profilers
+/// (valgrind's massif) that see only malloc (docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at start. Freed pages go back to the system after about ten
 /// seconds unused (dirty, then muzzy), and a background thread does it, so memory returns after
 /// a mass disconnect even when nothing else allocates (docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8; 65] =

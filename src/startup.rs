@@ -168,7 +168,9 @@ impl Application {
                 .wrap(http::security::cors(&state.config.cors_origins))
                 .wrap(ErrorHandlers::new().default_handler(http::jsonify_error))
                 .wrap(http::security::headers())
-                .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
+                // `/ws` logs its own upgrade (ws::connect): the logger's state for a request
+                // lives as long as its response, which for a socket is the socket's life.
+                .wrap(Logger::new("%a \"%r\" %s %b %Dms").exclude("/ws"))
                 .app_data(state.clone())
                 .app_data(http::input::json_config())
                 .app_data(http::input::query_config())

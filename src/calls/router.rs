@@ -16,6 +16,7 @@ use crate::wire::device::DeviceHandle;
 use crate::wire::protocol::{CallSummary, ClientRef, ServerFrame};
 use actix::prelude::*;
 use serde_json::value::RawValue;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -58,6 +59,7 @@ pub struct CallRouter {
     /// Friendships that just ended: invites checked against the database before that are
     /// refused.
     severed: SeveredPairs,
+    census: crate::census::Census<3>,
 }
 
 impl CallRouter {
@@ -83,17 +85,18 @@ impl CallRouter {
             acting: false,
             awaiting_end: None,
             severed: SeveredPairs::default(),
+            census: Default::default(),
         }
     }
 
     fn handle_of(&self, user: &UserId, device: &DeviceId) -> Option<&DeviceHandle> {
-        self.devices.get(user)?.iter().find(|d| d.id == *device)
+        self.devices.get(user)?.iter().find(|d| d.id() == *device)
     }
 
     fn send_to(&mut self, user: &UserId, device: &DeviceId, frame: bytestring::ByteString) {
         if let Some(handle) = self.handle_of(user, device) {
             if !handle.send(frame) {
-                self.stuck.push((user.clone(), device.clone()));
+                self.stuck.push((user.clone(), *device));
             }
         }
     }
@@ -286,6 +289,20 @@ fn encode_notice(call: &Call, to: &UserId, notice: Notice, ice: &Ice) -> bytestr
 
 impl Actor for CallRouter {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(crate::census::EVERY, |router, _| {
+            let devices = router.devices.values().map(Vec::len).sum();
+            router.census.report(
+                "call router",
+                [
+                    ("calls", router.calls.len()),
+                    ("users in calls", router.user_call.len()),
+                    ("devices", devices),
+                ],
+            );
+        });
+    }
 }
 
 /// A device authenticated. Answers with the call ringing for the user, or the user's call to
@@ -395,11 +412,14 @@ impl Handler<Attach> for CallRouter {
     type Result = MessageResult<Attach>;
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
-        let device = msg.device.id.clone();
-        self.devices
-            .entry(msg.user.clone())
-            .or_default()
-            .push(msg.device);
+        let device = msg.device.id();
+        match self.devices.entry(msg.user.clone()) {
+            // Most users have one device: a list sized for it.
+            Entry::Vacant(vacant) => {
+                vacant.insert(vec![msg.device]);
+            }
+            Entry::Occupied(mut devices) => devices.get_mut().push(msg.device),
+        }
         let Some(id) = self.user_call.get(&msg.user).cloned() else {
             return MessageResult(vec![]);
         };
@@ -435,7 +455,7 @@ impl CallRouter {
     /// The device is gone: forget it, and let its call know (which may start the grace).
     fn detach(&mut self, user: UserId, device: DeviceId, revoked: bool, ctx: &mut Context<Self>) {
         if let Some(devices) = self.devices.get_mut(&user) {
-            devices.retain(|d| d.id != device);
+            devices.retain(|d| d.id() != device);
             if devices.is_empty() {
                 self.devices.remove(&user);
             }
@@ -477,7 +497,7 @@ impl Handler<PlaceCall> for CallRouter {
                 .devices
                 .get(&msg.caller.user)
                 .and_then(|ds| ds.last())
-                .map(|d| d.id.clone())
+                .map(|d| d.id())
                 .ok_or_else(|| {
                     AppError::new(
                         ErrorCode::NotConnected,
@@ -512,7 +532,7 @@ impl Handler<PlaceCall> for CallRouter {
         let callee_devices: Vec<DeviceId> = self
             .devices
             .get(&msg.callee.user)
-            .map(|ds| ds.iter().map(|d| d.id.clone()).collect())
+            .map(|ds| ds.iter().map(|d| d.id()).collect())
             .unwrap_or_default();
         let busy =
             self.user_call.contains_key(&msg.callee.user) || self.dnd.contains(&msg.callee.user);
@@ -583,7 +603,6 @@ impl CallRouter {
         };
         let device = || {
             msg.device
-                .clone()
                 .ok_or_else(|| AppError::new(ErrorCode::NotConnected, "needs a connected device"))
         };
         let event = match (msg.action, role) {
@@ -653,7 +672,7 @@ impl Handler<RelaySignal> for CallRouter {
             if peer_device.send(frame.encode()) {
                 Ok(())
             } else {
-                self.stuck.push((peer.user.clone(), peer_device.id.clone()));
+                self.stuck.push((peer.user.clone(), peer_device.id()));
                 Err(AppError::new(
                     ErrorCode::NotConnected,
                     "the other side is reconnecting",

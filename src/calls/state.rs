@@ -222,14 +222,14 @@ impl Call {
         }
         for device in devices {
             effects.push(Effect::Notify(
-                Target::Device(callee.user.clone(), device.clone()),
+                Target::Device(callee.user.clone(), device),
                 Notice::Incoming,
             ));
             call.ringing.insert(device);
         }
         if let Some(d) = &call.caller_device {
             effects.push(Effect::Notify(
-                Target::Device(call.caller.user.clone(), d.clone()),
+                Target::Device(call.caller.user.clone(), *d),
                 Notice::Ringing,
             ));
         }
@@ -274,7 +274,7 @@ impl Call {
 
     fn notify(&self, role: Role, device: &DeviceId, notice: Notice, effects: &mut Vec<Effect>) {
         effects.push(Effect::Notify(
-            Target::Device(self.party(role).user.clone(), device.clone()),
+            Target::Device(self.party(role).user.clone(), *device),
             notice,
         ));
     }
@@ -301,11 +301,11 @@ impl Call {
                 self.phase = Phase::Active;
                 self.answered_at = Some(now);
                 self.offerer = offerer;
-                self.callee_device = Some(device.clone());
+                self.callee_device = Some(device);
                 fx.push(Effect::CancelRingTimer);
                 fx.push(Effect::GrantRelay(Role::Caller));
                 fx.push(Effect::GrantRelay(Role::Callee));
-                if let Some(d) = self.caller_device.clone() {
+                if let Some(d) = self.caller_device {
                     self.notify(
                         Role::Caller,
                         &d,
@@ -388,7 +388,7 @@ impl Call {
                         self.notify(role, &old, Notice::AnsweredElsewhere, &mut fx);
                     }
                 }
-                *self.device_mut(role) = Some(device.clone());
+                *self.device_mut(role) = Some(device);
                 fx.push(Effect::CancelGrace(role));
                 // The call may have been answered while this side was away, and a new device
                 // needs its role anyway: tell it, so the offerer can renegotiate.
@@ -416,10 +416,10 @@ impl Call {
     fn end(&mut self, reason: EndReason, detail: Option<String>, now: i64, fx: &mut Vec<Effect>) {
         let was_active = self.phase == Phase::Active;
         self.phase = Phase::Ended(reason);
-        if let Some(d) = self.caller_device.clone() {
+        if let Some(d) = self.caller_device {
             self.notify(Role::Caller, &d, Notice::Ended(reason), fx);
         }
-        if let Some(d) = self.callee_device.clone() {
+        if let Some(d) = self.callee_device {
             self.notify(Role::Callee, &d, Notice::Ended(reason), fx);
         }
         for d in std::mem::take(&mut self.ringing) {
@@ -480,7 +480,7 @@ mod tests {
     }
 
     fn dev(name: &str) -> DeviceId {
-        DeviceId(name.into())
+        DeviceId::from(name.bytes().fold(0u128, |id, b| id << 8 | u128::from(b)))
     }
 
     fn invite(callee_devices: Vec<DeviceId>, callee_busy: bool) -> Invite {
@@ -495,6 +495,16 @@ mod tests {
         }
     }
 
+    /// The name `dev` made `device` from.
+    fn name_of(device: &DeviceId) -> String {
+        let bytes = u128::from(*device).to_be_bytes();
+        bytes
+            .iter()
+            .filter(|&&b| b != 0)
+            .map(|&b| char::from(b))
+            .collect()
+    }
+
     fn ringing_call(devices: &[&str]) -> (Call, Vec<Effect>) {
         Call::invite(
             invite(devices.iter().map(|d| dev(d)).collect(), false),
@@ -505,7 +515,7 @@ mod tests {
     fn notices(fx: &[Effect]) -> Vec<(String, Notice)> {
         fx.iter()
             .filter_map(|e| match e {
-                Effect::Notify(Target::Device(_, d), n) => Some((d.0.clone(), *n)),
+                Effect::Notify(Target::Device(_, d), n) => Some((name_of(d), *n)),
                 _ => None,
             })
             .collect()

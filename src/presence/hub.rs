@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 struct Online {
     username: String,
     display_name: String,
-    devices: HashMap<DeviceId, (DeviceHandle, String)>,
+    /// Connected devices, each with the hash of its session's token. A handful at most
+    /// (`--max-devices-per-user`), so a list, sized for one, not a map.
+    devices: Vec<(DeviceHandle, String)>,
     status: ChosenStatus,
     message: Option<String>,
     busy: bool,
@@ -59,6 +61,7 @@ pub struct PresenceHub {
     db: Db,
     /// Told whenever a user's do-not-disturb state changes, so the router can refuse calls.
     dnd_listener: Recipient<DndChanged>,
+    census: crate::census::Census<2>,
 }
 
 impl PresenceHub {
@@ -78,16 +81,15 @@ impl PresenceHub {
             call_grace,
             db,
             dnd_listener,
+            census: Default::default(),
         }
     }
 
     fn deliver_to_user(&self, user: &UserId, frame: &bytestring::ByteString) {
         if let Some(online) = self.users.get(user) {
-            for (device, _) in online.devices.values() {
+            for (device, _) in &online.devices {
                 if !device.send(frame.clone()) {
-                    self.stuck
-                        .borrow_mut()
-                        .push((user.clone(), device.id.clone()));
+                    self.stuck.borrow_mut().push((user.clone(), device.id()));
                 }
             }
         }
@@ -106,7 +108,11 @@ impl PresenceHub {
         let Some(online) = self.users.get_mut(&user) else {
             return;
         };
-        if online.devices.remove(&device).is_none() || !online.devices.is_empty() {
+        let Some(at) = online.devices.iter().position(|(d, _)| d.id() == device) else {
+            return;
+        };
+        online.devices.swap_remove(at);
+        if !online.devices.is_empty() {
             return;
         }
         let grace = if online.busy {
@@ -180,6 +186,16 @@ impl PresenceHub {
 
 impl Actor for PresenceHub {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(crate::census::EVERY, |hub, _| {
+            let devices = hub.users.values().map(|o| o.devices.len()).sum();
+            hub.census.report(
+                "presence hub",
+                [("users online", hub.users.len()), ("devices", devices)],
+            );
+        });
+    }
 }
 
 /// A device authenticated. Answers with the presence of each friend who is online, or
@@ -283,7 +299,7 @@ impl PresenceHub {
         let online = entry.or_insert_with(|| Online {
             username: msg.username.clone(),
             display_name: msg.display_name.clone(),
-            devices: HashMap::new(),
+            devices: Vec::with_capacity(1),
             status: ChosenStatus::Online,
             message: None,
             busy: false,
@@ -303,9 +319,7 @@ impl PresenceHub {
             .into_iter()
             .filter(|f| !severed.contains(&msg.user, f, now))
             .collect();
-        online
-            .devices
-            .insert(msg.device.id.clone(), (msg.device, msg.token_hash));
+        online.devices.push((msg.device, msg.token_hash));
         let friends: Vec<UserId> = online.friends.iter().cloned().collect();
         if is_new {
             let info = online.info();
@@ -461,9 +475,9 @@ impl Handler<RevokeSessions> for PresenceHub {
             return;
         };
         let revoked: HashSet<&String> = msg.token_hashes.iter().collect();
-        for (device, token_hash) in online.devices.values() {
+        for (device, token_hash) in &online.devices {
             if revoked.contains(token_hash) {
-                device.kick.do_send(Kick {
+                device.kick(Kick {
                     code: close::REVOKED,
                     reason: "session revoked",
                 });
@@ -491,8 +505,8 @@ impl Handler<CloseAll> for PresenceHub {
     /// Closes every socket and records everyone online as last seen now.
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> Self::Result {
         for online in self.users.values() {
-            for (device, _) in online.devices.values() {
-                device.kick.do_send(Kick {
+            for (device, _) in &online.devices {
+                device.kick(Kick {
                     code: close::SHUTDOWN,
                     reason: "server shutting down",
                 });

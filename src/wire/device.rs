@@ -30,47 +30,62 @@ pub struct Kick {
     pub reason: &'static str,
 }
 
+/// A connected device as the hubs see it. One allocation, shared by the session, the presence
+/// hub and the call router: cloning a handle only counts a reference.
 #[derive(Clone)]
-pub struct DeviceHandle {
-    pub id: DeviceId,
-    pub deliver: Recipient<Deliver>,
-    pub kick: Recipient<Kick>,
-    /// Shared with the session, which takes back what it writes out.
-    pub queued: Queued,
-}
+pub struct DeviceHandle(Arc<Device>);
 
-/// The bytes queued for a device, and whether it got stuck.
-#[derive(Clone, Default)]
-pub struct Queued(Arc<(AtomicUsize, AtomicBool)>);
-
-impl Queued {
-    /// The session wrote out a frame of `bytes`.
-    pub fn taken(&self, bytes: usize) {
-        self.0 .0.fetch_sub(bytes, Ordering::Relaxed);
-    }
+struct Device {
+    id: DeviceId,
+    deliver: Recipient<Deliver>,
+    kick: Recipient<Kick>,
+    /// Bytes queued for the device that its session has not written out yet.
+    queued: AtomicUsize,
+    stuck: AtomicBool,
 }
 
 impl DeviceHandle {
+    pub fn new(id: DeviceId, deliver: Recipient<Deliver>, kick: Recipient<Kick>) -> Self {
+        Self(Arc::new(Device {
+            id,
+            deliver,
+            kick,
+            queued: AtomicUsize::new(0),
+            stuck: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn id(&self) -> DeviceId {
+        self.0.id
+    }
+
     /// Queues `frame` for the device; `false` once it is stuck (the frame is dropped).
     pub fn send(&self, frame: ByteString) -> bool {
-        let (queued, stuck) = &*self.queued.0;
-        if stuck.load(Ordering::Relaxed) {
+        let device = &*self.0;
+        if device.stuck.load(Ordering::Relaxed) {
             return false;
         }
+        let queued = &device.queued;
         if queued.fetch_add(frame.len(), Ordering::Relaxed) + frame.len() > MAX_QUEUED {
             queued.fetch_sub(frame.len(), Ordering::Relaxed);
-            stuck.store(true, Ordering::Relaxed);
-            self.kick.do_send(Kick {
+            device.stuck.store(true, Ordering::Relaxed);
+            self.kick(Kick {
                 code: close::NOT_READING,
                 reason: "not reading what it is sent",
             });
             return false;
         }
-        self.deliver.do_send(Deliver(frame));
+        device.deliver.do_send(Deliver(frame));
         true
     }
 
-    pub fn is_stuck(&self) -> bool {
-        self.queued.0 .1.load(Ordering::Relaxed)
+    /// The session wrote out a frame of `bytes`.
+    pub fn taken(&self, bytes: usize) {
+        self.0.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Tells the session to close its socket.
+    pub fn kick(&self, kick: Kick) {
+        self.0.kick.do_send(kick);
     }
 }

@@ -62,6 +62,10 @@ impl Backlog {
                 self.read = self.read.max(sent_before);
             }
         }
+        // An idle socket has no ping out between heartbeats: hold no buffer for it meanwhile.
+        if self.pings.is_empty() {
+            self.pings = VecDeque::new();
+        }
     }
 
     /// Bytes sent that the client has not shown it read.

@@ -18,7 +18,7 @@ use crate::state::AppState;
 use crate::time::now_ms;
 use crate::vocabulary::{Media, SignalKind};
 use crate::wire::close;
-use crate::wire::device::{Deliver, DeviceHandle, Kick, Queued};
+use crate::wire::device::{Deliver, DeviceHandle, Kick};
 use crate::wire::protocol::{ClientFrame, ClientRef, FriendPresence, Heartbeat, ServerFrame};
 use actix::prelude::*;
 use actix_web::web;
@@ -52,8 +52,9 @@ pub struct UserSession {
     inviting: bool,
     /// What the client has been sent and not yet shown it read.
     backlog: Backlog,
-    /// Frames queued for this socket by the hubs that it has not written out yet.
-    queued: Queued,
+    /// This device as the hubs hold it (it counts the frames they queued for this socket that
+    /// it has not written out yet); made at `auth`.
+    handle: Option<DeviceHandle>,
     /// This socket's place among those not authenticated yet; given back on `welcome`.
     stranger: Option<Ticket>,
 }
@@ -80,7 +81,7 @@ impl UserSession {
             oversized,
             inviting: false,
             backlog: Backlog::default(),
-            queued: Queued::default(),
+            handle: None,
             stranger: Some(stranger),
         }
     }
@@ -188,12 +189,13 @@ impl UserSession {
     fn authenticate(&mut self, id: ClientRef, token: String, ctx: &mut ws::WebsocketContext<Self>) {
         self.authenticating = true;
         let state = self.state.clone();
-        let device = DeviceHandle {
-            queued: self.queued.clone(),
-            id: self.device.clone(),
-            deliver: ctx.address().recipient::<Deliver>(),
-            kick: ctx.address().recipient::<Kick>(),
-        };
+        let address = ctx.address();
+        let device = DeviceHandle::new(
+            self.device,
+            address.clone().recipient(),
+            address.recipient(),
+        );
+        self.handle = Some(device.clone());
         let registering = self.registering.clone();
         let work = async move {
             let identity = authenticate(&state.db, state.config.session_lifetime, &token).await?;
@@ -387,7 +389,7 @@ impl UserSession {
                 };
                 self.state.router.do_send(RelaySignal {
                     user: me.user.clone(),
-                    device: self.device.clone(),
+                    device: self.device,
                     reference: id,
                     call_id,
                     kind,
@@ -444,7 +446,7 @@ impl UserSession {
             };
             let place = session.state.router.send(PlaceCall {
                 caller,
-                device: Some(session.device.clone()),
+                device: Some(session.device),
                 callee,
                 media,
             });
@@ -479,7 +481,7 @@ impl UserSession {
         );
         let msg = ActOnCall {
             user: me.user.clone(),
-            device: Some(self.device.clone()),
+            device: Some(self.device),
             call_id: call_id.clone(),
             action,
         };
@@ -580,11 +582,11 @@ impl Actor for UserSession {
         if let Some(user) = registered {
             self.state.presence.do_send(Disconnect {
                 user: user.clone(),
-                device: self.device.clone(),
+                device: self.device,
             });
             self.state.router.do_send(Detach {
                 user,
-                device: self.device.clone(),
+                device: self.device,
                 revoked: self.revoked,
             });
         }
@@ -650,7 +652,9 @@ impl Handler<Deliver> for UserSession {
     type Result = ();
 
     fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
-        self.queued.taken(frame.len());
+        if let Some(handle) = &self.handle {
+            handle.taken(frame.len());
+        }
         self.text(ctx, frame);
     }
 }
