@@ -89,6 +89,15 @@ impl WsClient {
         self.send_text(frame.to_string()).await;
     }
 
+    /// Sends a frame that the server may already have closed the socket against (a flood):
+    /// whether it went out.
+    pub async fn try_send(&mut self, frame: Value) -> bool {
+        self.conn
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_ok()
+    }
+
     pub async fn send_text(&mut self, text: String) {
         self.conn
             .send(Message::Text(text.into()))
