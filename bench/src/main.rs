@@ -20,6 +20,7 @@ mod procstat;
 mod relay;
 mod report;
 mod server;
+mod soak;
 mod stats;
 mod switchboard;
 mod traffic;
@@ -36,7 +37,7 @@ pub type Res<T> = Result<T, Error>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
-    /// Every scenario below, in this order.
+    /// Every scenario below but the soak, in this order.
     All,
     /// N authenticated sockets held open with heartbeats: RSS per connection, idle CPU.
     Idle,
@@ -48,6 +49,9 @@ pub enum Scenario {
     Fanout,
     /// Relay latency while a login flood (bcrypt) hits REST.
     Isolation,
+    /// Rounds of connect, call, signal, hang up, befriend and unfriend, drop: memory, descriptors
+    /// and the broker's tables over time (about 10 minutes; not part of `all`).
+    Soak,
 }
 
 #[derive(Debug, Clone, Parser, Serialize)]
@@ -137,6 +141,16 @@ pub struct Options {
     #[arg(long, default_value_t = 10)]
     pub isolation_secs: u64,
 
+    /// Soak: sockets per round (half callers, half callees).
+    #[arg(long, default_value_t = 1000)]
+    pub soak_sockets: usize,
+    /// Soak: rounds.
+    #[arg(long, default_value_t = 20)]
+    pub soak_rounds: usize,
+    /// Soak: shortest round in seconds (a round that finishes sooner waits out the rest).
+    #[arg(long, default_value_t = 30)]
+    pub soak_round_secs: u64,
+
     #[arg(skip)]
     #[serde(skip)]
     pub resolved_workdir: PathBuf,
@@ -157,6 +171,9 @@ impl Options {
         self.isolation_rate = 200.0;
         self.flood_clients = 2;
         self.isolation_secs = 1;
+        self.soak_sockets = 20;
+        self.soak_rounds = 3;
+        self.soak_round_secs = 1;
     }
 
     pub fn server_bin(&self) -> Res<PathBuf> {
@@ -233,16 +250,21 @@ async fn run(mut options: Options) -> Res<()> {
         )
         .into());
     }
-    let mut scenarios = options.scenarios.clone();
-    if scenarios.contains(&Scenario::All) {
-        scenarios = vec![
-            Scenario::Idle,
-            Scenario::Relay,
-            Scenario::Setup,
-            Scenario::Fanout,
-            Scenario::Isolation,
-        ];
+    // `all` stands for every scenario but the soak, which may be named beside it.
+    let mut scenarios = Vec::new();
+    for scenario in &options.scenarios {
+        match scenario {
+            Scenario::All => scenarios.extend([
+                Scenario::Idle,
+                Scenario::Relay,
+                Scenario::Setup,
+                Scenario::Fanout,
+                Scenario::Isolation,
+            ]),
+            other => scenarios.push(*other),
+        }
     }
+    scenarios.dedup();
     let mut document = report::Document::new(&options, descriptors);
     for (i, scenario) in scenarios.into_iter().enumerate() {
         if i > 0 && !options.smoke {
@@ -260,6 +282,7 @@ async fn run(mut options: Options) -> Res<()> {
             Scenario::Setup => call_setup::run(&options).await?,
             Scenario::Fanout => vec![fanout::run(&options).await?],
             Scenario::Isolation => vec![isolation::run(&options).await?],
+            Scenario::Soak => vec![soak::run(&options).await?],
             Scenario::All => vec![],
         };
         for mut report in reports {

@@ -117,6 +117,34 @@ pub async fn befriend(
     Ok(())
 }
 
+/// Ends each pair's friendship (the first removes the second).
+pub async fn unfriend(
+    addr: SocketAddr,
+    pairs: Vec<(Account, Account)>,
+    concurrency: usize,
+) -> Res<()> {
+    let pairs = Arc::new(pairs);
+    for_each(addr, pairs.len(), concurrency, move |mut http, i| {
+        let pairs = pairs.clone();
+        async move {
+            let (a, b) = &pairs[i];
+            let path = format!("/api/v1/friends/{}", b.username);
+            let result = match http.request("DELETE", &path, Some(&a.token), None).await {
+                Ok((200 | 204, _)) => Ok(()),
+                Ok((status, answer)) => Err(format!(
+                    "unfriending {} -> {}: {status} {answer}",
+                    a.username, b.username
+                )
+                .into()),
+                Err(e) => Err(e),
+            };
+            (http, result)
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 async fn befriend_one(http: &mut Http, a: &Account, b: &Account) -> Res<()> {
     let body = json!({"username": b.username});
     let (status, answer) = http

@@ -138,6 +138,8 @@ pub struct ServerProcess {
     child: Child,
     pub pid: u32,
     pub addr: SocketAddr,
+    /// Where its stdout and stderr go.
+    log: PathBuf,
 }
 
 impl ServerProcess {
@@ -152,7 +154,8 @@ impl ServerProcess {
         let bin = options.server_bin()?;
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = std::fs::File::create(options.workdir().join(format!("switchboard-{port}.log")))?;
+        let log_path = options.workdir().join(format!("switchboard-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(&bin)
             .arg("--listen")
             .arg(addr.to_string())
@@ -174,6 +177,32 @@ impl ServerProcess {
             pid: child.id(),
             child,
             addr,
+            log: log_path,
+        };
+        server.wait_ready(true).await?;
+        Ok(server)
+    }
+
+    /// Starts the bare actix-web-actors baseline, `switchboard-bare-ws` next to the broker.
+    pub async fn bare_ws(options: &Options) -> Res<Self> {
+        let bin = options.server_bin()?.with_file_name("switchboard-bare-ws");
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let log_path = options.workdir().join(format!("bare-ws-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(&bin)
+            .arg(addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut server = Self {
+            name: "bare-ws",
+            pid: child.id(),
+            child,
+            addr,
+            log: log_path,
         };
         server.wait_ready(true).await?;
         Ok(server)
@@ -186,7 +215,8 @@ impl ServerProcess {
             install_peerjs(dir)?;
         }
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = std::fs::File::create(log_dir.join(format!("peerjs-{port}.log")))?;
+        let log_path = log_dir.join(format!("peerjs-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new("node")
             .arg(&script)
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
@@ -204,6 +234,7 @@ impl ServerProcess {
             pid: child.id(),
             child,
             addr,
+            log: log_path,
         };
         server.wait_ready(false).await?;
         Ok(server)
@@ -232,6 +263,10 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     pub fn sample(&self) -> Res<ProcSample> {

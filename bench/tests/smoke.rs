@@ -181,7 +181,7 @@ fn every_benchmark_scenario_runs_in_smoke_mode_and_reports_sane_numbers() {
     if !with_postgres {
         args.push("--skip-postgres".into());
     }
-    args.push("all".into());
+    args.extend(["all".into(), "soak".into()]);
     let (stdout, _) = run_bench(&args);
     assert!(stdout.contains("== relay =="), "{stdout}");
 
@@ -196,6 +196,16 @@ fn every_benchmark_scenario_runs_in_smoke_mode_and_reports_sane_numbers() {
     assert_eq!(num(idle, "dropped_while_held"), 0.0, "{idle}");
     let per_connection = num(idle, "rss_per_connection_kib");
     assert!(per_connection > 0.0 && per_connection < 1024.0, "{idle}");
+    let bare = &idle["bare_stack"];
+    assert_eq!(num(bare, "connections"), 40.0, "{idle}");
+    assert_eq!(num(bare, "dropped_while_held"), 0.0, "{idle}");
+    let bare_per_connection = num(bare, "rss_per_connection_kib");
+    assert!(bare_per_connection < 1024.0, "{idle}");
+    let own = num(idle, "own_rss_per_connection_kib");
+    assert!(
+        (own - (per_connection - bare_per_connection)).abs() < 1e-6,
+        "{idle}"
+    );
 
     let relay = scenario(&doc, "relay");
     let phases = relay["rounds"][0]["phases"].as_array().expect("phases");
@@ -233,6 +243,20 @@ fn every_benchmark_scenario_runs_in_smoke_mode_and_reports_sane_numbers() {
         "{fanout}"
     );
     assert!(num(fanout, "connect_to_friend.p99_ms") > 0.0, "{fanout}");
+
+    let soak = scenario(&doc, "soak");
+    assert_eq!(num(soak, "rounds"), 3.0, "{soak}");
+    assert_eq!(
+        soak["per_round"].as_array().map(Vec::len),
+        Some(3),
+        "{soak}"
+    );
+    assert_eq!(num(soak, "error_count"), 0.0, "{soak}");
+    assert_eq!(soak["emptied"], true, "{soak}");
+    assert!(
+        num(soak, "descriptors_end") <= num(soak, "descriptors_before"),
+        "{soak}"
+    );
 
     let isolation = scenario(&doc, "isolation");
     assert_relay_phase(&isolation["quiet"]);
