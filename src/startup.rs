@@ -3,7 +3,7 @@
 use crate::auth::{login_limiter::LoginLimiter, password::PasswordHasher};
 use crate::calls::{
     recorder::CallRecorder,
-    router::{CallRouter, EndAllCalls},
+    router::{CallRouter, EndAllCalls, FlushRecords},
 };
 use crate::config::Config;
 use crate::db::{self, Db};
@@ -70,7 +70,13 @@ impl ShutdownHandle {
         // Stop taking connections first, so nothing new starts while calls are ended.
         self.server.pause().await;
         let _ = self.router.send(EndAllCalls).await;
-        let _ = self.presence.send(CloseAll).await;
+        // Sockets are closed at once; writing the last records and last_seen is bounded (a
+        // database outage must not hold the shutdown) and happens meanwhile.
+        let _ = futures_util::future::join(
+            self.presence.send(CloseAll),
+            self.router.send(FlushRecords),
+        )
+        .await;
         // Give sessions a moment to write their close frames before connections are dropped.
         actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
         self.ice.close().await;

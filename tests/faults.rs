@@ -393,3 +393,156 @@ async fn password_checks_whose_clients_hung_up_are_never_hashed(backend: Backend
         "a login waited {after:?} behind abandoned checks (one hash takes {one_hash:?})"
     );
 }
+
+/// How long the long outage below lasts: the 30-60 s, at its short end.
+const LONG_OUTAGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A candidate `signal` frame numbered `n`, and whether `frame` is the relayed one.
+fn candidate(call_id: &str, n: usize) -> Value {
+    json!({"type": "signal", "call_id": call_id, "kind": "candidate",
+           "candidate": {"candidate": format!("c{n}"), "sdpMid": "0"}})
+}
+
+fn is_candidate(frame: &Value, n: usize) -> bool {
+    frame["type"] == "signal" && frame["candidate"]["candidate"] == format!("c{n}")
+}
+
+/// Postgres refuses every connection for 30 s. Throughout, a call answered before it goes on:
+/// its signals flow both ways and its sockets answer pings. Meanwhile REST answers 503
+/// `unavailable` within seconds, and a new socket's `auth` (which needs the database) gets an
+/// error and close 1013 (try again). Once Postgres is back, everything recovers by itself: REST
+/// answers, a new socket authenticates, and the call, still live, ends and is recorded.
+#[actix_rt::test]
+async fn a_long_database_outage_leaves_live_calls_alone_and_everything_recovers() {
+    use std::time::{Duration, Instant};
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let app = common::spawn_app_with(backend, |c| {
+        c.heartbeat_timeout = Duration::from_secs(120);
+        c.reconnect_grace = Duration::from_secs(120);
+    })
+    .await;
+    let amy = app.register("amy").await;
+    let ben = app.register("ben").await;
+    let carl = app.register("carl").await;
+    app.befriend(&amy, "ben", &ben, "amy").await;
+    let (mut amy_ws, _) = app.ws_login(&amy).await;
+    let (mut ben_ws, _) = app.ws_login(&ben).await;
+    let id = common::ws::answered_call(&mut amy_ws, &mut ben_ws, "ben").await;
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+
+    set_outage(&app.db.url, true);
+    let started = Instant::now();
+    let mut n = 0;
+    let mut refused_sockets = 0;
+    while started.elapsed() < LONG_OUTAGE {
+        amy_ws.send(candidate(&id, n)).await;
+        let relayed = ben_ws.recv_where(|f| f["type"] == "signal").await;
+        assert!(is_candidate(&relayed, n), "{relayed}");
+        ben_ws.send(candidate(&id, n + 1)).await;
+        let relayed = amy_ws.recv_where(|f| f["type"] == "signal").await;
+        assert!(is_candidate(&relayed, n + 1), "{relayed}");
+        n += 2;
+        if n % 10 == 2 {
+            let asked = Instant::now();
+            let me = app.get("/api/v1/me", &carl).await;
+            assert_eq!((me.status, me.code()), (503, "unavailable"), "{}", me.body);
+            assert!(
+                asked.elapsed() < Duration::from_secs(8),
+                "{:?}",
+                asked.elapsed()
+            );
+
+            let mut newcomer = app.ws_connect().await;
+            newcomer
+                .send(json!({"type": "auth", "id": "in", "token": carl}))
+                .await;
+            let answer = newcomer.recv_where(|f| f["ref"] == "in").await;
+            assert_eq!(answer["type"], "error", "{answer}");
+            assert_eq!(answer["error"], "unavailable", "{answer}");
+            assert_eq!(newcomer.expect_close().await.code, 1013);
+            refused_sockets += 1;
+
+            amy_ws.send(json!({"type": "ping", "id": n})).await;
+            let pong = amy_ws.recv_where(|f| f["ref"] == n).await;
+            assert_eq!(pong["type"], "pong", "{pong}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(refused_sockets >= 2 && n >= 20, "{refused_sockets} {n}");
+    set_outage(&app.db.url, false);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.get("/api/v1/me", &carl).await.status != 200 {
+        assert!(Instant::now() < deadline, "REST did not recover");
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_carl_ws, welcome) = app.ws_login(&carl).await;
+    assert_eq!(welcome["user"]["username"], "carl", "{welcome}");
+    amy_ws.send(candidate(&id, n)).await;
+    let relayed = ben_ws.recv_where(|f| f["type"] == "signal").await;
+    assert!(is_candidate(&relayed, n), "{relayed}");
+    amy_ws
+        .ok(json!({"type": "call.hangup", "call_id": id}))
+        .await;
+    assert_eq!(ben_ws.recv_type("call.ended").await["reason"], "completed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let call = app.get(&format!("/api/v1/calls/{id}"), &amy).await;
+        if call.status == 200 && call.body["outcome"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} {}", call.status, call.body);
+        actix_rt::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// SIGTERM while Postgres is down and a call is live: the broker still exits within a bounded
+/// time (its record flush gives up after a few seconds), and both participants get their close
+/// frame (1001, going away) rather than a dropped connection.
+#[actix_rt::test]
+async fn shutdown_during_an_outage_is_bounded_and_closes_every_socket() {
+    use std::time::{Duration, Instant};
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let db = TestDatabase::new(backend);
+    let mut broker = BrokerProcess::start(&db.url, &[], None).await;
+    for name in ["amy", "ben"] {
+        let body = json!({"username": name, "password": format!("password-{name}")});
+        post(&broker, "/api/v1/auth/register", None, body).await;
+    }
+    let (amy, ben) = (login(&broker, "amy").await, login(&broker, "ben").await);
+    post(
+        &broker,
+        "/api/v1/friends/requests",
+        Some(&amy),
+        json!({"username": "ben"}),
+    )
+    .await;
+    post(
+        &broker,
+        "/api/v1/friends/requests/amy/accept",
+        Some(&ben),
+        json!({}),
+    )
+    .await;
+    let address = broker.http.to_string();
+    let (mut amy_ws, _) = WsClient::login(&address, &amy).await;
+    let (mut ben_ws, _) = WsClient::login(&address, &ben).await;
+    common::ws::answered_call(&mut amy_ws, &mut ben_ws, "ben").await;
+
+    set_outage(&db.url, true);
+    let started = Instant::now();
+    broker.terminate();
+    for ws in [&mut amy_ws, &mut ben_ws] {
+        let closed = ws.expect_close().await;
+        assert_eq!(closed.code, 1001, "{}", closed.reason);
+    }
+    let status = broker.wait_exit(Duration::from_secs(20));
+    let took = started.elapsed();
+    set_outage(&db.url, false);
+    assert!(status.is_some(), "still running {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}

@@ -403,10 +403,16 @@ pub struct PeersBefriended {
     pub users: [UserId; 2],
 }
 
-/// End every call with `server_shutdown`; answers once the records are written.
+/// End every call with `server_shutdown`: answers once every participant was sent its
+/// `call.ended` (the records are written by [`FlushRecords`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct EndAllCalls;
+
+/// Answers once every call record queued so far is written, or after [`SHUTDOWN_FLUSH`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushRecords;
 
 impl Handler<Attach> for CallRouter {
     type Result = MessageResult<Attach>;
@@ -742,14 +748,21 @@ impl Handler<PeersSevered> for CallRouter {
 }
 
 impl Handler<EndAllCalls> for CallRouter {
-    type Result = ResponseFuture<()>;
+    type Result = ();
 
-    fn handle(&mut self, _: EndAllCalls, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: EndAllCalls, ctx: &mut Context<Self>) {
         self.shutting_down = true;
         let ids: Vec<CallId> = self.calls.keys().cloned().collect();
         for id in ids {
             let _ = self.dispatch(&id, Event::Shutdown, ctx);
         }
+    }
+}
+
+impl Handler<FlushRecords> for CallRouter {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushRecords, _: &mut Context<Self>) -> Self::Result {
         let recorder = self.recorder.clone();
         Box::pin(async move {
             // Bounded: with the database down, the records stay queued and are lost with the

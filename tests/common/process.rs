@@ -106,6 +106,29 @@ impl BrokerProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM: the graceful shutdown.
+    pub fn terminate(&mut self) {
+        // SAFETY: signals the child this struct owns, by its pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it is still
+    /// running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The lines of its log so far.
     pub fn log_lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
