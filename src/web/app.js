@@ -64,6 +64,7 @@ const calls = createCalls({
   realtime: currentRealtime,
   ringtone,
   displayName: (username) => contacts.displayName(username),
+  friendStatus: (username) => contacts.friend(username)?.status,
   onEnded: () => callHistory.refreshSoon(),
 });
 
@@ -118,8 +119,10 @@ function onWelcome(frame) {
 
 // ---------------------------------------------------------------- tabs
 
-/** Shows a section. Missed calls count as seen only when the person opens History themselves. */
-function selectTab(next, { byUser = false } = {}) {
+/** Shows a section. Missed calls count as seen only when the person opens History themselves.
+ * `focus`: the section was picked with the pointer, so its first field may take the focus (from
+ * the keyboard the focus stays on the tabs, so arrowing across them doesn't jump away). */
+function selectTab(next, { byUser = false, focus = false } = {}) {
   if (WIDE.matches && next === 'friends') next = tab !== 'friends' ? tab : 'history';
   tab = next;
   for (const button of document.querySelectorAll('.tab')) {
@@ -132,7 +135,68 @@ function selectTab(next, { byUser = false } = {}) {
   }
   if (tab === 'history') callHistory.opened({ byUser, stillShown: () => tab === 'history' });
   if (tab === 'requests') contacts.loadRequests();
-  if (tab === 'search') setTimeout(() => $('#search-input').focus(), 0);
+  if (tab === 'search' && focus) setTimeout(() => $('#search-input').focus(), 0);
+}
+
+/** The tabs the layout shows (on wide screens Friends is always beside the others). */
+function shownTabs() {
+  return [...document.querySelectorAll('.tab')].filter((button) => button.offsetParent !== null);
+}
+
+/** A roving tabindex over the tabs: arrows, Home and End move between sections. */
+function onTabKey(event) {
+  const tabs = shownTabs();
+  const at = tabs.indexOf(event.currentTarget);
+  if (at < 0) return;
+  const next = {
+    ArrowRight: tabs[(at + 1) % tabs.length],
+    ArrowDown: tabs[(at + 1) % tabs.length],
+    ArrowLeft: tabs[(at - 1 + tabs.length) % tabs.length],
+    ArrowUp: tabs[(at - 1 + tabs.length) % tabs.length],
+    Home: tabs[0],
+    End: tabs[tabs.length - 1],
+  }[event.key];
+  if (!next) return;
+  event.preventDefault();
+  selectTab(next.dataset.tab, { byUser: true });
+  next.focus();
+}
+
+/** Keeps Tab and Shift+Tab inside `container` (an open dialog). */
+function trapFocus(event, container) {
+  if (event.key !== 'Tab') return;
+  const focusable = [...container.querySelectorAll('button, [href], input, select, textarea, [tabindex]:not([tabindex="-1"])')].filter(
+    (el) => !el.disabled && el.offsetParent !== null,
+  );
+  if (!focusable.length) return;
+  const first = focusable[0];
+  const last = focusable[focusable.length - 1];
+  if (!container.contains(document.activeElement)) {
+    event.preventDefault();
+    first.focus();
+  } else if (event.shiftKey && document.activeElement === first) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && document.activeElement === last) {
+    event.preventDefault();
+    first.focus();
+  }
+}
+
+/** The incoming-call alert and the call screen cover the page: the keyboard stays in them. */
+function onDocumentKey(event) {
+  const incoming = $('#incoming');
+  if (!incoming.hidden) {
+    if (event.key === 'Escape') {
+      event.preventDefault();
+      calls.decline();
+      return;
+    }
+    trapFocus(event, incoming);
+    return;
+  }
+  const screen = $('#call-screen');
+  if (!screen.hidden) trapFocus(event, screen);
 }
 
 // ---------------------------------------------------------------- start-up
@@ -151,9 +215,12 @@ function wire() {
   const tabIcons = { friends: 'users', requests: 'inbox', search: 'search', history: 'clock' };
   for (const button of document.querySelectorAll('.tab')) {
     button.prepend(icon(tabIcons[button.dataset.tab]));
-    button.addEventListener('click', () => selectTab(button.dataset.tab, { byUser: true }));
+    button.addEventListener('click', (event) => selectTab(button.dataset.tab, { byUser: true, focus: event.detail > 0 }));
+    button.addEventListener('keydown', onTabKey);
   }
-  WIDE.addEventListener('change', () => selectTab(tab));
+  // Only a signed-in page has sections to re-lay out (and a history to load).
+  WIDE.addEventListener('change', () => session.isSignedIn() && selectTab(tab));
+  document.addEventListener('keydown', onDocumentKey);
   $('#search-form').addEventListener('submit', contacts.submitSearch);
   $('#search-input').addEventListener('input', contacts.searchSoon);
   $('#incoming-accept').append(icon('phone'));
@@ -161,6 +228,8 @@ function wire() {
   $('#incoming-accept').addEventListener('click', calls.accept);
   $('#incoming-decline').addEventListener('click', calls.decline);
   $('#call-hangup').append(icon('hangup'));
+  $('#peer-muted-icon').append(icon('micOff'));
+  $('#peer-camera-icon').append(icon('cameraOff'));
   $('#call-hangup').addEventListener('click', calls.hangUp);
   $('#call-mute').addEventListener('click', calls.toggleMute);
   $('#call-camera').addEventListener('click', calls.toggleCamera);

@@ -9,6 +9,22 @@ const ENDED_SCREEN_MS = 2500;
 
 let timerInterval = null;
 let bannerTimer = null;
+/** Where the focus was before the alert or the call screen took it, to give it back after. */
+let focusBefore = null;
+
+/** Moves the focus into a dialog that just opened, remembering where it was. */
+function takeFocus(target) {
+  const active = document.activeElement;
+  if (!$('#incoming').contains(active) && !$('#call-screen').contains(active)) focusBefore = active;
+  target.focus();
+}
+
+/** Gives the focus back to where it was before the call, if that is still on the page. */
+function returnFocus() {
+  const back = focusBefore;
+  focusBefore = null;
+  if (back && back.isConnected && back.offsetParent !== null) back.focus();
+}
 
 /**
  * Draws `call` (nothing for null, but its timer stops). `reconnecting`: the socket is down, which
@@ -22,19 +38,30 @@ export function renderCall(call, { reconnecting = false } = {}) {
   if (!call) return;
   const mediaLabel = call.kind === 'video' ? 'video call' : 'audio call';
   if (call.phase === 'incoming') {
+    const opening = incoming.hidden;
     incoming.hidden = false;
     screen.hidden = true;
+    if (opening) takeFocus($('#incoming-accept'));
     fill($('#incoming-avatar'), [avatar(call.peerName, call.peer, 'lg')]);
     $('#incoming-name').textContent = call.peerName;
     $('#incoming-kind').textContent = `Incoming ${mediaLabel}`;
     document.title = `📞 ${call.peerName} is calling`;
     return;
   }
+  const alertHadFocus = !incoming.hidden && incoming.contains(document.activeElement);
+  const opening = screen.hidden || screen.dataset.phase === 'ended';
   incoming.hidden = true;
   screen.hidden = false;
   screen.dataset.phase = call.phase;
   screen.dataset.media = call.kind;
-  screen.dataset.remoteVideo = String(Boolean(call.media?.remoteStream.getVideoTracks().length));
+  const remote = call.remote ?? {};
+  const inCall = call.phase === 'active' || call.phase === 'connecting';
+  // A peer whose camera is off still sends (black) frames: show their avatar instead.
+  screen.dataset.remoteVideo = String(Boolean(call.media?.remoteStream.getVideoTracks().length) && !remote.cameraOff);
+  screen.dataset.peerSpeaking = String(inCall && Boolean(remote.speaking) && !remote.muted);
+  $('#peer-muted').hidden = !(inCall && remote.muted);
+  $('#peer-camera-off').hidden = !(inCall && remote.cameraOff && call.kind === 'video');
+  $('#peer-sharing').hidden = !(inCall && remote.sharing);
   screen.dataset.localVideo = String(Boolean(call.localStream?.getVideoTracks().length) && !call.cameraOff);
   fill($('#call-avatar'), [avatar(call.peerName, call.peer, 'xl')]);
   $('#call-name').textContent = call.peerName;
@@ -66,6 +93,7 @@ export function renderCall(call, { reconnecting = false } = {}) {
   const ringingOut = call.phase === 'dialing' || call.phase === 'ringing';
   hangup.setAttribute('aria-label', ringingOut ? 'Cancel call' : 'Hang up');
   hangup.title = ringingOut ? 'Cancel call' : 'Hang up';
+  if (opening || alertHadFocus) takeFocus(hangup);
   const tick = () => {
     $('#call-timer').textContent = call.answeredAt ? formatClock((Date.now() - call.answeredAt) / 1000) : '';
   };
@@ -110,6 +138,7 @@ export function clearCallScreen() {
   $('#call-screen').dataset.phase = 'idle';
   $('#sound-unlock').hidden = true;
   document.title = 'Switchboard';
+  returnFocus();
 }
 
 /** An ended call's message on the call screen for a moment; it stays while `stillIdle()` is false. */

@@ -45,6 +45,8 @@ function newCall(fields) {
     cancelled: false,
     muted: false,
     cameraOff: false,
+    // What the peer told us over the data channel (an older page never does).
+    remote: { muted: false, cameraOff: false, sharing: false, speaking: false },
     connection: 'new',
     offlineTimer: null,
     failTimer: null,
@@ -61,8 +63,10 @@ function mediaErrorMessage(error, media) {
     : 'No microphone could be opened; the call continues without it.';
 }
 
-/** The message for a call that ended, from this side's point of view. */
-function endMessage(call, reason) {
+/** The message for a call that ended, from this side's point of view. `peerStatus` is the
+ * callee's presence as last shown here: the broker ends calls to dnd as `busy` and to people
+ * with no device as `unavailable`, and the page can say which it was. */
+function endMessage(call, reason, peerStatus) {
   const name = call.peerName;
   const outgoing = call.direction === 'outgoing';
   switch (reason) {
@@ -77,9 +81,15 @@ function endMessage(call, reason) {
     case 'no_answer':
       return outgoing ? `No answer from ${name}.` : `Missed call from ${name}.`;
     case 'unavailable':
-      return outgoing ? `${name} is unavailable right now. They will see a missed call.` : `Missed call from ${name}.`;
+      if (!outgoing) return `Missed call from ${name}.`;
+      return peerStatus === 'offline'
+        ? `${name} is offline. They will see a missed call.`
+        : `${name} is unavailable right now. They will see a missed call.`;
     case 'busy':
-      return outgoing ? `${name} is busy. They will see a missed call.` : `Missed call from ${name}.`;
+      if (!outgoing) return `Missed call from ${name}.`;
+      return peerStatus === 'dnd'
+        ? `${name} is on do not disturb. They will see a missed call.`
+        : `${name} is busy. They will see a missed call.`;
     case 'connection_lost':
       return `Connection lost. The call with ${name} ended.`;
     case 'server_shutdown':
@@ -95,9 +105,10 @@ function endMessage(call, reason) {
  * @param {() => object | null} options.realtime the current Realtime, null when signed out
  * @param {import('./ringtone.js').Ringtone} options.ringtone
  * @param {(username: string) => string} options.displayName a friend's name, else the username
+ * @param {(username: string) => string | undefined} options.friendStatus a friend's presence
  * @param {() => void} options.onEnded a call ended here: its record is about to be written
  */
-export function createCalls({ api, realtime, ringtone, displayName, onEnded }) {
+export function createCalls({ api, realtime, ringtone, displayName, friendStatus, onEnded }) {
   let call = null;
   let ice = null; // {servers, expires}
 
@@ -146,7 +157,13 @@ export function createCalls({ api, realtime, ringtone, displayName, onEnded }) {
       toast('Not connected to Switchboard yet; try again in a moment.', { kind: 'warn' });
       return undefined;
     }
-    const placed = newCall({ direction: 'outgoing', peer: username, peerName: displayName(username), kind: media });
+    const placed = newCall({
+      direction: 'outgoing',
+      peer: username,
+      peerName: displayName(username),
+      peerStatus: friendStatus(username),
+      kind: media,
+    });
     call = placed;
     render();
     const local = await getLocalMedia(media);
@@ -280,10 +297,38 @@ export function createCalls({ api, realtime, ringtone, displayName, onEnded }) {
       sendSignal: (signal) => sendSignal(target, signal),
       onRemoteStream: (stream) => attachRemote(target, stream),
       onConnectionState: (connection) => onConnection(target, connection),
+      onPeerMessage: (message) => onPeerMessage(target, message),
+      onChannelOpen: () => sendState(target),
     });
     target.media.setMuted(target.muted);
     target.media.setCameraOff(target.cameraOff);
     for (const signal of target.signals.splice(0)) target.media.handleSignal(signal);
+  }
+
+  // -------------------------------------------------------------- the data channel
+
+  /** Tells the peer our mute, camera and screen-share state (docs/protocol.md, section 9.1). */
+  function sendState(target) {
+    target.media?.sendPeer({
+      type: 'state',
+      muted: target.muted,
+      camera_off: target.cameraOff,
+      screen_sharing: Boolean(target.sharing),
+    });
+  }
+
+  function onPeerMessage(target, message) {
+    if (call !== target) return;
+    if (message.type === 'state') {
+      target.remote = {
+        ...target.remote,
+        muted: message.muted === true,
+        cameraOff: message.camera_off === true,
+        sharing: message.screen_sharing === true,
+      };
+      render();
+    }
+    // Unknown types come from newer pages: ignored.
   }
 
   function sendSignal(target, signal) {
@@ -382,6 +427,7 @@ export function createCalls({ api, realtime, ringtone, displayName, onEnded }) {
     current.muted = !current.muted;
     current.media?.setMuted(current.muted);
     for (const track of current.localStream?.getAudioTracks() ?? []) track.enabled = !current.muted;
+    sendState(current);
     render();
   }
 
@@ -391,6 +437,7 @@ export function createCalls({ api, realtime, ringtone, displayName, onEnded }) {
     current.cameraOff = !current.cameraOff;
     current.media?.setCameraOff(current.cameraOff);
     for (const track of current.localStream?.getVideoTracks() ?? []) track.enabled = !current.cameraOff;
+    sendState(current);
     render();
   }
 
@@ -400,9 +447,12 @@ export function createCalls({ api, realtime, ringtone, displayName, onEnded }) {
    * Ends the call on this page: media off, tones off, the reason shown briefly on the call screen
    * and as a toast. `reason` is the broker's end reason; `message` overrides the text.
    */
-  function finishCall(ended, reason, message, { reason: tag, quiet = false } = {}) {
+  function finishCall(ended, reason, message, { reason: tagged, quiet = false } = {}) {
+    let tag = tagged;
     if (call !== ended) return;
-    const text = message ?? endMessage(ended, reason);
+    const peerStatus = friendStatus(ended.peer) ?? ended.peerStatus;
+    const text = message ?? endMessage(ended, reason, peerStatus);
+    if (!tag && reason === 'busy' && peerStatus === 'dnd' && ended.direction === 'outgoing') tag = 'dnd';
     const missed = ended.direction === 'incoming' && ['cancelled', 'no_answer', 'unavailable', 'busy'].includes(reason);
     const serious = ['declined', 'no_answer', 'unavailable', 'busy', 'connection_lost', 'failed', 'server_shutdown'];
     const kind = missed || serious.includes(reason) ? 'warn' : 'info';

@@ -60,14 +60,15 @@ export function createContacts({ api, realtime, me, onCall, onLeftDnd }) {
         a.display_name.localeCompare(b.display_name),
     );
     const rows = sorted.map((friend) => {
-      const reachable = friend.status !== 'offline';
+      // Offline friends can be called too: the broker records it as a missed call for them.
+      const offline = friend.status === 'offline';
       const callButton = (media) =>
         h(
           'button',
           {
             type: 'button',
             class: `icon-button call-${media}`,
-            title: `${media === 'video' ? 'Video' : 'Audio'} call ${friend.display_name}`,
+            title: `${media === 'video' ? 'Video' : 'Audio'} call ${friend.display_name}${offline ? ' (offline: they will see a missed call)' : ''}`,
             'aria-label': `${media === 'video' ? 'Video' : 'Audio'} call ${friend.display_name}`,
             onclick: () => onCall(friend.username, media),
             icon: media === 'video' ? 'video' : 'phone',
@@ -89,7 +90,7 @@ export function createContacts({ api, realtime, me, onCall, onLeftDnd }) {
           h('span', { class: 'row-sub status-line' }, statusLine(friend)),
           friend.message ? h('span', { class: 'row-sub status-message' }, `“${friend.message}”`) : null,
         ),
-        reachable ? h('span', { class: 'row-actions' }, callButton('audio'), callButton('video')) : null,
+        h('span', { class: 'row-actions' }, callButton('audio'), callButton('video')),
       );
     });
     fill($('#friend-list'), rows);

@@ -81,7 +81,7 @@ export function createHistory({ api, friend, onCall }) {
           ),
         ),
         h('span', { class: 'row-when muted' }, formatWhen(call.started_at)),
-        known && known.status !== 'offline'
+        known
           ? h('button', {
               type: 'button',
               class: 'icon-button',

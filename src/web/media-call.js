@@ -1,5 +1,11 @@
-// The media side of one call: local camera and microphone, the RTCPeerConnection, and the
-// offer/answer/trickle-ICE exchange carried by the broker's `signal` frames.
+// The media side of one call: local camera and microphone, the RTCPeerConnection, the
+// offer/answer/trickle-ICE exchange carried by the broker's `signal` frames, and the call's
+// peer-to-peer data channel (state and chat messages, never through the broker).
+
+/** The data channel both sides open on every peer connection: negotiated, so neither side has
+ * to announce it, and a peer that never opens it (an older page) simply never hears from it. */
+const CHANNEL_LABEL = 'switchboard';
+const CHANNEL_ID = 0;
 
 /**
  * Camera and microphone for a call. Falls back to what is available (a video call without a
@@ -40,14 +46,18 @@ export class MediaCall {
    * @param {(signal: {kind: string, sdp?: string, candidate?: object}) => void} options.sendSignal
    * @param {(stream: MediaStream) => void} options.onRemoteStream
    * @param {(state: RTCPeerConnectionState) => void} options.onConnectionState
+   * @param {(message: object) => void} [options.onPeerMessage] a message from the peer's data channel
+   * @param {() => void} [options.onChannelOpen] the data channel (re)opened: time to send our state
    */
-  constructor({ media, localStream, iceServers, sendSignal, onRemoteStream, onConnectionState }) {
+  constructor({ media, localStream, iceServers, sendSignal, onRemoteStream, onConnectionState, onPeerMessage, onChannelOpen }) {
     this.media = media;
     this.localStream = localStream;
     this.iceServers = iceServers;
     this.sendSignal = sendSignal;
     this.onRemoteStream = onRemoteStream;
     this.onConnectionState = onConnectionState;
+    this.onPeerMessage = onPeerMessage ?? (() => {});
+    this.onChannelOpen = onChannelOpen ?? (() => {});
     this.remoteSession = null;
     this.pendingCandidates = [];
     // Signals are handled strictly in arrival order, each after the previous one finished.
@@ -73,8 +83,34 @@ export class MediaCall {
     pc.onconnectionstatechange = () => {
       if (this.pc === pc) this.onConnectionState(pc.connectionState);
     };
+    const channel = pc.createDataChannel(CHANNEL_LABEL, { negotiated: true, id: CHANNEL_ID });
+    channel.onopen = () => {
+      if (this.channel === channel) this.onChannelOpen();
+    };
+    channel.onmessage = (event) => {
+      if (this.channel !== channel || typeof event.data !== 'string' || event.data.length > 64 * 1024) return;
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (message && typeof message.type === 'string') this.onPeerMessage(message);
+    };
     this.pc = pc;
+    this.channel = channel;
     this.remoteStream = remote;
+  }
+
+  /** Sends a message to the peer over the data channel; false while it isn't open. */
+  sendPeer(message) {
+    if (this.closed || this.channel?.readyState !== 'open') return false;
+    this.channel.send(JSON.stringify(message));
+    return true;
+  }
+
+  get channelOpen() {
+    return this.channel?.readyState === 'open';
   }
 
   /** Sends an offer: the first one, an ICE restart, or a fresh start after a page reload. */

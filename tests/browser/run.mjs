@@ -256,6 +256,16 @@ async function scenarios(browser) {
   const alice = await openPage(desktop, 'alice');
   await visible(alice, '#auth-screen');
   await shot(alice, 'sign-in-desktop');
+  const signedOutRequests = [];
+  const onRequest = (request) => request.url().includes('/api/v1/') && signedOutRequests.push(request.url());
+  alice.on('request', onRequest);
+  await alice.setViewportSize({ width: 800, height: 800 });
+  await alice.waitForTimeout(200);
+  await alice.setViewportSize({ width: 1280, height: 800 });
+  await alice.waitForTimeout(300);
+  alice.off('request', onRequest);
+  check(signedOutRequests.length === 0, `resizing the sign-in screen across 900 px asks the API nothing (got ${signedOutRequests.join(', ')})`);
+  pass('the sign-in screen makes no API requests when resized');
   await alice.click('#auth-tab-register');
   await alice.fill('#auth-username', 'A!');
   await alice.fill('#auth-password', PASSWORD);
@@ -321,27 +331,57 @@ async function scenarios(browser) {
   await until(alice, () => document.querySelectorAll('#outgoing-requests li').length === 0, null, "Alice's sent request to disappear once accepted");
   pass('search, add friend, incoming/outgoing requests, accept; both see each other online');
 
+  // ---- Sections from the keyboard: a roving tabindex, arrows, Home and End.
+  const focusedTab = (page) => page.evaluate(() => document.activeElement?.dataset.tab ?? null);
+  const selectedTab = (page) => page.evaluate(() => document.querySelector('.tab[aria-selected="true"]')?.dataset.tab);
+  await bob.focus('.tab[aria-selected="true"]');
+  await bob.keyboard.press('Home');
+  check((await focusedTab(bob)) === 'friends' && (await selectedTab(bob)) === 'friends', 'Home goes to the first section');
+  await bob.keyboard.press('ArrowRight');
+  check((await focusedTab(bob)) === 'requests' && (await selectedTab(bob)) === 'requests', 'ArrowRight goes to the next section');
+  await visible(bob, '#panel-requests');
+  await bob.keyboard.press('End');
+  check((await focusedTab(bob)) === 'history' && (await selectedTab(bob)) === 'history', 'End goes to the last section');
+  await bob.keyboard.press('ArrowRight');
+  check((await focusedTab(bob)) === 'friends', 'ArrowRight wraps round');
+  await bob.keyboard.press('ArrowLeft');
+  check((await focusedTab(bob)) === 'history', 'ArrowLeft wraps back');
+  check(
+    await bob.evaluate(() => [...document.querySelectorAll('.tab')].filter((t) => t.tabIndex === 0).map((t) => t.dataset.tab).join() === 'history'),
+    'only the selected section is in the tab order',
+  );
+  await bob.keyboard.press('Shift+Tab');
+  await bob.keyboard.press('Tab');
+  check((await focusedTab(bob)) === 'history', 'Tab comes back to the selected section');
+  await alice.focus('.tab[aria-selected="true"]');
+  await alice.keyboard.press('Home');
+  check((await focusedTab(alice)) === 'requests', 'on a wide screen Home skips the Friends tab (the list is always shown)');
+  await openTab(bob, 'friends');
+  pass('keyboard: arrows, Home and End move between sections with a roving tabindex');
+
   // ---- Own status, live on the friend's page; dnd makes a call "busy".
   await bob.fill('#status-message', 'In a meeting');
   await bob.selectOption('#status-select', 'dnd');
   await visible(alice, '#friend-list [data-user="bob"][data-status="dnd"]', { hasText: 'In a meeting' });
   await alice.click('#friend-list [data-user="bob"] .call-video');
-  const busy = await toast(alice, 'busy');
-  check(busy.includes('Bob Builder is busy'), `the caller is told the callee is busy (got "${busy}")`);
+  const dnd = await toast(alice, 'dnd');
+  check(dnd === 'Bob Builder is on do not disturb. They will see a missed call.', `the caller is told the callee is on do not disturb (got "${dnd}")`);
   await bob.fill('#status-message', '');
   await bob.selectOption('#status-select', 'online');
   await visible(alice, '#friend-list [data-user="bob"][data-status="online"]');
   await until(bob, () => document.querySelector('#missed-badge').textContent === '1' && !document.querySelector('#missed-badge').hidden, null, "Bob's missed badge after the busy call");
-  pass('own status (dnd + message) shows live on the friend; calling them says busy; a missed badge');
+  pass('own status (dnd + message) shows live on the friend; calling them says do not disturb; a missed badge');
   await endedScreenGone(alice);
   await clearToasts(alice);
   await clearToasts(bob);
   await shot(alice, 'home-desktop');
   await shot(bob, 'friends-phone');
 
-  // ---- A video call, accepted: remote video plays on both pages.
-  await alice.click('#friend-list [data-user="bob"] .call-video');
+  // ---- A video call, placed and answered from the keyboard: remote video plays on both pages.
+  await alice.focus('#friend-list [data-user="bob"] .call-video');
+  await alice.keyboard.press('Enter');
   await callPhase(alice, 'ringing', 'Alice');
+  check((await alice.evaluate(() => document.activeElement?.id)) === 'call-hangup', 'the call screen takes the focus (on cancel)');
   check((await textOf(alice, '#call-status')) === 'Ringing…', 'the caller sees Ringing…');
   await visible(bob, '#incoming');
   check((await textOf(bob, '#incoming-name')) === 'Alice Liddell', "the alert shows the caller's name");
@@ -351,7 +391,14 @@ async function scenarios(browser) {
   log(`Bob's AudioContext is ${await bob.evaluate(() => window.switchboard.ringtone.context)}`);
   await shot(alice, 'outgoing-call-desktop');
   await shot(bob, 'incoming-call-phone');
-  await bob.click('#incoming-accept');
+  check((await bob.evaluate(() => document.activeElement?.id)) === 'incoming-accept', 'the incoming-call alert takes the focus');
+  for (let i = 0; i < 3; i += 1) await bob.keyboard.press('Tab');
+  check(
+    await bob.evaluate(() => document.querySelector('#incoming').contains(document.activeElement)),
+    'Tab stays inside the incoming-call alert',
+  );
+  await bob.focus('#incoming-accept');
+  await bob.keyboard.press('Enter');
   await callPhase(bob, 'active', 'Bob');
   await callPhase(alice, 'active', 'Alice');
   check((await ringtone(bob)) === null && (await ringtone(alice)) === null, 'tones stop once answered');
@@ -367,20 +414,29 @@ async function scenarios(browser) {
     await bob.evaluate(() => window.switchboard.pc.getSenders().filter((s) => s.track?.kind === 'audio').every((s) => !s.track.enabled)),
     'mute disables the microphone track',
   );
+  await visible(alice, '#peer-muted');
   await alice.click('#call-camera');
   check(
     await alice.evaluate(() => window.switchboard.pc.getSenders().filter((s) => s.track?.kind === 'video').every((s) => !s.track.enabled)),
     'camera off disables the camera track',
   );
-  await shot(bob, 'in-call-muted-phone');
+  await visible(bob, '#peer-camera-off');
+  await until(bob, () => document.querySelector('#call-screen').dataset.remoteVideo === 'false', null, "Bob's screen to drop Alice's black video");
+  await visible(bob, '#call-avatar .avatar');
+  check((await bob.locator('#remote-video').isVisible()) === false, 'the black video is hidden while the camera is off');
+  await shot(bob, 'peer-camera-off-phone');
+  await shot(alice, 'peer-muted-desktop');
   await alice.click('#call-camera');
   await bob.click('#call-mute');
   check((await bob.getAttribute('#call-mute', 'aria-pressed')) === 'false', 'unmute');
+  await hidden(alice, '#peer-muted');
+  await hidden(bob, '#peer-camera-off');
+  await until(bob, () => document.querySelector('#call-screen').dataset.remoteVideo === 'true', null, "Alice's video back on Bob's screen");
   await clearToasts(alice);
   await clearToasts(bob);
   await shot(alice, 'in-call-desktop');
   await shot(bob, 'in-call-phone');
-  pass('mute, camera off and the call timer');
+  pass('mute, camera off and the call timer; the other side shows "Muted", and "Camera off" with the avatar');
 
   // ---- The WebSocket drops mid-call: it reconnects and resumes the call.
   await alice.evaluate(() => window.switchboard.dropConnection());
@@ -406,7 +462,9 @@ async function scenarios(browser) {
   await remoteVideoPlays(alice, 'Alice after Bob reloaded');
   pass('a page reloaded mid-call rejoins it with new media');
 
-  await alice.click('#call-hangup');
+  await alice.focus('#call-mute');
+  for (let i = 0; i < 8 && (await alice.evaluate(() => document.activeElement?.id)) !== 'call-hangup'; i += 1) await alice.keyboard.press('Tab');
+  await alice.keyboard.press('Enter');
   const aliceEnded = await toast(alice, 'completed');
   const bobEnded = await toast(bob, 'completed');
   check(aliceEnded.startsWith('Call with Bob Builder ended'), `hang-up message for Alice (got "${aliceEnded}")`);
@@ -428,7 +486,7 @@ async function scenarios(browser) {
   await alice.click('#friend-list [data-user="bob"] .call-audio');
   await visible(bob, '#incoming');
   check((await textOf(bob, '#incoming-kind')) === 'Incoming audio call', 'the alert says audio call');
-  await bob.click('#incoming-decline');
+  await bob.keyboard.press('Escape');
   await hidden(bob, '#incoming');
   check((await ringtone(bob)) === null, 'declining stops the ringtone');
   const declined = await toast(alice, 'declined');
@@ -436,7 +494,7 @@ async function scenarios(browser) {
   await until(alice, () => document.querySelector('#call-status').textContent === 'Bob Builder declined the call.', null, 'the declined message on the call screen');
   await shot(alice, 'declined-desktop');
   await endedScreenGone(alice);
-  pass('a declined call: the caller sees "declined"');
+  pass('a declined call (Escape on the alert): the caller sees "declined"');
 
   // ---- Missed calls: one rings out (no answer), one is cancelled by the caller.
   await clearToasts(alice);
@@ -510,8 +568,21 @@ async function scenarios(browser) {
   await bob.close();
   await bob2.close();
   await visible(alice, '#friend-list [data-user="bob"][data-status="offline"]', { hasText: 'Last seen' });
-  check((await alice.locator('#friend-list [data-user="bob"] .call-video').count()) === 0, 'no call buttons for an offline friend');
   pass('a friend who closes every tab goes offline with "last seen"');
+
+  // ---- Calling an offline friend leaves them a missed call.
+  await clearToasts(alice);
+  await alice.click('#friend-list [data-user="bob"][data-status="offline"] .call-audio');
+  const offline = await toast(alice, 'unavailable');
+  check(offline === 'Bob Builder is offline. They will see a missed call.', `the caller is told the friend is offline (got "${offline}")`);
+  const bob3 = await openPage(phone, 'bob-back');
+  await visible(bob3, '#home-screen');
+  await online(bob3);
+  await until(bob3, () => document.querySelector('#missed-badge').textContent === '1' && !document.querySelector('#missed-badge').hidden, null, "Bob's missed badge for the call while offline");
+  await openTab(bob3, 'history');
+  await visible(bob3, '#history-list .call-record.missed[data-peer="alice"][data-outcome="unavailable"][data-media="audio"]');
+  pass('a call to an offline friend records a missed call for them');
+  await bob3.close();
   await alice.close();
 }
 
