@@ -4,7 +4,8 @@
 //! never depends on (or reaches) the machine's network.
 //!
 //! What it needs, installed here when missing (and a clear failure when that fails): Debian's
-//! `chromium` and `chromium-driver` packages, and `playwright-core` from npm in tests/browser/.
+//! `chromium` and `chromium-driver` packages, Debian's `nftables` (to inject packet loss on
+//! kernels without netem), and `playwright-core` and `axe-core` from npm in tests/browser/.
 //! Screenshots land in target/tmp/browser/screenshots/.
 use std::fs;
 use std::io::Read;
@@ -15,6 +16,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian packages the run needs, each with a file that shows it is installed.
+const PACKAGES: &[(&str, &str)] = &[
+    (CHROMIUM, "chromium chromium-driver"),
+    ("/usr/sbin/nft", "nftables"),
+];
+/// npm packages the scenarios import, from tests/browser/package-lock.json.
+const NPM_PACKAGES: &[&str] = &["playwright-core", "axe-core"];
 /// The whole run: install checks aside, the scenarios take well under a minute.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Short enough that the missed-call scenario waits only this long, long enough that a loaded
@@ -33,36 +41,47 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Debian's Chromium, installed with apt-get when it isn't there (never a downloaded browser).
-fn ensure_chromium() {
-    if Path::new(CHROMIUM).exists() {
+/// Debian's Chromium (never a downloaded browser) and nftables, installed with apt-get when
+/// they aren't there.
+fn ensure_packages() {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(file, _)| !Path::new(file).exists())
+        .map(|(_, names)| *names)
+        .collect();
+    if missing.is_empty() {
         return;
     }
-    eprintln!("{CHROMIUM} is missing: installing Debian's chromium and chromium-driver");
+    let names = missing.join(" ");
+    eprintln!("installing Debian's {names}");
     let sudo = if is_root() { "" } else { "sudo -n " };
     let script = format!(
         "{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q \
-         chromium chromium-driver"
+         {names}"
     );
     let status = Command::new("sh").arg("-c").arg(&script).status();
-    let installed = matches!(status, Ok(s) if s.success()) && Path::new(CHROMIUM).exists();
+    let installed = matches!(status, Ok(s) if s.success())
+        && PACKAGES.iter().all(|(file, _)| Path::new(file).exists());
     assert!(
         installed,
-        "the browser tests need Debian's Chromium and could not install it ({status:?}). \
-         Install it with: apt-get install chromium chromium-driver"
+        "the browser tests need Debian's {names} and could not install them ({status:?}). \
+         Install them with: apt-get install {names}"
     );
 }
 
 /// playwright-core from tests/browser/package-lock.json, installed with `npm ci` when missing.
 fn ensure_playwright() {
     let dir = browser_dir();
-    if dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
+    let installed = |name: &str| {
+        dir.join("node_modules")
+            .join(name)
+            .join("package.json")
+            .exists()
+    };
+    if NPM_PACKAGES.iter().all(|name| installed(name)) {
         return;
     }
-    eprintln!("installing playwright-core in {} (npm ci)", dir.display());
+    eprintln!("installing {NPM_PACKAGES:?} in {} (npm ci)", dir.display());
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(&dir)
@@ -71,7 +90,7 @@ fn ensure_playwright() {
         .status();
     assert!(
         matches!(status, Ok(s) if s.success()),
-        "the browser tests need playwright-core and `npm ci` in {} failed ({status:?}); \
+        "the browser tests need {NPM_PACKAGES:?} and `npm ci` in {} failed ({status:?}); \
          they need Node.js 20+ with npm and the npm registry",
         dir.display()
     );
@@ -110,7 +129,7 @@ exit $status
 
 #[test]
 fn web_client_makes_video_calls_in_chromium() {
-    ensure_chromium();
+    ensure_packages();
     ensure_playwright();
 
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");

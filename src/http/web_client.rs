@@ -89,6 +89,26 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../web/call-screen.js"),
     },
     Asset {
+        path: "/web/devices.js",
+        content_type: JS,
+        body: include_bytes!("../web/devices.js"),
+    },
+    Asset {
+        path: "/web/quality.js",
+        content_type: JS,
+        body: include_bytes!("../web/quality.js"),
+    },
+    Asset {
+        path: "/web/notify.js",
+        content_type: JS,
+        body: include_bytes!("../web/notify.js"),
+    },
+    Asset {
+        path: "/web/account.js",
+        content_type: JS,
+        body: include_bytes!("../web/account.js"),
+    },
+    Asset {
         path: "/web/favicon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../web/favicon.svg"),

@@ -16,7 +16,10 @@ import { createSession, savedSession, AUTH_INPUTS, clearFieldError } from './ses
 import { createContacts } from './contacts.js';
 import { createHistory } from './history.js';
 import { createCalls } from './calls.js';
-import { playRemoteAudio, hideBanner } from './call-screen.js';
+import { playRemoteAudio, hideBanner, toggleFullscreen, togglePictureInPicture } from './call-screen.js';
+import { createDevices, applySpeaker } from './devices.js';
+import { createAccount } from './account.js';
+import { renderNotifyOffer, enableNotifications } from './notify.js';
 
 const WIDE = window.matchMedia('(min-width: 900px)');
 
@@ -35,9 +38,11 @@ const session = createSession({
   unlockSound: () => ringtone.unlock(),
   onSignedIn: () => {
     selectTab(WIDE.matches ? 'history' : 'friends');
+    renderNotifyOffer();
     connect();
   },
   onSignedOut: () => {
+    for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
     calls.teardown();
     realtime?.stop();
     realtime = null;
@@ -53,6 +58,8 @@ const contacts = createContacts({
   me: () => session.user()?.username,
   onCall: (username, media) => calls.start(username, media),
   onLeftDnd: () => callHistory.load(),
+  onUnfriend: (friend) => account.unfriend(friend),
+  onBlock: (person) => account.block(person),
 });
 const callHistory = createHistory({
   api,
@@ -67,6 +74,29 @@ const calls = createCalls({
   friendStatus: (username) => contacts.friend(username)?.status,
   onEnded: () => callHistory.refreshSoon(),
 });
+const devices = createDevices({
+  callStream: () => calls.localStream(),
+  onChange: (kind, deviceId) => {
+    if (kind === 'speaker') applySpeaker($('#remote-audio'));
+    else calls.switchDevice(kind, deviceId).then(() => devices.refreshPreview());
+  },
+});
+const account = createAccount({
+  api,
+  session,
+  onRelationsChanged: () => refreshFriends(),
+});
+
+/** The friends list again from the API (after an unfriend or a block, the pushes aside). */
+async function refreshFriends() {
+  try {
+    const answer = await api.friends();
+    contacts.setFriends(answer.friends ?? []);
+  } catch {
+    // The pushed friend.removed does the same.
+  }
+  contacts.loadRequests();
+}
 
 // ---------------------------------------------------------------- the socket and its frames
 
@@ -185,6 +215,7 @@ function trapFocus(event, container) {
 
 /** The incoming-call alert and the call screen cover the page: the keyboard stays in them. */
 function onDocumentKey(event) {
+  if (document.querySelector('dialog[open]')) return; // A modal dialog keeps the focus itself.
   const incoming = $('#incoming');
   if (!incoming.hidden) {
     if (event.key === 'Escape') {
@@ -234,6 +265,33 @@ function wire() {
   $('#call-mute').addEventListener('click', calls.toggleMute);
   $('#call-camera').addEventListener('click', calls.toggleCamera);
   $('#conn-retry').addEventListener('click', () => realtime?.reconnectNow());
+  $('#call-share').addEventListener('click', calls.toggleShare);
+  $('#call-chat').addEventListener('click', () => {
+    calls.toggleChat();
+    if (!$('#chat-panel').hidden && !$('#chat-input').disabled) $('#chat-input').focus();
+  });
+  $('#chat-close').append(icon('close'));
+  $('#chat-close').addEventListener('click', () => {
+    calls.toggleChat(false);
+    $('#call-chat').focus();
+  });
+  $('#chat-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (calls.sendChat($('#chat-input').value)) $('#chat-input').value = '';
+  });
+  $('#call-devices').append(icon('settings'));
+  $('#call-devices').addEventListener('click', () => devices.open());
+  $('#devices-open').append(icon('settings'));
+  $('#devices-open').addEventListener('click', () => devices.open());
+  $('#call-fullscreen').append(icon('fullscreen'));
+  $('#call-fullscreen').addEventListener('click', toggleFullscreen);
+  $('#call-pip').append(icon('pip'));
+  $('#call-pip').addEventListener('click', togglePictureInPicture);
+  $('#account-open').append(icon('user'));
+  $('#account-open').addEventListener('click', () => account.open());
+  $('#notify-enable').addEventListener('click', enableNotifications);
+  devices.wire();
+  account.wire();
   $('#sound-unlock').addEventListener('click', playRemoteAudio);
   // Any click may be the gesture that lets the ringtone play later.
   document.addEventListener('pointerdown', () => ringtone.unlock(), { once: true });

@@ -2,7 +2,8 @@
 // line, the call timer, the mute and camera toggles, the remote media, the ended message; and
 // the connection banner shown while the socket is down. It only draws: calls.js owns the call.
 
-import { $, fill, icon, avatar, formatClock } from './ui.js';
+import { $, h, fill, icon, avatar, formatClock } from './ui.js';
+import { applySpeaker } from './devices.js';
 
 /** How long an ended call's message stays on the call screen. */
 const ENDED_SCREEN_MS = 2500;
@@ -53,8 +54,9 @@ export function renderCall(call, { reconnecting = false } = {}) {
   incoming.hidden = true;
   screen.hidden = false;
   screen.dataset.phase = call.phase;
-  screen.dataset.media = call.kind;
   const remote = call.remote ?? {};
+  // An audio call shows video while the peer shares a screen.
+  screen.dataset.media = call.kind === 'video' || remote.sharing ? 'video' : 'audio';
   const inCall = call.phase === 'active' || call.phase === 'connecting';
   // A peer whose camera is off still sends (black) frames: show their avatar instead.
   screen.dataset.remoteVideo = String(Boolean(call.media?.remoteStream.getVideoTracks().length) && !remote.cameraOff);
@@ -89,6 +91,7 @@ export function renderCall(call, { reconnecting = false } = {}) {
     call.cameraOff ? 'Turn camera on' : 'Turn camera off',
   );
   $('#call-camera').hidden = !call.localStream?.getVideoTracks().length;
+  renderTools(call, inCall);
   const hangup = $('#call-hangup');
   const ringingOut = call.phase === 'dialing' || call.phase === 'ringing';
   hangup.setAttribute('aria-label', ringingOut ? 'Cancel call' : 'Hang up');
@@ -99,6 +102,87 @@ export function renderCall(call, { reconnecting = false } = {}) {
   };
   tick();
   if (call.answeredAt) timerInterval = setInterval(tick, 1000);
+}
+
+const QUALITY_LABEL = { good: 'Good connection', fair: 'Fair connection', poor: 'Poor connection' };
+
+/** Screen sharing, chat, quality, picture-in-picture and full screen. */
+function renderTools(call, inCall) {
+  const active = call.phase === 'active';
+  const share = $('#call-share');
+  share.hidden = !active || !navigator.mediaDevices?.getDisplayMedia;
+  setToggle(share, Boolean(call.sharing), 'screen', call.sharing ? 'Stop sharing screen' : 'Share screen');
+  const chat = $('#call-chat');
+  chat.hidden = !inCall;
+  chat.setAttribute('aria-pressed', String(call.chatOpen));
+  const label = call.unread ? `Chat, ${call.unread} unread` : call.chatOpen ? 'Close chat' : 'Chat';
+  chat.setAttribute('aria-label', label);
+  chat.title = label;
+  if (!chat.querySelector('.icon')) chat.prepend(icon('chat'));
+  $('#chat-badge').hidden = !call.unread;
+  $('#chat-badge').textContent = String(call.unread);
+  $('#chat-panel').hidden = !(inCall && call.chatOpen);
+  const channelOpen = Boolean(call.media?.channelOpen);
+  $('#chat-input').disabled = !channelOpen;
+  $('#chat-send').disabled = !channelOpen;
+  $('#chat-note').textContent = channelOpen
+    ? `Messages go straight to ${call.peerName} and are not stored.`
+    : 'Chat opens once the call is connected.';
+  const quality = $('#call-quality');
+  quality.hidden = !(active && call.quality);
+  if (call.quality) {
+    quality.dataset.quality = call.quality;
+    quality.textContent = QUALITY_LABEL[call.quality];
+    const s = call.stats ?? {};
+    quality.title = [
+      s.rtt != null ? `round trip ${Math.round(s.rtt * 1000)} ms` : null,
+      `loss ${Math.round((s.loss ?? 0) * 100)} %`,
+      `${s.kbps ?? 0} kbit/s`,
+    ]
+      .filter(Boolean)
+      .join(' · ');
+  }
+  const remoteShown = screenRemoteVideoShown();
+  $('#call-pip').hidden = !(inCall && remoteShown && document.pictureInPictureEnabled);
+  $('#call-fullscreen').hidden = !document.fullscreenEnabled;
+  $('#call-fullscreen').setAttribute('aria-pressed', String(document.fullscreenElement === $('#call-screen')));
+}
+
+function screenRemoteVideoShown() {
+  return $('#call-screen').dataset.remoteVideo === 'true';
+}
+
+/** The chat log of `call`, newest last. */
+export function renderChat(call) {
+  const log = $('#chat-log');
+  fill(
+    log,
+    call.chat.map((m) =>
+      h(
+        'li',
+        { class: `chat-message ${m.from}`, dataset: { from: m.from } },
+        h('span', { class: 'visually-hidden' }, m.from === 'me' ? 'You: ' : `${call.peerName}: `),
+        h('span', { class: 'chat-text' }, m.text),
+        h('time', { class: 'chat-time', datetime: new Date(m.at).toISOString() }, new Date(m.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })),
+      ),
+    ),
+  );
+  log.scrollTop = log.scrollHeight;
+}
+
+/** Full screen for the call, or back. */
+export function toggleFullscreen() {
+  const screen = $('#call-screen');
+  const done = () => $('#call-fullscreen').setAttribute('aria-pressed', String(document.fullscreenElement === screen));
+  if (document.fullscreenElement) document.exitFullscreen().then(done, done);
+  else screen.requestFullscreen?.().then(done, done);
+}
+
+/** The peer's video in a floating window that stays on top of other tabs and apps. */
+export function togglePictureInPicture() {
+  const video = $('#remote-video');
+  if (document.pictureInPictureElement) document.exitPictureInPicture().catch(() => {});
+  else video.requestPictureInPicture?.().catch(() => {});
 }
 
 function setToggle(button, pressed, iconName, label) {
@@ -114,6 +198,7 @@ export function showRemoteStream(stream) {
   const audio = $('#remote-audio');
   if (video.srcObject !== stream) video.srcObject = stream;
   if (audio.srcObject !== stream) audio.srcObject = stream;
+  applySpeaker(audio);
   video.play().catch(() => {});
   audio.play().then(
     () => ($('#sound-unlock').hidden = true),
@@ -133,6 +218,12 @@ export function callScreenShown() {
 /** No call: media detached, the alert and the call screen hidden, the title back. */
 export function clearCallScreen() {
   for (const id of ['#remote-video', '#remote-audio', '#local-video']) $(id).srcObject = null;
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  if (document.pictureInPictureElement) document.exitPictureInPicture().catch(() => {});
+  $('#chat-panel').hidden = true;
+  $('#chat-log').replaceChildren();
+  $('#chat-badge').hidden = true;
+  $('#call-quality').hidden = true;
   $('#incoming').hidden = true;
   $('#call-screen').hidden = true;
   $('#call-screen').dataset.phase = 'idle';

@@ -4,6 +4,9 @@
 // call-screen.js draws it.
 
 import { MediaCall, getLocalMedia } from './media-call.js';
+import { watchQuality } from './quality.js';
+import { trackConstraints } from './devices.js';
+import { notifyIncoming } from './notify.js';
 import { formatClock } from './ui.js';
 import { toast } from './screens.js';
 import {
@@ -13,6 +16,7 @@ import {
   callScreenShown,
   clearCallScreen,
   showEnded,
+  renderChat,
 } from './call-screen.js';
 
 const ICE_CACHE_MS = 10 * 60 * 1000;
@@ -47,6 +51,15 @@ function newCall(fields) {
     cameraOff: false,
     // What the peer told us over the data channel (an older page never does).
     remote: { muted: false, cameraOff: false, sharing: false, speaking: false },
+    sharing: null, // {track} while this side shares its screen
+    chat: [], // {from: 'me' | 'peer', text, at}
+    chatOpen: false,
+    unread: 0,
+    quality: null, // good | fair | poor, from getStats()
+    stats: null,
+    watcher: null,
+    notification: null,
+    disconnectTimer: null,
     connection: 'new',
     offlineTimer: null,
     failTimer: null,
@@ -208,6 +221,7 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     });
     ringtone.start('incoming');
     render();
+    call.notification = notifyIncoming(call, { onClick: () => window.focus() });
   }
 
   /** Pushed `call.*` and `signal` frames. */
@@ -302,6 +316,10 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     });
     target.media.setMuted(target.muted);
     target.media.setCameraOff(target.cameraOff);
+    target.watcher = watchQuality(
+      () => target.media?.pc ?? null,
+      (sample) => onSample(target, sample),
+    );
     for (const signal of target.signals.splice(0)) target.media.handleSignal(signal);
   }
 
@@ -327,8 +345,136 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
         sharing: message.screen_sharing === true,
       };
       render();
+    } else if (message.type === 'chat' && typeof message.text === 'string' && message.text.trim()) {
+      target.chat.push({ from: 'peer', text: message.text.slice(0, 2000), at: Date.parse(message.sent_at) || Date.now() });
+      if (!target.chatOpen) target.unread += 1;
+      renderChat(target);
+      render();
     }
     // Unknown types come from newer pages: ignored.
+  }
+
+  let chatSeq = 0;
+
+  /** Sends a chat message to the peer, peer to peer; false when the channel isn't open. */
+  function sendChat(text) {
+    const current = call;
+    const body = text.trim().slice(0, 2000);
+    if (!current?.media || !body) return false;
+    const sent = current.media.sendPeer({
+      type: 'chat',
+      id: `m-${Date.now()}-${++chatSeq}`,
+      text: body,
+      sent_at: new Date().toISOString(),
+    });
+    if (!sent) return false;
+    current.chat.push({ from: 'me', text: body, at: Date.now() });
+    renderChat(current);
+    return true;
+  }
+
+  function toggleChat(open) {
+    const current = call;
+    if (!current) return;
+    current.chatOpen = open ?? !current.chatOpen;
+    if (current.chatOpen) current.unread = 0;
+    renderChat(current);
+    render();
+  }
+
+  function onSample(target, sample) {
+    if (call !== target) return;
+    const changed =
+      target.quality !== sample.quality || target.remote.speaking !== sample.speaking || !target.stats || target.stats.kbps !== sample.kbps;
+    target.quality = sample.quality;
+    target.stats = sample;
+    target.remote.speaking = sample.speaking;
+    if (changed) render();
+  }
+
+  // -------------------------------------------------------------- screen sharing and devices
+
+  async function toggleShare() {
+    const current = call;
+    if (!current?.media) return;
+    if (current.sharing) {
+      await stopSharing(current);
+      return;
+    }
+    let display;
+    try {
+      display = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    } catch (error) {
+      if (error?.name !== 'NotAllowedError') toast('Screen sharing could not start.', { kind: 'warn' });
+      return;
+    }
+    const track = display.getVideoTracks()[0];
+    if (call !== current || !current.media || !track) {
+      for (const t of display.getTracks()) t.stop();
+      return;
+    }
+    current.sharing = { track };
+    // The browser's own "Stop sharing" ends the track.
+    track.addEventListener('ended', () => stopSharing(current));
+    try {
+      await current.media.sendVideo(track);
+    } catch (error) {
+      console.warn('screen share', error);
+    }
+    sendState(current);
+    render();
+  }
+
+  async function stopSharing(target) {
+    const sharing = target.sharing;
+    if (!sharing) return;
+    target.sharing = null;
+    sharing.track.stop();
+    if (call === target && target.media) {
+      const camera = target.media.localStream.getVideoTracks()[0] ?? null;
+      try {
+        await target.media.sendVideo(camera);
+      } catch (error) {
+        console.warn('back to the camera', error);
+      }
+      sendState(target);
+      render();
+    }
+  }
+
+  /** Another camera or microphone was picked: the call's track is swapped, no renegotiation. */
+  async function switchDevice(kind, deviceId) {
+    const current = call;
+    if (!current || kind === 'speaker' || !current.localStream) return;
+    const trackKind = kind === 'camera' ? 'video' : 'audio';
+    const old = current.localStream.getTracks().find((t) => t.kind === trackKind);
+    if (!old) return;
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ [trackKind]: trackConstraints(trackKind, deviceId) });
+    } catch {
+      toast(`That ${kind === 'camera' ? 'camera' : 'microphone'} could not be opened.`, { kind: 'warn' });
+      return;
+    }
+    const track = stream.getTracks()[0];
+    if (call !== current || !track) {
+      for (const t of stream.getTracks()) t.stop();
+      return;
+    }
+    track.enabled = trackKind === 'audio' ? !current.muted : !current.cameraOff;
+    if (current.media) {
+      if (trackKind === 'video' && current.sharing) {
+        // The screen stays on the sender; the new camera takes over when sharing stops.
+        current.media.localStream = new MediaStream([...current.media.localStream.getTracks().filter((t) => t !== old), track]);
+      } else {
+        await current.media.replaceLocalTrack(old, track);
+      }
+      current.localStream = current.media.localStream;
+    } else {
+      current.localStream = new MediaStream([...current.localStream.getTracks().filter((t) => t !== old), track]);
+    }
+    old.stop();
+    render();
   }
 
   function sendSignal(target, signal) {
@@ -347,6 +493,17 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
   function onConnection(target, connection) {
     if (call !== target) return;
     target.connection = connection;
+    clearTimeout(target.disconnectTimer);
+    target.disconnectTimer = null;
+    if (connection === 'disconnected') {
+      // Media stopped flowing. If it doesn't come back by itself soon, the offerer restarts ICE
+      // (one side only, so the two restarts don't cross).
+      target.disconnectTimer = setTimeout(() => {
+        if (call === target && target.connection === 'disconnected' && target.offerer && realtime()?.connected) {
+          target.media?.offer({ iceRestart: true });
+        }
+      }, 4000);
+    }
     if (connection === 'connected') {
       clearTimeout(target.failTimer);
       target.failTimer = null;
@@ -459,7 +616,12 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     const wasOnScreen = callScreenShown();
     teardownCall();
     if (wasOnScreen && !quiet) showEnded(text, () => !call);
-    toast(text, { kind, reason: tag ?? reason ?? 'ended' });
+    const again = ended.direction === 'outgoing' && ['declined', 'no_answer', 'busy', 'unavailable'].includes(reason);
+    toast(text, {
+      kind,
+      reason: tag ?? reason ?? 'ended',
+      action: again ? { label: 'Call again', run: () => startCall(ended.peer, ended.kind) } : null,
+    });
     onEnded();
   }
 
@@ -471,6 +633,10 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     ringtone.stop();
     clearTimeout(current.offlineTimer);
     clearTimeout(current.failTimer);
+    clearTimeout(current.disconnectTimer);
+    current.watcher?.stop();
+    current.notification?.close();
+    current.sharing?.track.stop();
     current.media?.close();
     if (!current.media) for (const track of current.localStream?.getTracks() ?? []) track.stop();
     clearCallScreen();
@@ -583,6 +749,12 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     hangUp,
     toggleMute,
     toggleCamera,
+    toggleShare,
+    toggleChat,
+    sendChat,
+    switchDevice,
+    /** The current call's camera and microphone, or null. */
+    localStream: () => call?.localStream ?? null,
     reconcile: reconcileCalls,
     cacheIceServers,
     connectionChanged,
@@ -591,6 +763,17 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     /** The current call's RTCPeerConnection, or null. */
     peerConnection: () => call?.media?.pc ?? null,
     /** The current call in brief, or null. */
-    summary: () => call && { id: call.id, phase: call.phase, direction: call.direction, peer: call.peer, media: call.kind },
+    summary: () =>
+      call && {
+        id: call.id,
+        phase: call.phase,
+        direction: call.direction,
+        peer: call.peer,
+        media: call.kind,
+        quality: call.quality,
+        stats: call.stats,
+        remote: { ...call.remote },
+        sharing: Boolean(call.sharing),
+      },
   };
 }

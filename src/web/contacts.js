@@ -42,8 +42,10 @@ function personRow(person, ...actions) {
  * @param {() => string | undefined} options.me the signed-in username, left out of search results
  * @param {(username: string, media: string) => void} options.onCall a friend's call button
  * @param {() => void} options.onLeftDnd do-not-disturb was turned off
+ * @param {(friend: object) => void} options.onUnfriend a friend's "Remove friend"
+ * @param {(person: object) => void} options.onBlock a friend's "Block"
  */
-export function createContacts({ api, realtime, me, onCall, onLeftDnd }) {
+export function createContacts({ api, realtime, me, onCall, onLeftDnd, onUnfriend, onBlock }) {
   let friends = new Map(); // username -> {username, display_name, status, message?, last_seen?}
   let requests = { incoming: [], outgoing: [] };
   let searchResults = [];
@@ -90,13 +92,39 @@ export function createContacts({ api, realtime, me, onCall, onLeftDnd }) {
           h('span', { class: 'row-sub status-line' }, statusLine(friend)),
           friend.message ? h('span', { class: 'row-sub status-message' }, `“${friend.message}”`) : null,
         ),
-        h('span', { class: 'row-actions' }, callButton('audio'), callButton('video')),
+        h('span', { class: 'row-actions' }, callButton('audio'), callButton('video'), friendMenu(friend)),
       );
     });
     fill($('#friend-list'), rows);
     $('#friends-empty').hidden = sorted.length > 0;
     const online = sorted.filter((f) => f.status !== 'offline').length;
     $('#friends-online').textContent = sorted.length ? `${online} of ${sorted.length} online` : '';
+  }
+
+  /** "More" for a friend: remove or block, in a disclosure so the row stays calm. */
+  function friendMenu(friend) {
+    const id = `friend-menu-${friend.username}`;
+    const toggle = h('button', {
+      type: 'button',
+      class: 'icon-button subtle friend-more',
+      'aria-expanded': 'false',
+      'aria-controls': id,
+      title: `More for ${friend.display_name}`,
+      'aria-label': `More for ${friend.display_name}`,
+      icon: 'more',
+    });
+    const menu = h(
+      'span',
+      { class: 'friend-menu', id, hidden: true },
+      h('button', { type: 'button', class: 'button subtle unfriend', onclick: () => onUnfriend({ ...friend }) }, 'Remove friend'),
+      h('button', { type: 'button', class: 'button subtle danger-text block', onclick: () => onBlock({ ...friend }) }, 'Block'),
+    );
+    toggle.addEventListener('click', () => {
+      const open = menu.hidden;
+      menu.hidden = !open;
+      toggle.setAttribute('aria-expanded', String(open));
+    });
+    return h('span', { class: 'friend-more-wrap' }, toggle, menu);
   }
 
   /** The friends list from `welcome`, replacing whatever was known. */

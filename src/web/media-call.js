@@ -2,6 +2,8 @@
 // offer/answer/trickle-ICE exchange carried by the broker's `signal` frames, and the call's
 // peer-to-peer data channel (state and chat messages, never through the broker).
 
+import { trackConstraints } from './devices.js';
+
 /** The data channel both sides open on every peer connection: negotiated, so neither side has
  * to announce it, and a peer that never opens it (an older page) simply never hears from it. */
 const CHANNEL_LABEL = 'switchboard';
@@ -15,8 +17,8 @@ const CHANNEL_ID = 0;
 export async function getLocalMedia(media) {
   const attempts =
     media === 'video'
-      ? [{ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } }, { audio: true }, { video: true }]
-      : [{ audio: true }];
+      ? [{ audio: trackConstraints('audio'), video: trackConstraints('video') }, { audio: true }, { video: true }]
+      : [{ audio: trackConstraints('audio') }, { audio: true }];
   let lastError = null;
   if (navigator.mediaDevices?.getUserMedia) {
     for (const constraints of attempts) {
@@ -69,6 +71,8 @@ export class MediaCall {
   #createPeer() {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     for (const track of this.localStream.getTracks()) pc.addTrack(track, this.localStream);
+    // Screen sharing and camera switches swap the track on this sender.
+    this.videoSender = pc.getSenders().find((s) => s.track?.kind === 'video') ?? null;
     const remote = new MediaStream();
     pc.onicecandidate = (event) => {
       // A null candidate only marks the end of gathering; the broker needs none.
@@ -102,6 +106,38 @@ export class MediaCall {
     this.remoteStream = remote;
   }
 
+  /** The camera or microphone track `old` is replaced by `track` (another device). */
+  async replaceLocalTrack(old, track) {
+    const streamTracks = this.localStream.getTracks().filter((t) => t !== old);
+    this.localStream = new MediaStream([...streamTracks, track]);
+    const sender = this.pc.getSenders().find((s) => s.track === old);
+    if (sender) await sender.replaceTrack(track);
+    else if (track.kind === 'video' && this.videoSender && !this.videoSender.track) await this.videoSender.replaceTrack(track);
+  }
+
+  /**
+   * Sends `track` as this side's video: a shared screen, or the camera again (null: none). With a
+   * video sender already there it is a replaceTrack and needs no negotiation; an audio call gets
+   * a video sender and a new offer through the broker.
+   */
+  async sendVideo(track) {
+    if (this.closed) return;
+    if (this.videoSender) {
+      await this.videoSender.replaceTrack(track);
+      return;
+    }
+    if (!track) return;
+    const idle = this.pc.getTransceivers().find((t) => t.receiver.track?.kind === 'video' && !t.stopped);
+    if (idle) {
+      idle.direction = 'sendrecv';
+      await idle.sender.replaceTrack(track);
+      this.videoSender = idle.sender;
+    } else {
+      this.videoSender = this.pc.addTrack(track, this.localStream);
+    }
+    await this.offer({ renegotiate: true });
+  }
+
   /** Sends a message to the peer over the data channel; false while it isn't open. */
   sendPeer(message) {
     if (this.closed || this.channel?.readyState !== 'open') return false;
@@ -114,10 +150,10 @@ export class MediaCall {
   }
 
   /** Sends an offer: the first one, an ICE restart, or a fresh start after a page reload. */
-  offer({ iceRestart = false } = {}) {
+  offer({ iceRestart = false, renegotiate = false } = {}) {
     return this.#enqueue(async () => {
       const pc = this.pc;
-      if (!iceRestart) {
+      if (!iceRestart && !renegotiate) {
         // Receive what the call is about even when this side has no camera or microphone.
         const kinds = this.media === 'video' ? ['audio', 'video'] : ['audio'];
         for (const kind of kinds) {

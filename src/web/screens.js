@@ -9,11 +9,26 @@ export function show(screen) {
   }
 }
 
-export function toast(message, { kind = 'info', reason, timeout = kind === 'info' ? 5000 : 8000 } = {}) {
+/** A short message. `action`: {label, run} adds a button (such as "Call again") that closes it. */
+export function toast(message, { kind = 'info', reason, timeout = kind === 'info' ? 5000 : 8000, action = null } = {}) {
   const el = h(
     'div',
     { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : 'status', dataset: reason ? { reason } : {} },
     h('span', { class: 'toast-text' }, message),
+    action
+      ? h(
+          'button',
+          {
+            type: 'button',
+            class: 'toast-action',
+            onclick: () => {
+              el.remove();
+              action.run();
+            },
+          },
+          action.label,
+        )
+      : null,
     h('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss', onclick: () => el.remove() }, '×'),
   );
   $('#toasts').append(el);

@@ -4,6 +4,7 @@
 // the broker already listening at SWITCHBOARD_URL. Exits non-zero on the first failed check.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
 const BASE = required('SWITCHBOARD_URL');
@@ -83,11 +84,39 @@ async function checkServedFiles() {
 // ------------------------------------------------------------------ page helpers
 
 const pageErrors = [];
+/** Every WebSocket frame each page sent, to show what never goes through the broker. */
+const wsSent = [];
+
+/**
+ * Drops a share of the UDP packets on the namespace's loopback (WebRTC media; the broker's
+ * TCP is untouched), or stops dropping them (percent 0). netem first; kernels without it
+ * get an nftables rule that does the same with a random number per packet.
+ */
+function injectLoss(percent) {
+  const run = (cmd, args) => spawnSync(cmd, args, { encoding: 'utf8' });
+  if (percent === 0) {
+    run('tc', ['qdisc', 'del', 'dev', 'lo', 'root']);
+    run('nft', ['delete', 'table', 'inet', 'sbloss']);
+    return 'none';
+  }
+  const netem = run('tc', ['qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'loss', `${percent}%`]);
+  if (netem.status === 0) return 'netem';
+  log(`tc netem is not available here (${(netem.stderr || netem.error?.message || '').trim()}); dropping packets with nftables`);
+  const script = `add table inet sbloss
+add chain inet sbloss input { type filter hook input priority 0; }
+add rule inet sbloss input meta l4proto udp numgen random mod 100 lt ${percent} drop
+`;
+  const nft = spawnSync('nft', ['-f', '-'], { input: script, encoding: 'utf8' });
+  check(nft.status === 0, `packet loss can be injected with netem or nftables (nft: ${(nft.stderr || nft.error?.message || '').trim()})`);
+  return 'nftables';
+}
 
 async function openPage(context, name) {
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
   page.on('pageerror', (error) => pageErrors.push(`${name}: ${error.message}`));
+  page.on('websocket', (ws) => ws.on('framesent', (frame) => wsSent.push(`${name}: ${frame.payload}`)));
+  page.on('dialog', (dialog) => dialog.accept());
   page.on('console', (message) => {
     if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) log(`${name} console: ${message.text()}`);
   });
@@ -227,7 +256,9 @@ async function main() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
-      '--use-fake-device-for-media-stream',
+      // Three fake cameras for the device picker (the second is a Y16 depth camera that sends no
+      // video; the third is MJPEG); getDisplayMedia gets a fake screen too.
+      '--use-fake-device-for-media-stream=device-count=3',
       '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection',
       '--autoplay-policy=no-user-gesture-required',
@@ -359,6 +390,20 @@ async function scenarios(browser) {
   await openTab(bob, 'friends');
   pass('keyboard: arrows, Home and End move between sections with a roving tabindex');
 
+  // ---- The device picker with a preview, before any call.
+  await bob.click('#devices-open');
+  await visible(bob, '#devices-dialog');
+  await untilAsync(bob, () => { const v = document.querySelector('#device-preview'); return v.readyState >= 2 && v.videoWidth > 0; }, null, "Bob's camera preview");
+  const cameras = await bob.locator('#device-camera option').allTextContents();
+  const mics = await bob.locator('#device-mic option').allTextContents();
+  check(['fake_device_0', 'fake_device_1', 'fake_device_2'].every((c) => cameras.includes(c)), `the picker lists the fake cameras (${cameras})`);
+  check(mics.length >= 1, `the picker lists microphones (${mics})`);
+  await shot(bob, 'device-picker-phone');
+  await bob.keyboard.press('Escape');
+  await hidden(bob, '#devices-dialog');
+  await until(bob, () => document.querySelector('#device-preview').srcObject === null, null, 'closing the picker to stop the preview');
+  pass('the device picker lists the fake cameras and microphones with a live preview');
+
   // ---- Own status, live on the friend's page; dnd makes a call "busy".
   await bob.fill('#status-message', 'In a meeting');
   await bob.selectOption('#status-select', 'dnd');
@@ -437,6 +482,95 @@ async function scenarios(browser) {
   await shot(alice, 'in-call-desktop');
   await shot(bob, 'in-call-phone');
   pass('mute, camera off and the call timer; the other side shows "Muted", and "Camera off" with the avatar');
+
+  // ---- Chat over the data channel, both ways, never through the broker.
+  await alice.click('#call-chat');
+  await until(alice, () => !document.querySelector('#chat-input').disabled, null, "Alice's chat input to open");
+  await alice.fill('#chat-input', 'Can you see my screen soon?');
+  await alice.press('#chat-input', 'Enter');
+  await visible(alice, '#chat-log .chat-message.me', { hasText: 'Can you see my screen soon?' });
+  await until(bob, () => document.querySelector('#chat-badge').textContent === '1' && !document.querySelector('#chat-badge').hidden, null, "Bob's unread chat badge");
+  await bob.click('#call-chat');
+  await visible(bob, '#chat-log .chat-message.peer', { hasText: 'Can you see my screen soon?' });
+  await hidden(bob, '#chat-badge');
+  await bob.fill('#chat-input', 'Yes, go ahead');
+  await bob.click('#chat-send');
+  await visible(alice, '#chat-log .chat-message.peer', { hasText: 'Yes, go ahead' });
+  check(!wsSent.some((f) => f.includes('Can you see my screen') || f.includes('Yes, go ahead')), 'chat messages never went through the broker');
+  await shot(alice, 'in-call-chat-desktop');
+  await bob.click('#chat-close');
+  await alice.click('#call-chat');
+  pass('in-call chat arrives both ways over the data channel, with an unread badge');
+
+  // ---- Connection quality: good on loopback.
+  await until(alice, () => document.querySelector('#call-quality').dataset.quality === 'good' && !document.querySelector('#call-quality').hidden, null, "Alice's quality indicator to say good");
+  await until(bob, () => document.querySelector('#call-quality').dataset.quality === 'good', null, "Bob's quality indicator to say good");
+  pass('the connection-quality indicator says good on loopback');
+
+  // ---- Screen sharing replaces the camera picture on the other side.
+  const videoLabel = (page) => page.evaluate(() => window.switchboard.pc.getSenders().find((s) => s.track?.kind === 'video')?.track.label ?? null);
+  const remoteSize = (page) => page.evaluate(() => `${document.querySelector('#remote-video').videoWidth}x${document.querySelector('#remote-video').videoHeight}`);
+  const cameraLabel = await videoLabel(alice);
+  const sizeBefore = await remoteSize(bob);
+  await alice.click('#call-share');
+  await until(alice, () => window.switchboard.pc.getSenders().some((s) => s.track?.label.startsWith('screen')), null, "Alice's screen on her video sender");
+  check((await alice.getAttribute('#call-share', 'aria-pressed')) === 'true', 'the share button is pressed');
+  await visible(bob, '#peer-sharing');
+  const sharedFrames = await framesDecoded(bob);
+  await bob.waitForTimeout(1500);
+  const sharedFramesLater = await framesDecoded(bob);
+  check(sharedFramesLater > sharedFrames, `Bob keeps decoding frames while Alice shares (${sharedFrames} -> ${sharedFramesLater})`);
+  const sharedLabel = await videoLabel(alice);
+  log(`screen share: Alice sends "${cameraLabel}" then "${sharedLabel}"; Bob sees ${sizeBefore} then ${await remoteSize(bob)}`);
+  check(sharedLabel !== cameraLabel, 'the video track changed from the camera to the screen');
+  await shot(bob, 'screen-share-phone');
+  await alice.click('#call-share');
+  await until(alice, (label) => window.switchboard.pc.getSenders().some((s) => s.track?.label === label), cameraLabel, "Alice's camera back on her video sender");
+  await hidden(bob, '#peer-sharing');
+  pass('screen sharing replaces the picture on the other side (framesDecoded rises, the track changes) and stops');
+
+  // ---- Switching camera during the call keeps it going.
+  await alice.click('#call-devices');
+  await visible(alice, '#devices-dialog');
+  const otherCamera = cameraLabel === 'fake_device_2' ? 'fake_device_0' : 'fake_device_2';
+  await until(alice, () => document.querySelectorAll('#device-camera option').length >= 2, null, "Alice's camera list");
+  await alice.selectOption('#device-camera', { label: otherCamera });
+  await until(alice, (label) => window.switchboard.pc.getSenders().some((s) => s.track?.label === label), otherCamera, 'the other camera on the video sender');
+  const switchedFrames = await framesDecoded(bob);
+  await untilAsync(
+    bob,
+    async (before) => {
+      let frames = 0;
+      (await window.switchboard.pc.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') frames = Math.max(frames, r.framesDecoded ?? 0);
+      });
+      return frames > before + 5;
+    },
+    switchedFrames,
+    'Bob to keep decoding after the camera switch',
+  );
+  check((await alice.evaluate(() => window.switchboard.call?.phase)) === 'active', 'the call stays active');
+  await alice.click('#devices-done');
+  await hidden(alice, '#devices-dialog');
+  pass('the device picker switches the camera mid-call and the call goes on');
+
+  // ---- Full screen.
+  await alice.click('#call-fullscreen');
+  await until(alice, () => document.fullscreenElement?.id === 'call-screen', null, 'the call in full screen');
+  await alice.click('#call-fullscreen');
+  await until(alice, () => document.fullscreenElement === null, null, 'full screen to end');
+  pass('full screen on and off');
+
+  // ---- Injected packet loss: the indicator drops to poor, then recovers.
+  const lossBy = injectLoss(30);
+  try {
+    await until(bob, () => document.querySelector('#call-quality').dataset.quality === 'poor', null, 'Bob\'s indicator to say poor under 30 % loss');
+    await shot(bob, 'poor-connection-phone');
+  } finally {
+    injectLoss(0);
+  }
+  await until(bob, () => document.querySelector('#call-quality').dataset.quality === 'good', null, "Bob's indicator to recover");
+  pass(`the quality indicator says poor under 30 % injected loss (${lossBy}) and good again after`);
 
   // ---- The WebSocket drops mid-call: it reconnects and resumes the call.
   await alice.evaluate(() => window.switchboard.dropConnection());
