@@ -7,21 +7,21 @@ use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $make:expr) => {
         $(#[$doc])*
-        #[derive(
-            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-            AsExpression, FromSqlRow,
-        )]
-        #[serde(transparent)]
+        ///
+        /// Shared text: a clone (the hub's, the router's, a frame's) counts a reference and
+        /// copies nothing.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, AsExpression, FromSqlRow)]
         #[diesel(sql_type = Text)]
-        pub struct $name(pub String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub fn new() -> Self {
-                Self($make.simple().to_string())
+                Self::from($make.simple().to_string())
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -34,9 +34,33 @@ macro_rules! id_type {
             }
         }
 
+        impl From<String> for $name {
+            fn from(text: String) -> Self {
+                Self(text.into())
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> Self {
+                Self(text.into())
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer).map(Self::from)
             }
         }
 
@@ -45,7 +69,7 @@ macro_rules! id_type {
             str: ToSql<Text, DB>,
         {
             fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, DB>) -> serialize::Result {
-                self.0.as_str().to_sql(out)
+                (*self.0).to_sql(out)
             }
         }
 
@@ -54,7 +78,7 @@ macro_rules! id_type {
             String: FromSql<Text, DB>,
         {
             fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
-                String::from_sql(bytes).map(Self)
+                String::from_sql(bytes).map(Self::from)
             }
         }
     };

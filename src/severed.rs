@@ -63,7 +63,7 @@ mod tests {
 
     #[test]
     fn a_pair_is_severed_both_ways_until_restored_or_expired() {
-        let (a, b, c) = (UserId("a".into()), UserId("b".into()), UserId("c".into()));
+        let (a, b, c) = (UserId::from("a"), UserId::from("b"), UserId::from("c"));
         let mut severed = SeveredPairs::default();
         let now = Instant::now();
         severed.sever(&a, &b, now);

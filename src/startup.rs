@@ -186,6 +186,10 @@ impl Application {
                 .configure(|cfg| ws::configure(cfg, strangers.clone(), user_budgets.clone()))
         })
         .workers(workers)
+        // Blocking threads only run database calls (bcrypt has its own), so more of them than
+        // connections in the pool would only wait for one, each holding a stack and an
+        // allocator cache: a burst of sign-ins would leave dozens behind.
+        .worker_max_blocking_threads(config.db_pool_size.max(2) as usize)
         .max_connections(per_worker)
         .tcp_nodelay(true)
         // Once a response is done (a WebSocket's close frame echoed, say), close the connection

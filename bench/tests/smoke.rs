@@ -202,10 +202,9 @@ fn every_benchmark_scenario_runs_in_smoke_mode_and_reports_sane_numbers() {
     let bare_per_connection = num(bare, "rss_per_connection_kib");
     assert!(bare_per_connection < 1024.0, "{idle}");
     let own = num(idle, "own_rss_per_connection_kib");
-    assert!(
-        (own - (per_connection - bare_per_connection)).abs() < 1e-6,
-        "{idle}"
-    );
+    let steady = num(idle, "steady_rss_per_connection_kib");
+    let bare_steady = num(bare, "steady_rss_per_connection_kib");
+    assert!((own - (steady - bare_steady)).abs() < 1e-6, "{idle}");
 
     let relay = scenario(&doc, "relay");
     let phases = relay["rounds"][0]["phases"].as_array().expect("phases");

@@ -473,7 +473,7 @@ mod tests {
 
     fn party(name: &str) -> Party {
         Party {
-            user: UserId(format!("id-{name}")),
+            user: UserId::from(format!("id-{name}")),
             username: name.into(),
             display_name: name.into(),
         }
@@ -485,7 +485,7 @@ mod tests {
 
     fn invite(callee_devices: Vec<DeviceId>, callee_busy: bool) -> Invite {
         Invite {
-            id: CallId("c1".into()),
+            id: CallId::from("c1"),
             caller: party("ann"),
             caller_device: Some(dev("a1")),
             callee: party("bob"),
@@ -581,7 +581,7 @@ mod tests {
         );
         assert!(fx.contains(&Effect::SetBusy(true)));
         assert!(fx.contains(&Effect::Persist(Record::Answered {
-            id: CallId("c1".into()),
+            id: CallId::from("c1"),
             at: 2_000
         })));
     }
@@ -674,7 +674,7 @@ mod tests {
         );
         assert!(fx.contains(&Effect::SetBusy(false)));
         assert!(fx.contains(&Effect::Persist(Record::Ended {
-            id: CallId("c1".into()),
+            id: CallId::from("c1"),
             at: 9,
             outcome: EndReason::Completed,
             detail: Some("bye".into())
@@ -720,11 +720,11 @@ mod tests {
                 Effect::GrantRelay(Role::Callee),
                 // The callee resumed, so the callee offers now, and the caller hears of it.
                 Effect::Notify(
-                    Target::Device(UserId("id-bob".into()), dev("b9")),
+                    Target::Device(UserId::from("id-bob"), dev("b9")),
                     Notice::Accepted { offerer: true }
                 ),
                 Effect::Notify(
-                    Target::Device(UserId("id-ann".into()), dev("a1")),
+                    Target::Device(UserId::from("id-ann"), dev("a1")),
                     Notice::Resumed
                 )
             ]

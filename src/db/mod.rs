@@ -153,24 +153,6 @@ impl Db {
             ))),
         }
     }
-
-    /// Runs `f` on the blocking pool without waiting for it; failures are logged. For writes
-    /// an actor must not wait on, such as `last_seen`.
-    pub fn spawn<F>(&self, f: F)
-    where
-        F: FnOnce(&mut DbConn) -> Result<(), AppError> + Send + 'static,
-    {
-        let pool = self.pool.clone();
-        actix_web::rt::task::spawn_blocking(move || {
-            if let Err(e) = pool
-                .get()
-                .map_err(AppError::from)
-                .and_then(|mut conn| f(&mut conn))
-            {
-                log::error!("background database write failed: {e}");
-            }
-        });
-    }
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ pub fn friend_ids(conn: &mut DbConn, user: &UserId) -> Result<Vec<UserId>, AppEr
         .filter(friendships::user_id.eq(user.as_str()))
         .select(friendships::friend_id)
         .load(conn)?;
-    Ok(ids.into_iter().map(UserId).collect())
+    Ok(ids.into_iter().map(UserId::from).collect())
 }
 
 /// Requests sent to `user`, with their senders, oldest first.

@@ -139,11 +139,16 @@ pub fn set_password_hash(conn: &mut DbConn, id: &UserId, hash: &str) -> Result<(
     Ok(())
 }
 
-pub fn set_last_seen(conn: &mut DbConn, id: &UserId, at: i64) -> Result<(), AppError> {
-    diesel::update(users::table.find(id.as_str()))
-        .set(users::last_seen.eq(Some(at)))
-        .execute(conn)?;
-    Ok(())
+/// Each user's own last-seen time, in one transaction.
+pub fn set_last_seen_each(conn: &mut DbConn, seen: &[(UserId, i64)]) -> Result<(), AppError> {
+    conn.transaction(|conn| {
+        for (id, at) in seen {
+            diesel::update(users::table.find(id.as_str()))
+                .set(users::last_seen.eq(Some(*at)))
+                .execute(conn)?;
+        }
+        Ok(())
+    })
 }
 
 pub fn set_last_seen_many(conn: &mut DbConn, ids: &[UserId], at: i64) -> Result<(), AppError> {

@@ -106,7 +106,7 @@ fn parse_cursor(raw: &str) -> Result<(i64, CallId), AppError> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(bad());
     }
-    Ok((at, CallId(id.to_owned())))
+    Ok((at, CallId::from(id)))
 }
 
 async fn history(
@@ -150,7 +150,7 @@ async fn get_call(
     me: Identity,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = CallId(path.into_inner());
+    let id = CallId::from(path.into_inner());
     let user = me.user_id();
     let found = {
         let user = user.clone();
@@ -217,7 +217,7 @@ async fn end_call(
     let msg = ActOnCall {
         user: me.user_id(),
         device: None,
-        call_id: CallId(path.into_inner()),
+        call_id: CallId::from(path.into_inner()),
         action: CallAction::End,
     };
     state.router.send(msg).await.map_err(AppError::internal)??;

@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn issued_credentials_carry_expiry_user_and_scope() {
         let issuer = Issuer::new(SECRET, Duration::from_secs(3600));
-        let user = UserId(USER.into());
+        let user = UserId::from(USER);
         let token_hash = "0123456789abcdef0123456789abcdef";
         let session = issuer.issue(1_699_996_400, &user, Scope::Session(token_hash));
         assert_eq!(
@@ -216,7 +216,7 @@ mod tests {
                 scope: Scoped::Session("0123456789abcdef"),
             })
         );
-        let call = CallId(CALL.into());
+        let call = CallId::from(CALL);
         let scoped = issuer.issue(1_699_996_400, &user, Scope::Call(&call));
         assert_eq!(scoped.username, format!("1700000000:{USER}:{CALL}"));
         assert_eq!(scoped.password, "UDAwMY61p1u24lTJB6PSlQIAWKw=");

@@ -207,17 +207,18 @@ impl Shared {
         }
     }
 
-    fn allow_call(&self, call: &CallId, user: &UserId) {
+    pub(super) fn allow_call(&self, call: &CallId, user: &UserId) {
         self.book()
             .live_calls
-            .insert((call.0.clone(), user.0.clone()));
+            .insert((call.as_str().to_owned(), user.as_str().to_owned()));
     }
 
     /// Refuses the call credential of `user` from now on and deletes its allocations.
     fn revoke_call(&self, call: &CallId, user: &UserId) {
         let doomed = {
             let mut book = self.book();
-            book.live_calls.remove(&(call.0.clone(), user.0.clone()));
+            book.live_calls
+                .remove(&(call.as_str().to_owned(), user.as_str().to_owned()));
             book.held_by(user, |scope| scope == Scoped::Call(call.as_str()))
         };
         self.delete(doomed);

@@ -25,7 +25,9 @@ struct Online {
     status: ChosenStatus,
     message: Option<String>,
     busy: bool,
-    friends: HashSet<UserId>,
+    /// Read once per connect and only walked after that (a change is one push or removal), so a
+    /// list: no hash table per online user.
+    friends: Vec<UserId>,
     /// Runs while the last device is gone; the user turns offline when it fires.
     offline_timer: Option<SpawnHandle>,
 }
@@ -46,7 +48,9 @@ impl Online {
 }
 
 pub struct PresenceHub {
-    users: HashMap<UserId, Online>,
+    /// Boxed: a hash table keeps a quarter to a half of its slots empty, and an empty slot
+    /// then costs a pointer rather than a whole entry.
+    users: HashMap<UserId, Box<Online>>,
     /// Friendships that just ended, which a device's stale friend list must not restore.
     severed: SeveredPairs,
     /// Devices found stuck while delivering, dropped once the message at hand is handled.
@@ -62,7 +66,14 @@ pub struct PresenceHub {
     /// Told whenever a user's do-not-disturb state changes, so the router can refuse calls.
     dnd_listener: Recipient<DndChanged>,
     census: crate::census::Census<2>,
+    /// Users who went offline and when, not written to the database yet.
+    last_seen: Vec<(UserId, i64)>,
+    writing_last_seen: bool,
 }
+
+/// Last-seen times waiting at most while a write is under way; past it (a database that far
+/// behind) the rest are not written, and their friends only had the `offline` frame's time.
+const MAX_LAST_SEEN: usize = 100_000;
 
 impl PresenceHub {
     pub fn new(
@@ -82,6 +93,8 @@ impl PresenceHub {
             db,
             dnd_listener,
             census: Default::default(),
+            last_seen: Vec::new(),
+            writing_last_seen: false,
         }
     }
 
@@ -123,7 +136,8 @@ impl PresenceHub {
         if let Some(timer) = online.offline_timer.take() {
             ctx.cancel_future(timer);
         }
-        online.offline_timer = Some(ctx.run_later(grace, move |hub, _| hub.go_offline(&user)));
+        online.offline_timer =
+            Some(ctx.run_later(grace, move |hub, ctx| hub.go_offline(&user, ctx)));
     }
 
     /// Pushes `user`'s presence to each online friend.
@@ -137,7 +151,7 @@ impl PresenceHub {
         }
     }
 
-    fn go_offline(&mut self, user: &UserId) {
+    fn go_offline(&mut self, user: &UserId, ctx: &mut Context<Self>) {
         let Some(online) = self.users.get(user) else {
             return;
         };
@@ -157,9 +171,33 @@ impl PresenceHub {
             user: user.clone(),
             dnd: false,
         });
-        let user = user.clone();
-        self.db
-            .spawn(move |conn| crate::db::users::set_last_seen(conn, &user, now));
+        if self.last_seen.len() < MAX_LAST_SEEN {
+            self.last_seen.push((user.clone(), now));
+        }
+        self.write_last_seen(ctx);
+    }
+
+    /// Writes the last-seen times not written yet, in one database call, unless a write is
+    /// already under way: those gathered meanwhile follow when it is done. A mass disconnect
+    /// costs one blocking thread at a time, not one per user.
+    fn write_last_seen(&mut self, ctx: &mut Context<Self>) {
+        if self.writing_last_seen || self.last_seen.is_empty() {
+            return;
+        }
+        self.writing_last_seen = true;
+        let seen = std::mem::take(&mut self.last_seen);
+        let db = self.db.clone();
+        let write = async move {
+            db.run(move |conn| crate::db::users::set_last_seen_each(conn, &seen))
+                .await
+        };
+        ctx.spawn(write.into_actor(self).map(|written, hub, ctx| {
+            if let Err(e) = written {
+                log::error!("could not record last_seen: {e}");
+            }
+            hub.writing_last_seen = false;
+            hub.write_last_seen(ctx);
+        }));
     }
 
     fn friend_presence(
@@ -296,15 +334,17 @@ impl PresenceHub {
         }
         let entry = self.users.entry(msg.user.clone());
         let is_new = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
-        let online = entry.or_insert_with(|| Online {
-            username: msg.username.clone(),
-            display_name: msg.display_name.clone(),
-            devices: Vec::with_capacity(1),
-            status: ChosenStatus::Online,
-            message: None,
-            busy: false,
-            friends: HashSet::new(),
-            offline_timer: None,
+        let online = entry.or_insert_with(|| {
+            Box::new(Online {
+                username: msg.username.clone(),
+                display_name: msg.display_name.clone(),
+                devices: Vec::with_capacity(1),
+                status: ChosenStatus::Online,
+                message: None,
+                busy: false,
+                friends: Vec::new(),
+                offline_timer: None,
+            })
         });
         if let Some(timer) = online.offline_timer.take() {
             ctx.cancel_future(timer);
@@ -320,7 +360,7 @@ impl PresenceHub {
             .filter(|f| !severed.contains(&msg.user, f, now))
             .collect();
         online.devices.push((msg.device, msg.token_hash));
-        let friends: Vec<UserId> = online.friends.iter().cloned().collect();
+        let friends: Vec<UserId> = online.friends.to_vec();
         if is_new {
             let info = online.info();
             self.fan_out(&msg.user, &info);
@@ -396,7 +436,7 @@ impl PresenceHub {
             }
             let user = msg.user.clone();
             online.offline_timer =
-                Some(ctx.run_later(self.grace, move |hub, _| hub.go_offline(&user)));
+                Some(ctx.run_later(self.grace, move |hub, ctx| hub.go_offline(&user, ctx)));
         }
         let info = online.info();
         self.fan_out(&msg.user, &info);
@@ -423,7 +463,9 @@ impl PresenceHub {
                 self.severed.restore(&a, &b);
                 for (me, friend) in [(&a, &b), (&b, &a)] {
                     if let Some(online) = self.users.get_mut(me) {
-                        online.friends.insert(friend.clone());
+                        if !online.friends.contains(friend) {
+                            online.friends.push(friend.clone());
+                        }
                     }
                 }
                 let a_view = self.friend_presence(&a, a_person.display_name, a_person.username);
@@ -442,7 +484,10 @@ impl PresenceHub {
                 let mut were_friends = false;
                 for (me, friend) in [(&a, &b), (&b, &a)] {
                     if let Some(online) = self.users.get_mut(me) {
-                        were_friends |= online.friends.remove(friend);
+                        if let Some(at) = online.friends.iter().position(|f| f == friend) {
+                            online.friends.swap_remove(at);
+                            were_friends = true;
+                        }
                     }
                 }
                 // Only former friends hear about it: a block must not reveal itself otherwise.
@@ -513,11 +558,15 @@ impl Handler<CloseAll> for PresenceHub {
             }
         }
         let users: Vec<UserId> = self.users.keys().cloned().collect();
+        let gone = std::mem::take(&mut self.last_seen);
         let db = self.db.clone();
         Box::pin(async move {
             let now = now_ms();
             let written = db
-                .run(move |conn| crate::db::users::set_last_seen_many(conn, &users, now))
+                .run(move |conn| {
+                    crate::db::users::set_last_seen_each(conn, &gone)?;
+                    crate::db::users::set_last_seen_many(conn, &users, now)
+                })
                 .await;
             if let Err(e) = written {
                 log::warn!("could not record last_seen at shutdown: {e}");

@@ -146,7 +146,7 @@ impl ClientFrame {
     /// The frame named by `f`, its id left empty for [`ClientFrame::parse`] to fill in.
     fn from_fields(f: Fields) -> Result<Self, String> {
         let id = None;
-        let call_id = || required::<String>(f.call_id, "call_id").map(CallId);
+        let call_id = || required::<String>(f.call_id, "call_id").map(CallId::from);
         let frame_type = f.frame_type.ok_or("missing field `type`")?;
         Ok(match frame_type.as_ref() {
             "auth" => ClientFrame::Auth {
@@ -385,7 +385,7 @@ mod tests {
             panic!("not a signal");
         };
         assert_eq!(id, Some(Value::from(3)));
-        assert_eq!(call_id, CallId("c1".into()));
+        assert_eq!(call_id, CallId::from("c1"));
         assert_eq!(kind, SignalKind::Offer);
         assert_eq!(sdp.unwrap().get(), r#""v=0\r\n""#);
         assert!(candidate.is_none());

@@ -78,7 +78,7 @@ mod tests {
     #[test]
     fn a_users_sockets_share_one_budget_and_it_goes_with_the_last() {
         let budgets = UserBudgets::new(10);
-        let amy = UserId("amy".into());
+        let amy = UserId::from("amy");
         let (phone, laptop) = (budgets.of(&amy), budgets.of(&amy));
         let spent = (0..30)
             .filter(|i| {

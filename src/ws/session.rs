@@ -57,6 +57,9 @@ pub struct UserSession {
     handle: Option<DeviceHandle>,
     /// This socket's place among those not authenticated yet; given back on `welcome`.
     stranger: Option<Ticket>,
+    /// Closes the socket if `auth` has not succeeded in time; cancelled on `welcome`, so an idle
+    /// socket holds no timer but its heartbeat.
+    auth_timeout: Option<SpawnHandle>,
 }
 
 impl UserSession {
@@ -83,6 +86,7 @@ impl UserSession {
             backlog: Backlog::default(),
             handle: None,
             stranger: Some(stranger),
+            auth_timeout: None,
         }
     }
 
@@ -275,6 +279,9 @@ impl UserSession {
                 Ok(Some((user, friends, calls, missed_calls, token_hash))) => {
                     session.me = Some(Party::from(&user));
                     session.stranger = None;
+                    if let Some(timer) = session.auth_timeout.take() {
+                        ctx.cancel_future(timer);
+                    }
                     session.user_budget = Some(session.user_budgets.of(&user.user_id()));
                     let config = &session.state.config;
                     let welcome = ServerFrame::Welcome {
@@ -555,11 +562,12 @@ impl Actor for UserSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let config = &self.state.config;
-        ctx.run_later(config.ws_auth_timeout, |session, ctx| {
+        let auth_timeout = ctx.run_later(config.ws_auth_timeout, |session, ctx| {
             if session.me.is_none() {
                 session.close(ctx, close::AUTH_TIMEOUT, "authentication timeout");
             }
         });
+        self.auth_timeout = Some(auth_timeout);
         let timeout = config.heartbeat_timeout;
         ctx.run_interval(config.heartbeat_interval, move |session, ctx| {
             // Silent, or sending but not reading (its pings go unanswered).

@@ -10,10 +10,13 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use std::time::Duration;
 
+/// `--features system-allocator` builds it on malloc, for heap profilers, like the broker.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The broker's jemalloc options (src/main.rs), so that both hand memory back alike.
+#[cfg(not(feature = "system-allocator"))]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8; 65] =
