@@ -9,8 +9,11 @@ import { toast } from './screens.js';
  * @param {object} options.api the REST client (createApi)
  * @param {object} options.session the session (createSession): the user, updateUser, signedOut
  * @param {() => void} options.onRelationsChanged a friend was removed or blocked, or someone unblocked
+ * @param {() => void} options.pauseRealtime closes the socket (before deleting the account, so
+ *   its closing isn't taken for an expired session)
+ * @param {() => void} options.resumeRealtime opens it again (the deletion failed)
  */
-export function createAccount({ api, session, onRelationsChanged }) {
+export function createAccount({ api, session, onRelationsChanged, pauseRealtime, resumeRealtime }) {
   const error = (text) => {
     $('#account-error').textContent = text;
   };
@@ -102,10 +105,12 @@ export function createAccount({ api, session, onRelationsChanged }) {
       return;
     }
     if (!window.confirm('Delete your Switchboard account for good? This cannot be undone.')) return;
+    pauseRealtime();
     try {
       await api.deleteMe(password);
     } catch (e) {
       error(e.code === 'invalid_credentials' ? 'The password is wrong.' : e.message);
+      resumeRealtime();
       return;
     }
     $('#account-dialog').close();

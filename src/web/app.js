@@ -25,6 +25,8 @@ const WIDE = window.matchMedia('(min-width: 900px)');
 
 let realtime = null;
 let tab = 'friends';
+/** The person picked a section themselves since signing in (the page then leaves it be). */
+let tabChosen = false;
 
 const ringtone = new Ringtone();
 const api = createApi(
@@ -37,6 +39,7 @@ const session = createSession({
   api,
   unlockSound: () => ringtone.unlock(),
   onSignedIn: () => {
+    tabChosen = false;
     selectTab(WIDE.matches ? 'history' : 'friends');
     renderNotifyOffer();
     connect();
@@ -85,6 +88,11 @@ const account = createAccount({
   api,
   session,
   onRelationsChanged: () => refreshFriends(),
+  pauseRealtime: () => {
+    calls.teardown();
+    realtime?.stop();
+  },
+  resumeRealtime: () => connect(),
 });
 
 /** The friends list again from the API (after an unfriend or a block, the pushes aside). */
@@ -139,6 +147,8 @@ function onFrame(frame) {
 function onWelcome(frame) {
   session.updateUser(frame.user);
   contacts.setFriends(frame.friends);
+  // Someone with no friends yet starts where they can find some, not on an empty history.
+  if (!frame.friends?.length && !tabChosen) selectTab('search');
   callHistory.setMissed(frame.missed_calls ?? 0);
   calls.cacheIceServers(frame.ice_servers);
   contacts.resendStatus();
@@ -155,6 +165,7 @@ function onWelcome(frame) {
 function selectTab(next, { byUser = false, focus = false } = {}) {
   if (WIDE.matches && next === 'friends') next = tab !== 'friends' ? tab : 'history';
   tab = next;
+  if (byUser) tabChosen = true;
   for (const button of document.querySelectorAll('.tab')) {
     const selected = button.dataset.tab === tab;
     button.setAttribute('aria-selected', String(selected));
@@ -290,6 +301,7 @@ function wire() {
   $('#account-open').append(icon('user'));
   $('#account-open').addEventListener('click', () => account.open());
   $('#notify-enable').addEventListener('click', enableNotifications);
+  $('#find-friends').addEventListener('click', () => selectTab('search', { byUser: true, focus: true }));
   devices.wire();
   account.wire();
   $('#sound-unlock').addEventListener('click', playRemoteAudio);

@@ -7,9 +7,13 @@ import { applySpeaker } from './devices.js';
 
 /** How long an ended call's message stays on the call screen. */
 const ENDED_SCREEN_MS = 2500;
+/** Longer when it offers "Call again", so there is time to press it. */
+const ENDED_WITH_ACTION_MS = 5000;
 
 let timerInterval = null;
 let bannerTimer = null;
+/** The ended message's own timer: a newer message replaces it (and its timer) entirely. */
+let endedTimer = null;
 /** Where the focus was before the alert or the call screen took it, to give it back after. */
 let focusBefore = null;
 
@@ -54,6 +58,8 @@ export function renderCall(call, { reconnecting = false } = {}) {
   incoming.hidden = true;
   screen.hidden = false;
   screen.dataset.phase = call.phase;
+  delete screen.dataset.reason;
+  $('#call-again').hidden = true;
   const remote = call.remote ?? {};
   // An audio call shows video while the peer shares a screen.
   screen.dataset.media = call.kind === 'video' || remote.sharing ? 'video' : 'audio';
@@ -232,20 +238,41 @@ export function clearCallScreen() {
   returnFocus();
 }
 
-/** An ended call's message on the call screen for a moment; it stays while `stillIdle()` is false. */
-export function showEnded(text, stillIdle) {
+/**
+ * An ended call's message on the call screen for a moment (the one place it is shown; no toast
+ * repeats it); it stays while `stillIdle()` is false. `again`: a "Call again" button, which keeps
+ * the message up a little longer.
+ */
+export function showEnded(text, stillIdle, { reason = 'ended', again = null } = {}) {
   const screen = $('#call-screen');
   screen.hidden = false;
   screen.dataset.phase = 'ended';
+  screen.dataset.reason = reason;
   $('#call-status').textContent = text;
   $('#call-timer').textContent = '';
-  const dismiss = () => {
-    if (stillIdle() && screen.dataset.phase === 'ended') {
+  const button = $('#call-again');
+  button.hidden = !again;
+  button.onclick = again
+    ? () => {
+        close();
+        again();
+      }
+    : null;
+  if (again) button.focus();
+  const close = () => {
+    if (screen.dataset.phase === 'ended') {
       screen.hidden = true;
       screen.dataset.phase = 'idle';
+      delete screen.dataset.reason;
+      button.hidden = true;
+      returnFocus();
     }
   };
-  setTimeout(dismiss, ENDED_SCREEN_MS);
+  const dismiss = () => {
+    if (stillIdle()) close();
+  };
+  clearTimeout(endedTimer);
+  endedTimer = setTimeout(dismiss, again ? ENDED_WITH_ACTION_MS : ENDED_SCREEN_MS);
 }
 
 // ---------------------------------------------------------------- connection banner

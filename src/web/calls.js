@@ -615,13 +615,12 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     const kind = missed || serious.includes(reason) ? 'warn' : 'info';
     const wasOnScreen = callScreenShown();
     teardownCall();
-    if (wasOnScreen && !quiet) showEnded(text, () => !call);
-    const again = ended.direction === 'outgoing' && ['declined', 'no_answer', 'busy', 'unavailable'].includes(reason);
-    toast(text, {
-      kind,
-      reason: tag ?? reason ?? 'ended',
-      action: again ? { label: 'Call again', run: () => startCall(ended.peer, ended.kind) } : null,
-    });
+    const againable = ended.direction === 'outgoing' && ['declined', 'no_answer', 'busy', 'unavailable'].includes(reason);
+    const again = againable ? () => startCall(ended.peer, ended.kind) : null;
+    const reasonTag = tag ?? reason ?? 'ended';
+    // Shown once: on the call screen when it was up, else as a toast.
+    if (wasOnScreen && !quiet) showEnded(text, () => !call, { reason: reasonTag, again });
+    else toast(text, { kind, reason: reasonTag, action: again ? { label: 'Call again', run: again } : null });
     onEnded();
   }
 

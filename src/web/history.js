@@ -52,7 +52,8 @@ export function createHistory({ api, friend, onCall }) {
     const badge = $('#missed-badge');
     badge.hidden = count === 0;
     badge.textContent = String(count);
-    $('#tab-history').setAttribute('aria-label', count ? `History, ${count} missed` : 'History');
+    // Read as "History 2 missed"; the tab's name stays its visible text.
+    $('#missed-label').hidden = count === 0;
   }
 
   function render() {

@@ -3,7 +3,7 @@
 // buttons and fields. Started by tests/browser.rs inside a loopback-only network namespace, with
 // the broker already listening at SWITCHBOARD_URL. Exits non-zero on the first failed check.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
@@ -168,9 +168,29 @@ async function online(page) {
   await until(page, () => window.switchboard?.connection === 'online', null, 'the WebSocket to be online');
 }
 
+/** How a call's end is told: on the ended call screen when it was showing, else as a toast
+ * (never both). Returns the text. */
 async function toast(page, reason, text) {
-  const locator = await visible(page, `#toasts .toast[data-reason="${reason}"]`, text ? { hasText: text } : {});
-  return (await locator.locator('.toast-text').textContent()).trim();
+  const selector = `#toasts .toast[data-reason="${reason}"], #call-screen[data-phase="ended"][data-reason="${reason}"]`;
+  const locator = await visible(page, selector, text ? { hasText: text } : {});
+  return (await locator.locator('.toast-text, #call-status').first().textContent()).trim();
+}
+
+const AXE_SOURCE = readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8');
+const axeScanned = [];
+
+/** An axe-core scan of what the page shows now: no serious or critical violations. */
+async function axeScan(page, screen) {
+  // Evaluated through the DevTools protocol, so the page's CSP (no inline script) allows it.
+  if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(AXE_SOURCE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ['violations'] });
+    return result.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.slice(0, 4).map((n) => n.target.join(' ')).join(' | ')}`);
+  });
+  check(violations.length === 0, `axe finds no serious or critical violations on ${screen}:\n  ${violations.join('\n  ')}`);
+  axeScanned.push(screen);
 }
 
 async function clearToasts(page) {
@@ -229,6 +249,15 @@ async function callPhase(page, phase, who) {
   await until(page, (p) => document.querySelector('#call-screen').dataset.phase === p && !document.querySelector('#call-screen').hidden, phase, `${who}'s call screen to be ${phase}`);
 }
 
+/** Presses Tab (at most `max` times) until the focus is on `selector`, as a keyboard user would. */
+async function tabTo(page, selector, max = 40) {
+  for (let i = 0; i < max; i += 1) {
+    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return;
+    await page.keyboard.press('Tab');
+  }
+  throw new Error(`Tab never reached ${selector}`);
+}
+
 async function ringtone(page) {
   return page.evaluate(() => window.switchboard.ringtone.kind);
 }
@@ -266,6 +295,18 @@ async function main() {
   });
   try {
     await scenarios(browser);
+  } catch (error) {
+    // What each page showed when it failed, beside the other screenshots.
+    let n = 0;
+    for (const context of browser.contexts()) {
+      for (const page of context.pages()) {
+        n += 1;
+        await page.screenshot({ path: join(SHOTS, `failure-${n}.png`) }).catch(() => {});
+        const state = await page.evaluate(() => JSON.stringify({ call: window.switchboard?.call, title: document.title })).catch(() => '?');
+        log(`failure-${n}.png: ${page.url()} ${state}`);
+      }
+    }
+    throw error;
   } finally {
     await browser.close();
   }
@@ -297,6 +338,7 @@ async function scenarios(browser) {
   alice.off('request', onRequest);
   check(signedOutRequests.length === 0, `resizing the sign-in screen across 900 px asks the API nothing (got ${signedOutRequests.join(', ')})`);
   pass('the sign-in screen makes no API requests when resized');
+  await axeScan(alice, 'sign-in (desktop)');
   await alice.click('#auth-tab-register');
   await alice.fill('#auth-username', 'A!');
   await alice.fill('#auth-password', PASSWORD);
@@ -323,6 +365,7 @@ async function scenarios(browser) {
   await bob.click('#auth-submit');
   await until(bob, () => document.querySelector('#auth-username-error').textContent.includes('taken'), null, 'the username-taken error');
   await shot(bob, 'sign-up-error-phone');
+  await axeScan(bob, 'create account with an error (phone)');
   await bob.fill('#auth-username', 'bob');
   await bob.fill('#auth-display-name', 'Bob Builder');
   await bob.click('#auth-submit');
@@ -389,6 +432,12 @@ async function scenarios(browser) {
   check((await focusedTab(alice)) === 'requests', 'on a wide screen Home skips the Friends tab (the list is always shown)');
   await openTab(bob, 'friends');
   pass('keyboard: arrows, Home and End move between sections with a roving tabindex');
+  for (const section of ['friends', 'requests', 'search', 'history']) {
+    await openTab(bob, section);
+    await axeScan(bob, `${section} (phone)`);
+  }
+  await openTab(bob, 'friends');
+  await axeScan(alice, 'home with friends and history (desktop)');
 
   // ---- The device picker with a preview, before any call.
   await bob.click('#devices-open');
@@ -399,6 +448,7 @@ async function scenarios(browser) {
   check(['fake_device_0', 'fake_device_1', 'fake_device_2'].every((c) => cameras.includes(c)), `the picker lists the fake cameras (${cameras})`);
   check(mics.length >= 1, `the picker lists microphones (${mics})`);
   await shot(bob, 'device-picker-phone');
+  await axeScan(bob, 'device picker (phone)');
   await bob.keyboard.press('Escape');
   await hidden(bob, '#devices-dialog');
   await until(bob, () => document.querySelector('#device-preview').srcObject === null, null, 'closing the picker to stop the preview');
@@ -423,7 +473,8 @@ async function scenarios(browser) {
   await shot(bob, 'friends-phone');
 
   // ---- A video call, placed and answered from the keyboard: remote video plays on both pages.
-  await alice.focus('#friend-list [data-user="bob"] .call-video');
+  await alice.focus('#logout');
+  await tabTo(alice, '#friend-list [data-user="bob"] .call-video');
   await alice.keyboard.press('Enter');
   await callPhase(alice, 'ringing', 'Alice');
   check((await alice.evaluate(() => document.activeElement?.id)) === 'call-hangup', 'the call screen takes the focus (on cancel)');
@@ -436,13 +487,15 @@ async function scenarios(browser) {
   log(`Bob's AudioContext is ${await bob.evaluate(() => window.switchboard.ringtone.context)}`);
   await shot(alice, 'outgoing-call-desktop');
   await shot(bob, 'incoming-call-phone');
+  await axeScan(bob, 'incoming call (phone)');
+  await axeScan(alice, 'outgoing call ringing (desktop)');
   check((await bob.evaluate(() => document.activeElement?.id)) === 'incoming-accept', 'the incoming-call alert takes the focus');
   for (let i = 0; i < 3; i += 1) await bob.keyboard.press('Tab');
   check(
     await bob.evaluate(() => document.querySelector('#incoming').contains(document.activeElement)),
     'Tab stays inside the incoming-call alert',
   );
-  await bob.focus('#incoming-accept');
+  await tabTo(bob, '#incoming-accept', 4);
   await bob.keyboard.press('Enter');
   await callPhase(bob, 'active', 'Bob');
   await callPhase(alice, 'active', 'Alice');
@@ -470,6 +523,7 @@ async function scenarios(browser) {
   await visible(bob, '#call-avatar .avatar');
   check((await bob.locator('#remote-video').isVisible()) === false, 'the black video is hidden while the camera is off');
   await shot(bob, 'peer-camera-off-phone');
+  await axeScan(bob, 'in call, peer camera off (phone)');
   await shot(alice, 'peer-muted-desktop');
   await alice.click('#call-camera');
   await bob.click('#call-mute');
@@ -498,6 +552,8 @@ async function scenarios(browser) {
   await visible(alice, '#chat-log .chat-message.peer', { hasText: 'Yes, go ahead' });
   check(!wsSent.some((f) => f.includes('Can you see my screen') || f.includes('Yes, go ahead')), 'chat messages never went through the broker');
   await shot(alice, 'in-call-chat-desktop');
+  await axeScan(alice, 'in call with chat (desktop)');
+  await axeScan(bob, 'in call with chat (phone)');
   await bob.click('#chat-close');
   await alice.click('#call-chat');
   pass('in-call chat arrives both ways over the data channel, with an unread badge');
@@ -596,13 +652,13 @@ async function scenarios(browser) {
   await remoteVideoPlays(alice, 'Alice after Bob reloaded');
   pass('a page reloaded mid-call rejoins it with new media');
 
-  await alice.focus('#call-mute');
-  for (let i = 0; i < 8 && (await alice.evaluate(() => document.activeElement?.id)) !== 'call-hangup'; i += 1) await alice.keyboard.press('Tab');
+  await tabTo(alice, '#call-hangup', 12);
   await alice.keyboard.press('Enter');
   const aliceEnded = await toast(alice, 'completed');
   const bobEnded = await toast(bob, 'completed');
   check(aliceEnded.startsWith('Call with Bob Builder ended'), `hang-up message for Alice (got "${aliceEnded}")`);
   check(bobEnded.startsWith('Call with Alice Liddell ended'), `hang-up message for Bob (got "${bobEnded}")`);
+  check((await alice.locator('#toasts .toast').count()) === 0, 'the end of the call is told once (on the call screen), not again in a toast');
   await endedScreenGone(alice);
   await endedScreenGone(bob);
 
@@ -613,12 +669,30 @@ async function scenarios(browser) {
   await hidden(bob, '#missed-badge');
   pass('hang up ends the call on both pages; both histories show it');
 
-  // ---- A declined call.
+  // ---- A declined call, ringing while Bob's tab is in the background: a notification.
   await clearToasts(alice);
   await clearToasts(bob);
   await openTab(bob, 'friends');
+  // Headless Chromium answers "denied" until granted, so the "Turn on alerts" offer stays hidden.
+  log(`Bob's notification permission: ${await bob.evaluate(() => Notification.permission)}`);
+  await phone.grantPermissions(['camera', 'microphone', 'notifications'], { origin: BASE });
+  check((await bob.evaluate(() => Notification.permission)) === 'granted', 'notifications granted');
+  await bob.evaluate(() => {
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+    const Real = window.Notification;
+    window.shownNotifications = [];
+    window.Notification = class extends Real {
+      constructor(title, options) {
+        window.shownNotifications.push({ title, body: options?.body });
+        super(title, options);
+      }
+    };
+  });
   await alice.click('#friend-list [data-user="bob"] .call-audio');
   await visible(bob, '#incoming');
+  const notes = await bob.evaluate(() => window.shownNotifications);
+  check(notes.length === 1 && notes[0].title === 'Alice Liddell is calling', `a background tab shows a notification (${JSON.stringify(notes)})`);
+  await bob.evaluate(() => delete document.visibilityState);
   check((await textOf(bob, '#incoming-kind')) === 'Incoming audio call', 'the alert says audio call');
   await bob.keyboard.press('Escape');
   await hidden(bob, '#incoming');
@@ -628,7 +702,7 @@ async function scenarios(browser) {
   await until(alice, () => document.querySelector('#call-status').textContent === 'Bob Builder declined the call.', null, 'the declined message on the call screen');
   await shot(alice, 'declined-desktop');
   await endedScreenGone(alice);
-  pass('a declined call (Escape on the alert): the caller sees "declined"');
+  pass('a declined call (Escape on the alert, a notification while in the background): the caller sees "declined"');
 
   // ---- Missed calls: one rings out (no answer), one is cancelled by the caller.
   await clearToasts(alice);
@@ -641,11 +715,12 @@ async function scenarios(browser) {
   check(missed === 'Missed call from Alice Liddell.', `the callee is told of the missed call (got "${missed}")`);
   await hidden(bob, '#incoming');
   await until(bob, () => document.querySelector('#missed-badge').textContent === '1' && !document.querySelector('#missed-badge').hidden, null, 'the missed badge to show 1');
-  await endedScreenGone(alice);
 
+  // "Call again" on the caller's no-answer screen places the same call.
   await clearToasts(bob);
-  await alice.click('#friend-list [data-user="bob"] .call-video');
+  await alice.click('#call-again');
   await visible(bob, '#incoming');
+  check((await textOf(bob, '#incoming-kind')) === 'Incoming video call', '"Call again" makes the same kind of call');
   await callPhase(alice, 'ringing', 'Alice');
   await alice.click('#call-hangup');
   await toast(alice, 'cancelled', 'Call cancelled.');
@@ -716,6 +791,66 @@ async function scenarios(browser) {
   await openTab(bob3, 'history');
   await visible(bob3, '#history-list .call-record.missed[data-peer="alice"][data-outcome="unavailable"][data-media="audio"]');
   pass('a call to an offline friend records a missed call for them');
+  await endedScreenGone(alice);
+
+  // ---- Account: display name and password.
+  await alice.click('#account-open');
+  await visible(alice, '#account-dialog');
+  await axeScan(alice, 'account dialog (desktop)');
+  await alice.fill('#account-display-name', 'Alice L.');
+  await alice.click('#name-save');
+  await until(alice, () => document.querySelector('#me-name').textContent === 'Alice L.', null, 'the new display name in the header');
+  await alice.fill('#account-old-password', PASSWORD);
+  await alice.fill('#account-new-password', 'another good password');
+  await alice.click('#password-save');
+  await toast(alice, 'password_changed');
+  await shot(alice, 'account-desktop');
+  await alice.click('#account-close');
+  await hidden(alice, '#account-dialog');
+  const me = await alice.evaluate(async () => {
+    const token = JSON.parse(localStorage.getItem('switchboard.session')).token;
+    return (await fetch('/api/v1/me', { headers: { authorization: `Bearer ${token}` } })).json();
+  });
+  check(me.display_name === 'Alice L.', `the display name is saved (${JSON.stringify(me)})`);
+  pass('account: change the display name and the password');
+
+  // ---- Block from the friend's menu: presence and calls stop both ways.
+  await bob3.evaluate(() => document.querySelector('#tab-friends').click());
+  await visible(bob3, '#friend-list [data-user="alice"]');
+  await alice.click('#friend-list [data-user="bob"] .friend-more');
+  await alice.click('#friend-list [data-user="bob"] .friend-menu .block');
+  await toast(alice, 'blocked');
+  await until(alice, () => !document.querySelector('#friend-list [data-user="bob"]'), null, 'Bob to leave Alice\'s friends');
+  await until(bob3, () => !document.querySelector('#friend-list [data-user="alice"]'), null, 'Alice to leave Bob\'s friends (no more presence)');
+  const blockedCall = await bob3.evaluate(async () => {
+    const token = JSON.parse(localStorage.getItem('switchboard.session')).token;
+    const response = await fetch('/api/v1/calls', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ to: 'alice', media: 'audio' }),
+    });
+    return { status: response.status, error: (await response.json()).error };
+  });
+  check(blockedCall.error === 'not_friends', `a blocked person can't call (${JSON.stringify(blockedCall)})`);
+  await alice.click('#account-open');
+  await visible(alice, '#blocked-list [data-user="bob"]');
+  await alice.click('#blocked-list [data-user="bob"] .unblock');
+  await visible(alice, '#blocked-empty');
+  await alice.click('#account-close');
+  pass('block from the UI stops presence and calls; unblock from the account dialog');
+
+  // ---- Delete the account.
+  await bob3.click('#account-open');
+  await bob3.fill('#account-delete-password', PASSWORD);
+  await bob3.click('#account-delete');
+  await visible(bob3, '#auth-screen');
+  check((await textOf(bob3, '#auth-form-error')) === 'Your account was deleted.', 'deleting says so on the sign-in screen');
+  await bob3.fill('#auth-username', 'bob');
+  await bob3.fill('#auth-password', PASSWORD);
+  await bob3.click('#auth-submit');
+  await until(bob3, () => document.querySelector('#auth-password-error').textContent.includes('Wrong username or password'), null, 'the deleted account to be gone');
+  pass('delete account from the account dialog');
+  log(`axe-core found no serious or critical violations on ${axeScanned.length} screens: ${axeScanned.join('; ')}`);
   await bob3.close();
   await alice.close();
 }
