@@ -524,6 +524,8 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
   async function acceptCall() {
     const ringing = call;
     if (!ringing || ringing.phase !== 'incoming') return;
+    ringing.notification?.close();
+    ringing.notification = null;
     ringtone.stop();
     ringtone.unlock();
     ringing.phase = 'connecting';

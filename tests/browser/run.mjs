@@ -430,6 +430,8 @@ async function scenarios(browser) {
   await alice.focus('.tab[aria-selected="true"]');
   await alice.keyboard.press('Home');
   check((await focusedTab(alice)) === 'requests', 'on a wide screen Home skips the Friends tab (the list is always shown)');
+  await alice.keyboard.press('End');
+  check((await selectedTab(alice)) === 'history', 'End goes back to History');
   await openTab(bob, 'friends');
   pass('keyboard: arrows, Home and End move between sections with a roving tabindex');
   for (const section of ['friends', 'requests', 'search', 'history']) {
@@ -814,9 +816,24 @@ async function scenarios(browser) {
   check(me.display_name === 'Alice L.', `the display name is saved (${JSON.stringify(me)})`);
   pass('account: change the display name and the password');
 
-  // ---- Block from the friend's menu: presence and calls stop both ways.
+  // ---- Remove a friend from their menu, then become friends again.
   await bob3.evaluate(() => document.querySelector('#tab-friends').click());
   await visible(bob3, '#friend-list [data-user="alice"]');
+  await alice.click('#friend-list [data-user="bob"] .friend-more');
+  await alice.click('#friend-list [data-user="bob"] .friend-menu .unfriend');
+  await until(alice, () => !document.querySelector('#friend-list [data-user="bob"]'), null, 'Bob to leave Alice\'s friends');
+  await until(bob3, () => !document.querySelector('#friend-list [data-user="alice"]'), null, 'Alice to leave Bob\'s friends');
+  await openTab(alice, 'search');
+  await alice.fill('#search-input', 'bob');
+  await (await visible(alice, '#search-results [data-user="bob"] .add-friend')).click();
+  await bob3.evaluate(() => document.querySelector('#tab-requests').click());
+  await (await visible(bob3, '#incoming-requests [data-user="alice"] .accept-request')).click();
+  await bob3.evaluate(() => document.querySelector('#tab-friends').click());
+  await visible(alice, '#friend-list [data-user="bob"]');
+  await visible(bob3, '#friend-list [data-user="alice"]');
+  pass('remove a friend from the friend menu (and befriend again)');
+
+  // ---- Block from the friend's menu: presence and calls stop both ways.
   await alice.click('#friend-list [data-user="bob"] .friend-more');
   await alice.click('#friend-list [data-user="bob"] .friend-menu .block');
   await toast(alice, 'blocked');
