@@ -410,6 +410,28 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_id_comes_back_as_the_same_number() {
+        // Found by the client_frame fuzz target: the id was read to a neighbouring double.
+        for id in [
+            "1e59",
+            "99999999999999999999999999999999999999999999999999999999997",
+            "0.1",
+        ] {
+            let text = format!(r#"{{"type":"call.hangup","id":{id},"call_id":"c1"}}"#);
+            let reference = ClientFrame::parse(&text).unwrap().into_id().unwrap();
+            let ack = ServerFrame::Ack {
+                reference: &reference,
+                call_id: None,
+                merged: None,
+                ice_servers: None,
+            }
+            .encode();
+            let ack: Value = serde_json::from_str(&ack).unwrap();
+            assert_eq!(ack["ref"].as_f64(), id.parse::<f64>().ok(), "{id}");
+        }
+    }
+
+    #[test]
     fn escaped_types_and_optional_nulls_are_read() {
         let frame =
             ClientFrame::parse(r#"{"type":"call.rejec\u0074","call_id":"c","reason":null}"#)
