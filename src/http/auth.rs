@@ -21,17 +21,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RegisterBody {
-    username: String,
-    password: String,
-    display_name: Option<String>,
+pub struct RegisterBody {
+    pub username: String,
+    pub password: String,
+    pub display_name: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
-    username: String,
-    password: String,
+pub struct LoginBody {
+    pub username: String,
+    pub password: String,
 }
 
 /// What a client receives after registering or logging in; the token is shown only here.

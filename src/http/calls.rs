@@ -88,13 +88,13 @@ fn view(row: CallRow, me: &UserId, names: &HashMap<UserId, Option<String>>) -> C
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HistoryQuery {
-    limit: Option<i64>,
-    cursor: Option<String>,
+pub struct HistoryQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
 }
 
 /// Cursors are "<created_at ms>.<call id>" of the last call on the previous page.
-fn parse_cursor(raw: &str) -> Result<(i64, CallId), AppError> {
+pub fn parse_cursor(raw: &str) -> Result<(i64, CallId), AppError> {
     let bad = || {
         AppError::new(
             ErrorCode::InvalidCursor,
@@ -173,9 +173,9 @@ async fn get_call(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StartBody {
-    to: String,
-    media: Media,
+pub struct StartBody {
+    pub to: String,
+    pub media: Media,
 }
 
 /// Starts a call for a caller with a connected device; the call then runs over that device.

@@ -28,8 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RequestBody {
-    username: String,
+pub struct RequestBody {
+    pub username: String,
 }
 
 #[derive(Serialize)]

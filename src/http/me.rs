@@ -23,21 +23,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UpdateBody {
-    display_name: String,
+pub struct UpdateBody {
+    pub display_name: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PasswordBody {
-    old_password: String,
-    new_password: String,
+pub struct PasswordBody {
+    pub old_password: String,
+    pub new_password: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeleteBody {
-    password: String,
+pub struct DeleteBody {
+    pub password: String,
 }
 
 async fn get_me(me: Identity) -> HttpResponse {

@@ -14,11 +14,48 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SearchQuery {
+pub struct SearchQuery {
     #[serde(default)]
-    q: String,
-    limit: Option<i64>,
-    cursor: Option<String>,
+    pub q: String,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// A search query, checked.
+pub struct Search {
+    /// Lowercased, at most 32 bytes.
+    pub prefix: String,
+    pub limit: i64,
+    /// The last username of the previous page.
+    pub after: Option<String>,
+}
+
+impl SearchQuery {
+    pub fn check(self) -> Result<Search, AppError> {
+        let prefix = self.q.trim().to_ascii_lowercase();
+        if prefix.len() > 32 {
+            return Err(AppError::new(
+                ErrorCode::InvalidRequest,
+                "q is at most 32 characters",
+            ));
+        }
+        let limit = input::limit(self.limit)?;
+        // The cursor is the last username of the previous page, so it must look like one.
+        let after = match self.cursor {
+            Some(c) => Some(people::username(&c).map_err(|_| {
+                AppError::new(
+                    ErrorCode::InvalidCursor,
+                    "cursor is not one this server handed out",
+                )
+            })?),
+            None => None,
+        };
+        Ok(Search {
+            prefix,
+            limit,
+            after,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -33,25 +70,11 @@ async fn search(
     me: Identity,
     query: web::Query<SearchQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let query = query.into_inner();
-    let prefix = query.q.trim().to_ascii_lowercase();
-    if prefix.len() > 32 {
-        return Err(AppError::new(
-            ErrorCode::InvalidRequest,
-            "q is at most 32 characters",
-        ));
-    }
-    let limit = input::limit(query.limit)?;
-    // The cursor is the last username of the previous page, so it must look like one.
-    let after = match query.cursor {
-        Some(c) => Some(people::username(&c).map_err(|_| {
-            AppError::new(
-                ErrorCode::InvalidCursor,
-                "cursor is not one this server handed out",
-            )
-        })?),
-        None => None,
-    };
+    let Search {
+        prefix,
+        limit,
+        after,
+    } = query.into_inner().check()?;
     let viewer = me.user_id();
     let rows = state
         .db

@@ -136,7 +136,7 @@ fn with_nonce(message: &Message, nonce: &str) -> Message {
 
 /// `request` with its NONCE replaced by `nonce` and MESSAGE-INTEGRITY (and FINGERPRINT, if it
 /// had one) recomputed with its own key.
-fn resign(auth: &Authenticated, nonce: &str) -> Option<Vec<u8>> {
+pub(super) fn resign(auth: &Authenticated, nonce: &str) -> Option<Vec<u8>> {
     let request = &auth.request;
     let mut out = with_nonce(request, nonce);
     MessageIntegrity(auth.key.clone()).add_to(&mut out).ok()?;

@@ -15,6 +15,8 @@
 //! webrtc-rs's TURN server sees it ([`checkpoint`], [`gate`]).
 mod checkpoint;
 pub mod credentials;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod nonce;
 mod peers;

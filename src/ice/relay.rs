@@ -113,6 +113,25 @@ pub(super) enum Admission {
 }
 
 impl Shared {
+    pub(super) fn new(
+        issuer: Issuer,
+        realm: String,
+        quota: usize,
+        policy: PeerPolicy,
+        deletions: mpsc::UnboundedSender<String>,
+    ) -> Self {
+        Self {
+            issuer,
+            realm,
+            quota,
+            policy,
+            nonces: Nonces::new(),
+            strangers: Mutex::new((Throttle::new(), WarnLimiter::new())),
+            book: Mutex::new(Book::default()),
+            deletions,
+        }
+    }
+
     fn book(&self) -> MutexGuard<'_, Book> {
         // A panic while holding the lock leaves plain maps behind; they are still usable.
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
@@ -308,16 +327,13 @@ impl Relay {
             vec![settings.http_addr, local_addr],
             settings.listen.ip(),
         );
-        let shared = Arc::new(Shared {
-            issuer: settings.issuer,
-            realm: settings.realm.clone(),
-            quota: settings.user_quota,
+        let shared = Arc::new(Shared::new(
+            settings.issuer,
+            settings.realm.clone(),
+            settings.user_quota,
             policy,
-            nonces: Nonces::new(),
-            strangers: Mutex::new((Throttle::new(), WarnLimiter::new())),
-            book: Mutex::new(Book::default()),
             deletions,
-        });
+        ));
         let generator = RelayAddressGeneratorRanges {
             relay_address: settings.public_ip,
             min_port,

@@ -325,19 +325,10 @@ impl UserSession {
                 status,
                 message,
             } => {
-                let message = message
-                    .map(|m| m.trim().to_owned())
-                    .filter(|m| !m.is_empty());
-                if message
-                    .as_ref()
-                    .is_some_and(|m| m.chars().count() > MAX_STATUS_MESSAGE)
-                {
-                    let err = AppError::new(
-                        ErrorCode::InvalidFrame,
-                        "status messages are at most 140 characters",
-                    );
-                    return self.send_error(ctx, &id, &err);
-                }
+                let message = match status_message(message) {
+                    Ok(message) => message,
+                    Err(err) => return self.send_error(ctx, &id, &err),
+                };
                 self.state.presence.do_send(SetStatus {
                     user: me.user.clone(),
                     status,
@@ -520,13 +511,30 @@ impl UserSession {
     }
 }
 
+/// A status message trimmed, empty meaning none, and at most 140 characters.
+pub fn status_message(message: Option<String>) -> Result<Option<String>, AppError> {
+    let message = message
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty());
+    if message
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > MAX_STATUS_MESSAGE)
+    {
+        return Err(AppError::new(
+            ErrorCode::InvalidFrame,
+            "status messages are at most 140 characters",
+        ));
+    }
+    Ok(message)
+}
+
 /// Reasons are free text from the client; keep them short.
-fn clip(reason: Option<String>) -> Option<String> {
+pub fn clip(reason: Option<String>) -> Option<String> {
     reason.map(|r| r.chars().take(200).collect())
 }
 
 /// Offers and answers carry SDP that must parse; candidates carry a candidate.
-fn validate_signal(
+pub fn validate_signal(
     kind: SignalKind,
     sdp: Option<&serde_json::value::RawValue>,
     has_candidate: bool,
