@@ -388,7 +388,7 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
       target.quality !== sample.quality || target.remote.speaking !== sample.speaking || !target.stats || target.stats.kbps !== sample.kbps;
     target.quality = sample.quality;
     target.stats = sample;
-    target.remote.speaking = sample.speaking;
+    target.remote.speaking = sample.speaking && !target.remote.muted;
     if (changed) render();
   }
 
@@ -773,6 +773,8 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
         media: call.kind,
         quality: call.quality,
         stats: call.stats,
+        connection: call.connection,
+        offerer: call.offerer,
         remote: { ...call.remote },
         sharing: Boolean(call.sharing),
       },

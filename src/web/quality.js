@@ -23,7 +23,8 @@ function read(report) {
   let received = 0;
   let bytes = 0;
   let rtt = null;
-  let audioLevel = null;
+  let energy = 0;
+  let duration = 0;
   let selectedPair = null;
   report.forEach((s) => {
     if (s.type === 'transport' && s.selectedCandidatePairId) selectedPair = s.selectedCandidatePairId;
@@ -33,12 +34,15 @@ function read(report) {
       lost += Math.max(0, s.packetsLost ?? 0);
       received += s.packetsReceived ?? 0;
       bytes += s.bytesReceived ?? 0;
-      if (s.kind === 'audio' && typeof s.audioLevel === 'number') audioLevel = s.audioLevel;
+      if (s.kind === 'audio') {
+        energy += s.totalAudioEnergy ?? 0;
+        duration += s.totalSamplesDuration ?? 0;
+      }
     } else if (s.type === 'candidate-pair' && typeof s.currentRoundTripTime === 'number') {
       if (s.id === selectedPair || (!selectedPair && s.nominated)) rtt = s.currentRoundTripTime;
     }
   });
-  return { lost, received, bytes, rtt, audioLevel, at: performance.now() };
+  return { lost, received, bytes, rtt, energy, duration, at: performance.now() };
 }
 
 /**
@@ -69,13 +73,19 @@ export function watchQuality(currentPc, onSample) {
       const seconds = (now.at - first.at) / 1000;
       const kbps = seconds > 0 ? Math.round(((now.bytes - first.bytes) * 8) / 1000 / seconds) : 0;
       const connected = pc.connectionState === 'connected';
+      // The mean level over the last second, from the energy the receiver played out (a single
+      // packet's audioLevel is too jumpy).
+      const previous = history[history.length - 2];
+      const played = previous ? now.duration - previous.duration : 0;
+      const audioLevel = played > 0 ? Math.sqrt(Math.max(0, now.energy - previous.energy) / played) : 0;
       if (!stopped && history.length > 1) {
         onSample({
           quality: classifyQuality({ rtt: now.rtt ?? 0, loss, connected }),
           rtt: now.rtt,
           loss,
           kbps,
-          speaking: (now.audioLevel ?? 0) > SPEAKING_LEVEL,
+          audioLevel,
+          speaking: audioLevel > SPEAKING_LEVEL,
         });
       }
     } catch {

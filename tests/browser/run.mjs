@@ -104,7 +104,7 @@ function injectLoss(percent) {
   log(`tc netem is not available here (${(netem.stderr || netem.error?.message || '').trim()}); dropping packets with nftables`);
   const script = `add table inet sbloss
 add chain inet sbloss input { type filter hook input priority 0; }
-add rule inet sbloss input meta l4proto udp numgen random mod 100 lt ${percent} drop
+add rule inet sbloss input meta l4proto udp ${percent >= 100 ? '' : `numgen random mod 100 lt ${percent} `}drop
 `;
   const nft = spawnSync('nft', ['-f', '-'], { input: script, encoding: 'utf8' });
   check(nft.status === 0, `packet loss can be injected with netem or nftables (nft: ${(nft.stderr || nft.error?.message || '').trim()})`);
@@ -629,6 +629,44 @@ async function scenarios(browser) {
   }
   await until(bob, () => document.querySelector('#call-quality').dataset.quality === 'good', null, "Bob's indicator to recover");
   pass(`the quality indicator says poor under 30 % injected loss (${lossBy}) and good again after`);
+
+  // ---- "Speaking" from the audio level: the fake microphone's beeps light it up.
+  try {
+    await until(alice, () => window.switchboard.call?.remote.speaking === true, null, "Alice's page to see Bob speaking");
+  } finally {
+    log(`Bob's audio level on Alice's page: ${await alice.evaluate(() => window.switchboard.call?.stats?.audioLevel)}`);
+  }
+  pass('the peer\'s "speaking" shows from the inbound audio level');
+
+  // ---- Media cut off entirely: the offerer restarts ICE, and the call recovers once packets flow.
+  const offerer = (await alice.evaluate(() => window.switchboard.call.offerer)) ? alice : bob;
+  const ufrag = (page) => page.evaluate(() => /a=ice-ufrag:(\S+)/.exec(window.switchboard.pc.localDescription?.sdp ?? '')?.[1] ?? null);
+  const ufragBefore = await ufrag(offerer);
+  injectLoss(100);
+  try {
+    await until(offerer, (before) => {
+      const sdp = window.switchboard.pc.localDescription?.sdp ?? '';
+      return /a=ice-ufrag:(\S+)/.exec(sdp)?.[1] !== before;
+    }, ufragBefore, 'the offerer to restart ICE while media is cut off');
+  } finally {
+    injectLoss(0);
+  }
+  await until(alice, () => window.switchboard.call?.connection === 'connected', null, "Alice's media to reconnect");
+  await until(bob, () => window.switchboard.call?.connection === 'connected', null, "Bob's media to reconnect");
+  const restartedFrames = await framesDecoded(bob);
+  await untilAsync(
+    bob,
+    async (before) => {
+      let frames = 0;
+      (await window.switchboard.pc.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') frames = Math.max(frames, r.framesDecoded ?? 0);
+      });
+      return frames > before + 5;
+    },
+    restartedFrames,
+    'video to flow again after the ICE restart',
+  );
+  pass(`with every packet dropped the offerer restarts ICE (ufrag ${ufragBefore} -> ${await ufrag(offerer)}) and media comes back`);
 
   // ---- The WebSocket drops mid-call: it reconnects and resumes the call.
   await alice.evaluate(() => window.switchboard.dropConnection());
