@@ -128,12 +128,15 @@ function renderTools(call, inCall) {
   $('#chat-badge').hidden = !call.unread;
   $('#chat-badge').textContent = String(call.unread);
   $('#chat-panel').hidden = !(inCall && call.chatOpen);
-  const channelOpen = Boolean(call.media?.channelOpen);
-  $('#chat-input').disabled = !channelOpen;
-  $('#chat-send').disabled = !channelOpen;
-  $('#chat-note').textContent = channelOpen
+  // Chat needs the channel open and a peer that answers on it (an older page doesn't).
+  const chatReady = Boolean(call.media?.channelOpen) && Boolean(call.remote?.known);
+  $('#chat-input').disabled = !chatReady;
+  $('#chat-send').disabled = !chatReady;
+  $('#chat-note').textContent = chatReady
     ? `Messages go straight to ${call.peerName} and are not stored.`
-    : 'Chat opens once the call is connected.';
+    : call.phase === 'active' && call.connection === 'connected'
+      ? `${call.peerName}'s page has no chat yet (an older version).`
+      : 'Chat opens once the call is connected.';
   const quality = $('#call-quality');
   quality.hidden = !(active && call.quality);
   if (call.quality) {

@@ -50,7 +50,9 @@ function newCall(fields) {
     muted: false,
     cameraOff: false,
     // What the peer told us over the data channel (an older page never does).
-    remote: { muted: false, cameraOff: false, sharing: false, speaking: false },
+    // `known`: the peer has sent its state, so it speaks the data channel (an older page never
+    // does, and chat to it would vanish).
+    remote: { muted: false, cameraOff: false, sharing: false, speaking: false, known: false },
     sharing: null, // {track} while this side shares its screen
     chat: [], // {from: 'me' | 'peer', text, at}
     chatOpen: false,
@@ -340,6 +342,7 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     if (message.type === 'state') {
       target.remote = {
         ...target.remote,
+        known: true,
         muted: message.muted === true,
         cameraOff: message.camera_off === true,
         sharing: message.screen_sharing === true,
@@ -360,7 +363,7 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
   function sendChat(text) {
     const current = call;
     const body = text.trim().slice(0, 2000);
-    if (!current?.media || !body) return false;
+    if (!current?.media || !current.remote.known || !body) return false;
     const sent = current.media.sendPeer({
       type: 'chat',
       id: `m-${Date.now()}-${++chatSeq}`,

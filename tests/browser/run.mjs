@@ -111,8 +111,16 @@ add rule inet sbloss input meta l4proto udp ${percent >= 100 ? '' : `numgen rand
   return 'nftables';
 }
 
-async function openPage(context, name) {
+/** `older`: the page behaves like one from before the data channel (it never creates one). */
+async function openPage(context, name, { older = false } = {}) {
   const page = await context.newPage();
+  if (older) {
+    await page.addInitScript(() => {
+      RTCPeerConnection.prototype.createDataChannel = function createNoChannel() {
+        return { readyState: 'connecting', send() {}, close() {} };
+      };
+    });
+  }
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
   page.on('pageerror', (error) => pageErrors.push(`${name}: ${error.message}`));
   page.on('websocket', (ws) => ws.on('framesent', (frame) => wsSent.push(`${name}: ${frame.payload}`)));
@@ -790,7 +798,8 @@ async function scenarios(browser) {
 
   // ---- The callee has two tabs: both ring, one answers, the other stops.
   await openTab(bob, 'friends');
-  const bob2 = await openPage(phone, 'bob-tab-2');
+  // The second tab runs an older page, without the data channel: the call must work as before.
+  const bob2 = await openPage(phone, 'bob-tab-2', { older: true });
   await visible(bob2, '#home-screen'); // Signed in from localStorage, no typing.
   await online(bob2);
   await clearToasts(alice);
@@ -809,9 +818,14 @@ async function scenarios(browser) {
   await remoteVideoPlays(bob2, 'Bob (tab 2)');
   await remoteVideoPlays(alice, 'Alice');
   check(await bob.evaluate(() => window.switchboard.call === null), 'the first tab is not in the call');
+  await alice.click('#call-chat');
+  await until(alice, () => document.querySelector('#chat-note').textContent.includes('older version'), null, "Alice's chat to say the peer's page has none");
+  check(await alice.evaluate(() => document.querySelector('#chat-input').disabled), 'no chat with a page that has no data channel');
+  check((await alice.evaluate(() => window.switchboard.call.remote.known)) === false, 'no peer state from an older page');
+  await alice.click('#call-chat');
   await bob2.click('#call-hangup');
   await toast(alice, 'completed');
-  pass('a callee with two tabs: both ring, one accepts, the other stops');
+  pass('a callee with two tabs: both ring, one accepts, the other stops; the answering tab is an older page without the data channel, and video and hang-up work as before');
 
   // ---- Offline presence with last seen.
   await bob.close();
