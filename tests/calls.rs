@@ -532,6 +532,31 @@ async fn history_lists_calls_with_outcomes_for_participants_only(backend: Backen
     assert_eq!(rest["next_cursor"], Value::Null);
     let bad = p.app.get("/api/v1/calls?cursor=zzz", &p.amy).await;
     assert_eq!((bad.status, bad.code()), (400, "invalid_cursor"));
+    // Well formed, but never handed out: a made-up call, a real call with another time, and
+    // a real cursor shown to someone not in that call.
+    let (at, real) = cursor.split_once('.').unwrap();
+    for forged in [
+        format!("{at}.0123456789abcdef0123456789abcdef"),
+        format!("{}.{real}", at.parse::<i64>().unwrap() + 1),
+    ] {
+        let bad = p
+            .app
+            .get(&format!("/api/v1/calls?cursor={forged}"), &p.amy)
+            .await;
+        assert_eq!(
+            (bad.status, bad.code()),
+            (400, "invalid_cursor"),
+            "{forged}"
+        );
+    }
+    let strangers = p
+        .app
+        .get(&format!("/api/v1/calls?cursor={cursor}"), &cat)
+        .await;
+    assert_eq!(
+        (strangers.status, strangers.code()),
+        (400, "invalid_cursor")
+    );
 
     let one = p
         .app

@@ -588,6 +588,10 @@ async fn friends_see_each_other_come_online_and_go_offline_after_the_grace(backe
         online,
         json!({"type": "presence", "username": "ben", "status": "online"})
     );
+    // An online friend has no last_seen in the friends list: absent, never null.
+    let listed = app.get("/api/v1/friends", &amy).await.body;
+    assert_eq!(listed["friends"][0]["presence"], "online", "{listed}");
+    assert!(listed["friends"][0].get("last_seen").is_none(), "{listed}");
 
     ben_ws.close().await;
     let offline = amy_ws.recv_where(|f| f["type"] == "presence").await;

@@ -93,14 +93,16 @@ pub struct HistoryQuery {
     pub cursor: Option<String>,
 }
 
+fn invalid_cursor() -> AppError {
+    AppError::new(
+        ErrorCode::InvalidCursor,
+        "cursor is not one this server handed out",
+    )
+}
+
 /// Cursors are "<created_at ms>.<call id>" of the last call on the previous page.
 pub fn parse_cursor(raw: &str) -> Result<(i64, CallId), AppError> {
-    let bad = || {
-        AppError::new(
-            ErrorCode::InvalidCursor,
-            "cursor is not one this server handed out",
-        )
-    };
+    let bad = invalid_cursor;
     let (at, id) = raw.split_once('.').ok_or_else(bad)?;
     let at: i64 = at.parse().map_err(|_| bad())?;
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -124,6 +126,15 @@ async fn history(
         state
             .db
             .run(move |conn| {
+                // A well-formed cursor must still name a call of this user's, as handed out.
+                if let Some((at, id)) = &before {
+                    let issued = db::calls::find(conn, id)?.is_some_and(|call| {
+                        call.created_at == *at && (call.caller_id == user || call.callee_id == user)
+                    });
+                    if !issued {
+                        return Err(invalid_cursor());
+                    }
+                }
                 let rows = db::calls::history(conn, &user, before, limit)?;
                 let ids: Vec<&UserId> = rows
                     .iter()

@@ -60,7 +60,11 @@ pub struct FriendView {
     pub presence: PresenceStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_message: Option<String>,
-    #[serde(with = "crate::time::as_rfc3339_opt")]
+    /// Absent for friends online now and for those never seen, as everywhere else.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::as_rfc3339_opt"
+    )]
     pub last_seen: Option<i64>,
 }
 
