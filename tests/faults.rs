@@ -54,31 +54,37 @@ async fn login(broker: &BrokerProcess, name: &str) -> String {
         .to_owned()
 }
 
-/// Over and over: a call is answered, the caller hangs up, and the moment the `ack` arrives the
-/// broker is killed. After the restart the call must read `completed`, never `failed` (which
-/// is what crash recovery makes of calls it finds open).
-async fn a_hangup_acknowledged_just_before_a_kill_is_completed_after_the_restart(backend: Backend) {
-    let db = TestDatabase::new(backend);
-    let broker = BrokerProcess::start(&db.url, &[], None).await;
+/// Registers amy and ben on `broker`, logs both in and makes them friends: their tokens.
+async fn amy_and_ben_as_friends(broker: &BrokerProcess) -> (String, String) {
     for name in ["amy", "ben"] {
         let body = json!({"username": name, "password": format!("password-{name}")});
-        post(&broker, "/api/v1/auth/register", None, body).await;
+        post(broker, "/api/v1/auth/register", None, body).await;
     }
-    let (amy, ben) = (login(&broker, "amy").await, login(&broker, "ben").await);
+    let (amy, ben) = (login(broker, "amy").await, login(broker, "ben").await);
     post(
-        &broker,
+        broker,
         "/api/v1/friends/requests",
         Some(&amy),
         json!({"username": "ben"}),
     )
     .await;
     post(
-        &broker,
+        broker,
         "/api/v1/friends/requests/amy/accept",
         Some(&ben),
         json!({}),
     )
     .await;
+    (amy, ben)
+}
+
+/// Over and over: a call is answered, the caller hangs up, and the moment the `ack` arrives the
+/// broker is killed. After the restart the call must read `completed`, never `failed` (which
+/// is what crash recovery makes of calls it finds open).
+async fn a_hangup_acknowledged_just_before_a_kill_is_completed_after_the_restart(backend: Backend) {
+    let db = TestDatabase::new(backend);
+    let broker = BrokerProcess::start(&db.url, &[], None).await;
+    let (amy, ben) = amy_and_ben_as_friends(&broker).await;
     let mut broker = Some(broker);
     let mut ended = Vec::new();
     for _ in 0..8 {
@@ -509,25 +515,7 @@ async fn shutdown_during_an_outage_is_bounded_and_closes_every_socket() {
     };
     let db = TestDatabase::new(backend);
     let mut broker = BrokerProcess::start(&db.url, &[], None).await;
-    for name in ["amy", "ben"] {
-        let body = json!({"username": name, "password": format!("password-{name}")});
-        post(&broker, "/api/v1/auth/register", None, body).await;
-    }
-    let (amy, ben) = (login(&broker, "amy").await, login(&broker, "ben").await);
-    post(
-        &broker,
-        "/api/v1/friends/requests",
-        Some(&amy),
-        json!({"username": "ben"}),
-    )
-    .await;
-    post(
-        &broker,
-        "/api/v1/friends/requests/amy/accept",
-        Some(&ben),
-        json!({}),
-    )
-    .await;
+    let (amy, ben) = amy_and_ben_as_friends(&broker).await;
     let address = broker.http.to_string();
     let (mut amy_ws, _) = WsClient::login(&address, &amy).await;
     let (mut ben_ws, _) = WsClient::login(&address, &ben).await;

@@ -104,17 +104,7 @@ pub async fn befriend(
     pairs: Vec<(Account, Account)>,
     concurrency: usize,
 ) -> Res<()> {
-    let pairs = Arc::new(pairs);
-    for_each(addr, pairs.len(), concurrency, move |mut http, i| {
-        let pairs = pairs.clone();
-        async move {
-            let (a, b) = &pairs[i];
-            let result = befriend_one(&mut http, a, b).await;
-            (http, result)
-        }
-    })
-    .await?;
-    Ok(())
+    for_each_pair(addr, pairs, concurrency, Relation::Befriend).await
 }
 
 /// Ends each pair's friendship (the first removes the second).
@@ -123,26 +113,47 @@ pub async fn unfriend(
     pairs: Vec<(Account, Account)>,
     concurrency: usize,
 ) -> Res<()> {
+    for_each_pair(addr, pairs, concurrency, Relation::Unfriend).await
+}
+
+#[derive(Clone, Copy)]
+enum Relation {
+    Befriend,
+    Unfriend,
+}
+
+async fn for_each_pair(
+    addr: SocketAddr,
+    pairs: Vec<(Account, Account)>,
+    concurrency: usize,
+    relation: Relation,
+) -> Res<()> {
     let pairs = Arc::new(pairs);
     for_each(addr, pairs.len(), concurrency, move |mut http, i| {
         let pairs = pairs.clone();
         async move {
             let (a, b) = &pairs[i];
-            let path = format!("/api/v1/friends/{}", b.username);
-            let result = match http.request("DELETE", &path, Some(&a.token), None).await {
-                Ok((200 | 204, _)) => Ok(()),
-                Ok((status, answer)) => Err(format!(
-                    "unfriending {} -> {}: {status} {answer}",
-                    a.username, b.username
-                )
-                .into()),
-                Err(e) => Err(e),
+            let result = match relation {
+                Relation::Befriend => befriend_one(&mut http, a, b).await,
+                Relation::Unfriend => unfriend_one(&mut http, a, b).await,
             };
             (http, result)
         }
     })
     .await?;
     Ok(())
+}
+
+async fn unfriend_one(http: &mut Http, a: &Account, b: &Account) -> Res<()> {
+    let path = format!("/api/v1/friends/{}", b.username);
+    match http.request("DELETE", &path, Some(&a.token), None).await? {
+        (200 | 204, _) => Ok(()),
+        (status, answer) => Err(format!(
+            "unfriending {} -> {}: {status} {answer}",
+            a.username, b.username
+        )
+        .into()),
+    }
 }
 
 async fn befriend_one(http: &mut Http, a: &Account, b: &Account) -> Res<()> {

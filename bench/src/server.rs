@@ -153,12 +153,10 @@ impl ServerProcess {
     ) -> Res<Self> {
         let bin = options.server_bin()?;
         let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log_path = options.workdir().join(format!("switchboard-{port}.log"));
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .arg("--listen")
-            .arg(addr.to_string())
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--database-url")
             .arg(db.url())
             .args(BASE_FLAGS)
@@ -166,46 +164,17 @@ impl ServerProcess {
                 Bcrypt::Cheap => &["--bcrypt-cost", "4"][..],
                 Bcrypt::Default => &[],
             })
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut server = Self {
-            name: "switchboard",
-            pid: child.id(),
-            child,
-            addr,
-            log: log_path,
-        };
-        server.wait_ready(true).await?;
-        Ok(server)
+            .args(extra);
+        Self::start("switchboard", command, port, options.workdir(), true).await
     }
 
     /// Starts the bare actix-web-actors baseline, `switchboard-bare-ws` next to the broker.
     pub async fn bare_ws(options: &Options) -> Res<Self> {
         let bin = options.server_bin()?.with_file_name("switchboard-bare-ws");
         let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log_path = options.workdir().join(format!("bare-ws-{port}.log"));
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(&bin)
-            .arg(addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut server = Self {
-            name: "bare-ws",
-            pid: child.id(),
-            child,
-            addr,
-            log: log_path,
-        };
-        server.wait_ready(true).await?;
-        Ok(server)
+        let mut command = Command::new(&bin);
+        command.arg(format!("127.0.0.1:{port}"));
+        Self::start("bare-ws", command, port, options.workdir(), true).await
     }
 
     /// Starts PeerJS server (`node node_modules/peer/dist/bin/peerjs.js`) from `dir`.
@@ -214,29 +183,42 @@ impl ServerProcess {
         if !script.exists() {
             install_peerjs(dir)?;
         }
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log_path = log_dir.join(format!("peerjs-{port}.log"));
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(&script)
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
             // The default limit of 5,000 clients is far above what the relay uses; raised
             // anyway so a bigger run is never refused for it.
             .args(["--concurrent_limit", "100000"])
-            .current_dir(dir)
+            .current_dir(dir);
+        Self::start("peerjs", command, port, log_dir, false).await
+    }
+
+    /// Runs `command` (a server listening on 127.0.0.1:`port`) with its output in
+    /// `log_dir/{name}-{port}.log`, and waits until it answers (`/healthz`, or a TCP connect).
+    async fn start(
+        name: &'static str,
+        mut command: Command,
+        port: u16,
+        log_dir: &Path,
+        health_check: bool,
+    ) -> Res<Self> {
+        let log_path = log_dir.join(format!("{name}-{port}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("cannot start node: {e}"))?;
+            .map_err(|e| format!("cannot start {name} ({command:?}): {e}"))?;
         let mut server = Self {
-            name: "peerjs",
+            name,
             pid: child.id(),
             child,
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
             log: log_path,
         };
-        server.wait_ready(false).await?;
+        server.wait_ready(health_check).await?;
         Ok(server)
     }
 
