@@ -616,9 +616,18 @@ async function scenarios(browser) {
     'Bob to keep decoding after the camera switch',
   );
   check((await alice.evaluate(() => window.switchboard.call?.phase)) === 'active', 'the call stays active');
+  // The speaker: the chosen output reaches the call's audio element.
+  await until(alice, () => !document.querySelector('#device-speaker-field').hidden
+    && document.querySelectorAll('#device-speaker option').length >= 1, null, "Alice's speaker list");
+  const speaker = await alice.evaluate(() => {
+    const options = [...document.querySelectorAll('#device-speaker option')];
+    return (options.find((o) => o.value !== 'default') ?? options[0]).value;
+  });
+  await alice.selectOption('#device-speaker', speaker);
+  await until(alice, (id) => document.querySelector('#remote-audio').sinkId === id, speaker, 'the remote audio on the chosen speaker');
   await alice.click('#devices-done');
   await hidden(alice, '#devices-dialog');
-  pass('the device picker switches the camera mid-call and the call goes on');
+  pass('the device picker switches the camera mid-call and the call goes on, and picks the speaker');
 
   // ---- Full screen.
   await alice.click('#call-fullscreen');
@@ -626,6 +635,14 @@ async function scenarios(browser) {
   await alice.click('#call-fullscreen');
   await until(alice, () => document.fullscreenElement === null, null, 'full screen to end');
   pass('full screen on and off');
+
+  // ---- Picture in picture: the peer's video floats, and comes back.
+  await visible(alice, '#call-pip');
+  await alice.click('#call-pip');
+  await until(alice, () => document.pictureInPictureElement?.id === 'remote-video', null, "Bob's video in picture in picture");
+  await alice.click('#call-pip');
+  await until(alice, () => document.pictureInPictureElement === null, null, 'picture in picture to end');
+  pass('picture in picture on and off');
 
   // ---- Injected packet loss: the indicator drops to poor, then recovers.
   const lossBy = injectLoss(30);
