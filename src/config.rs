@@ -53,6 +53,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve GET /metrics (Prometheus) on this address instead of on --listen, e.g. an
+    /// address only the monitoring network reaches (port 0 picks a free port). Unset, /metrics
+    /// is on the main listener.
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Database URL: sqlite://path (embedded, created on first run) or postgres://...
     #[arg(long, env = "SWITCHBOARD_DATABASE_URL", default_value = "sqlite://./switchboard.db",
           value_parser = DatabaseUrl::parse)]

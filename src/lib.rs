@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod ice;
 pub mod ids;
+pub mod metrics;
 pub mod origin;
 pub mod people;
 pub mod presence;

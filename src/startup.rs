@@ -18,7 +18,7 @@ use crate::time::now_ms;
 use crate::ws;
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context};
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{ErrorHandlers, Logger};
+use actix_web::middleware::{from_fn, ErrorHandlers, Logger};
 use actix_web::{web, App, HttpServer};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -50,6 +50,8 @@ fn start_actors(config: &Config, db: &Db, ice: &Ice) -> (Addr<PresenceHub>, Addr
 
 pub struct Application {
     address: SocketAddr,
+    /// Where `/metrics` is served when `--metrics-listen` moved it off the main listener.
+    metrics_address: Option<SocketAddr>,
     server: Server,
     shutdown: ShutdownHandle,
 }
@@ -62,6 +64,7 @@ pub struct ShutdownHandle {
     presence: Addr<PresenceHub>,
     router: Addr<CallRouter>,
     ice: Ice,
+    metrics: Option<ServerHandle>,
 }
 
 impl ShutdownHandle {
@@ -80,6 +83,9 @@ impl ShutdownHandle {
         // Give sessions a moment to write their close frames before connections are dropped.
         actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
         self.ice.close().await;
+        if let Some(metrics) = &self.metrics {
+            metrics.stop(true).await;
+        }
         self.server.stop(true).await;
     }
 }
@@ -168,6 +174,7 @@ impl Application {
             config.ws_max_unauthenticated,
             config.ws_max_unauthenticated_per_address,
         ));
+        let metrics_here = config.metrics_listen.is_none();
         let server = HttpServer::new(move || {
             // Innermost first: CORS refusals become JSON errors too.
             App::new()
@@ -184,6 +191,13 @@ impl Application {
                 .app_data(web::PayloadConfig::new(http::input::MAX_BODY_BYTES))
                 .configure(http::configure)
                 .configure(|cfg| ws::configure(cfg, strangers.clone(), user_budgets.clone()))
+                .configure(|cfg| {
+                    if metrics_here {
+                        http::metrics::configure(cfg)
+                    }
+                })
+                // Outermost: every request is timed, refusals and errors included.
+                .wrap(from_fn(http::metrics::timed))
         })
         .workers(workers)
         // Blocking threads only run database calls (bcrypt has its own), so more of them than
@@ -207,14 +221,25 @@ impl Application {
             source,
         })?
         .run();
+        let (metrics_address, metrics) = match config.metrics_listen {
+            Some(addr) => {
+                let (bound, server) = metrics_server(addr)?;
+                let handle = server.handle();
+                actix_web::rt::spawn(server);
+                (Some(bound), Some(handle))
+            }
+            None => (None, None),
+        };
         let shutdown = ShutdownHandle {
             server: server.handle(),
             presence: state_presence,
             router: state_router,
             ice,
+            metrics,
         };
         Ok(Self {
             address,
+            metrics_address,
             server,
             shutdown,
         })
@@ -226,6 +251,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.address.port()
+    }
+
+    /// The `--metrics-listen` address as bound (`None`: `/metrics` is on the main listener).
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -241,6 +271,31 @@ impl Application {
         });
         self.server.await
     }
+}
+
+/// `--metrics-listen`: a listener with `/metrics` alone (and JSON 404s for anything else), on
+/// one worker, so a scraper never waits behind client traffic and clients never reach it.
+fn metrics_server(addr: SocketAddr) -> Result<(SocketAddr, Server), StartupError> {
+    let bind = |source| StartupError::Bind {
+        flag: "--metrics-listen",
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(bind)?;
+    let bound = listener.local_addr().map_err(bind)?;
+    let server = HttpServer::new(|| {
+        App::new()
+            .wrap(ErrorHandlers::new().default_handler(http::jsonify_error))
+            .configure(http::metrics::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)
+    .map_err(bind)?
+    .run();
+    log::info!("metrics on http://{bound}/metrics");
+    Ok((bound, server))
 }
 
 /// Clients tracked at once by the registration limit.

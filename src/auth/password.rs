@@ -156,6 +156,7 @@ impl PasswordHasher {
             }
             queue.jobs.entry(client).or_default().push_back(job);
             queue.waiting += 1;
+            crate::metrics::get().bcrypt_queue.inc();
         }
         self.shared.ready.notify_one();
         result.await.map_err(AppError::internal)?
@@ -207,6 +208,9 @@ fn next_job(queue: &mut Queue) -> Option<Job> {
         queue.turns.push_back(client);
     }
     queue.waiting -= usize::from(job.is_some());
+    crate::metrics::get()
+        .bcrypt_queue
+        .sub(i64::from(job.is_some()));
     job
 }
 

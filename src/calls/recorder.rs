@@ -54,6 +54,7 @@ impl CallRecorder {
         }
         let n = self.queue.len().min(MAX_BATCH);
         let (batch, waiting): (Vec<Record>, Vec<_>) = self.queue.drain(..n).unzip();
+        crate::metrics::get().recorder_queue.sub(n as i64);
         self.writing = true;
         let db = self.db.clone();
         let work = actix_web::web::block(move || {
@@ -67,6 +68,7 @@ impl CallRecorder {
                     // Kept, in order, for when the database is back.
                     for (record, written) in batch.into_iter().zip(waiting).rev() {
                         recorder.queue.push_front((record, written));
+                        crate::metrics::get().recorder_queue.inc();
                     }
                     recorder.trim();
                     ctx.run_later(RETRY_AFTER, |recorder, ctx| recorder.write_next(ctx));
@@ -89,6 +91,7 @@ impl CallRecorder {
         if self.queue.len() > MAX_QUEUED {
             let dropped = self.queue.len() - MAX_QUEUED;
             self.queue.drain(..dropped);
+            crate::metrics::get().recorder_queue.sub(dropped as i64);
             log::error!("database unavailable for long: {dropped} oldest call records dropped");
         }
     }
@@ -119,6 +122,7 @@ impl Handler<WriteRecord> for CallRecorder {
 
     fn handle(&mut self, msg: WriteRecord, ctx: &mut Self::Context) {
         self.queue.push_back((msg.record, msg.written));
+        crate::metrics::get().recorder_queue.inc();
         self.trim();
         self.write_next(ctx);
     }

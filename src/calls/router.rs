@@ -116,6 +116,7 @@ impl CallRouter {
         reference: &ClientRef,
         err: &AppError,
     ) {
+        crate::metrics::get().error_frame(err.code);
         let frame = ServerFrame::Error {
             reference: reference.as_ref(),
             error: err.code,
@@ -162,6 +163,7 @@ impl CallRouter {
                     self.send_to(&user, &device, frame);
                 }
                 Effect::Persist(record) => {
+                    super::metrics::count(&slot.call, &record);
                     // An end that a client's request caused is acknowledged only once it is
                     // committed, so an acknowledged end survives a crash.
                     let written = match (&record, self.awaiting_end.is_none()) {
@@ -675,7 +677,9 @@ impl Handler<RelaySignal> for CallRouter {
                 sdp: msg.sdp.as_deref(),
                 candidate: msg.candidate.as_deref(),
             };
-            if peer_device.send(frame.encode()) {
+            let frame = frame.encode();
+            crate::metrics::get().signal_relayed(frame.len());
+            if peer_device.send(frame) {
                 Ok(())
             } else {
                 self.stuck.push((peer.user.clone(), peer_device.id()));

@@ -142,9 +142,19 @@ impl Db {
         F: FnOnce(&mut DbConn) -> Result<T, AppError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let asked = std::time::Instant::now();
         let work = actix_web::web::block(move || {
+            let metrics = crate::metrics::get();
             let mut conn = pool.get()?;
-            f(&mut conn)
+            let got = std::time::Instant::now();
+            metrics
+                .db_pool_wait_seconds
+                .observe((got - asked).as_secs_f64());
+            let done = f(&mut conn);
+            metrics
+                .db_query_seconds
+                .observe(got.elapsed().as_secs_f64());
+            done
         });
         match tokio::time::timeout(QUERY_TIMEOUT, work).await {
             Ok(done) => done?,

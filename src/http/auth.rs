@@ -151,8 +151,9 @@ async fn login(
             body.password,
             hash,
         )
-        .await?;
-    if !verified {
+        .await;
+    crate::metrics::get().login(&verified);
+    if !verified? {
         return Err(AppError::new(
             ErrorCode::InvalidCredentials,
             "wrong username or password",

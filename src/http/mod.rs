@@ -8,6 +8,7 @@ pub mod ice;
 pub mod identity;
 pub mod input;
 pub mod me;
+pub mod metrics;
 pub mod security;
 pub mod users;
 pub mod web_client;
@@ -37,7 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Rewrites any error response that isn't already JSON (actix's own 405s, 404s and the like)
-/// into the `{error, message}` shape, keeping its status.
+/// into the `{error, message}` shape, keeping its status; counts every error by its code.
 pub fn jsonify_error<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
@@ -46,6 +47,13 @@ pub fn jsonify_error<B: MessageBody + 'static>(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if is_json {
+        if let Some(err) = res
+            .response()
+            .error()
+            .and_then(|e| e.as_error::<AppError>())
+        {
+            crate::metrics::get().rest_error(err.code);
+        }
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
@@ -63,6 +71,7 @@ pub fn jsonify_error<B: MessageBody + 'static>(
         .canonical_reason()
         .unwrap_or("error")
         .to_ascii_lowercase();
+    crate::metrics::get().rest_error(code);
     let mut body: actix_web::HttpResponse<BoxBody> = AppError::new(code, message).error_response();
     *body.status_mut() = status;
     let (req, _) = res.into_parts();

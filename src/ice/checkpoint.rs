@@ -7,6 +7,7 @@
 //! stranger sends is kept.
 use super::nonce::NonceCheck;
 use super::relay::{Admission, Shared};
+use crate::metrics::{self, TurnRefusal};
 use std::net::SocketAddr;
 use std::time::Instant;
 use webrtc::stun::attributes::{
@@ -20,8 +21,8 @@ use webrtc::stun::fingerprint::FINGERPRINT;
 use webrtc::stun::integrity::MessageIntegrity;
 use webrtc::stun::message::{
     Getter, Message, MessageType, Setter, CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST,
-    METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
-    METHOD_SEND,
+    METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_DATA,
+    METHOD_REFRESH, METHOD_SEND,
 };
 use webrtc::stun::textattrs::TextAttribute;
 use webrtc::turn::proto::peeraddr::PeerAddress;
@@ -77,6 +78,7 @@ fn stun(shared: &Shared, message: Message, from: SocketAddr) -> Verdict {
         return match peer_addresses(&message).as_slice() {
             [Some(peer)] if shared.policy.allows(*peer) => Verdict::Pass,
             _ => {
+                metrics::get().turn_refused(TurnRefusal::Peer);
                 refused(shared, from, "a send to a refused or missing peer");
                 Verdict::Drop
             }
@@ -127,6 +129,7 @@ fn authenticate(shared: &Shared, request: Message, from: SocketAddr) -> Verdict 
     let key = match shared.key_for(&username) {
         Ok(key) => key,
         Err(refusal) => {
+            metrics::get().turn_refused(TurnRefusal::Credentials);
             refused(shared, from, &format!("credentials ({refusal})"));
             return stranger(shared, from, || {
                 challenge(shared, &request, from, CODE_UNAUTHORIZED)
@@ -137,6 +140,7 @@ fn authenticate(shared: &Shared, request: Message, from: SocketAddr) -> Verdict 
         .check(&mut request.clone())
         .is_err()
     {
+        metrics::get().turn_refused(TurnRefusal::Credentials);
         refused(shared, from, "credentials (wrong password)");
         return stranger(shared, from, || {
             challenge(shared, &request, from, CODE_UNAUTHORIZED)
@@ -154,11 +158,13 @@ fn authenticate(shared: &Shared, request: Message, from: SocketAddr) -> Verdict 
         _ => false,
     };
     if refused_peer {
+        metrics::get().turn_refused(TurnRefusal::Peer);
         refused(shared, from, "a permission or channel to a refused peer");
         return Verdict::Answer(error(&request, CODE_FORBIDDEN, Some(&key)));
     }
     if method == METHOD_ALLOCATE {
         if let Admission::OverQuota = shared.admit_allocation(from, &username) {
+            metrics::get().turn_refused(TurnRefusal::Quota);
             log::info!("relay: allocation quota reached for a request from {from}");
             return Verdict::Answer(error(&request, CODE_ALLOC_QUOTA_REACHED, Some(&key)));
         }
@@ -263,6 +269,21 @@ fn build(request: &Message, code: ErrorCode, rest: Vec<Box<dyn Setter>>) -> Vec<
             log::warn!("relay: cannot build an answer: {e}");
             Vec::new()
         }
+    }
+}
+
+/// Whether `datagram` carries relayed data (ChannelData, or a Send or Data indication), by its
+/// header alone: the relay counts these bytes.
+pub(super) fn is_relayed_data(datagram: &[u8]) -> bool {
+    match kind(datagram) {
+        Kind::ChannelData => true,
+        Kind::Stun => {
+            let typ = u16::from_be_bytes([datagram[0], datagram[1]]);
+            [METHOD_SEND, METHOD_DATA]
+                .iter()
+                .any(|&method| typ == MessageType::new(method, CLASS_INDICATION).value())
+        }
+        Kind::Garbage => false,
     }
 }
 

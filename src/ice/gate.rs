@@ -14,6 +14,7 @@
 //! allocation (for the quota and for revocation).
 use super::checkpoint::{self, Authenticated, Verdict};
 use super::relay::Shared;
+use crate::metrics::{self, Relayed};
 use async_trait::async_trait;
 use std::any::Any;
 use std::io::ErrorKind;
@@ -203,7 +204,12 @@ impl Conn for Gate {
                 Err(e) => return Err(e.into()),
             };
             match checkpoint::inspect(&self.shared, &buf[..n], from) {
-                Verdict::Pass => return Ok((n, from)),
+                Verdict::Pass => {
+                    if checkpoint::is_relayed_data(&buf[..n]) {
+                        metrics::get().turn_relayed(Relayed::ToPeer, n);
+                    }
+                    return Ok((n, from));
+                }
                 Verdict::Drop => {}
                 Verdict::Answer(answer) => {
                     if let Err(e) = self.socket.send_to(&answer, from).await {
@@ -259,6 +265,9 @@ impl Conn for Gate {
         }
         if target == SELF {
             return Ok(buf.len());
+        }
+        if checkpoint::is_relayed_data(buf) {
+            metrics::get().turn_relayed(Relayed::ToClient, buf.len());
         }
         Ok(self.socket.send_to(buf, target).await?)
     }

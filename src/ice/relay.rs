@@ -204,10 +204,13 @@ impl Shared {
             let _ = self.deletions.send(username);
             return;
         }
-        book.allocations
+        let new = book
+            .allocations
             .entry(user)
             .or_default()
-            .insert(client, username);
+            .insert(client, username)
+            .is_none();
+        crate::metrics::get().turn_allocations.add(i64::from(new));
     }
 
     /// An allocation ended (expired, refreshed to zero, or deleted).
@@ -219,6 +222,7 @@ impl Shared {
         if let Some(held) = book.allocations.get_mut(parsed.user) {
             if held.get(&info.five_tuple.src_addr) == Some(&info.username) {
                 held.remove(&info.five_tuple.src_addr);
+                crate::metrics::get().turn_allocations.dec();
             }
             if held.is_empty() {
                 book.allocations.remove(parsed.user);

@@ -167,6 +167,7 @@ impl PresenceHub {
         };
         self.fan_out(user, &info);
         self.users.remove(user);
+        crate::metrics::get().users_online.dec();
         self.dnd_listener.do_send(DndChanged {
             user: user.clone(),
             dnd: false,
@@ -334,6 +335,7 @@ impl PresenceHub {
         }
         let entry = self.users.entry(msg.user.clone());
         let is_new = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
+        crate::metrics::get().users_online.add(i64::from(is_new));
         let online = entry.or_insert_with(|| {
             Box::new(Online {
                 username: msg.username.clone(),

@@ -129,6 +129,7 @@ impl UserSession {
         reference: &ClientRef,
         err: &AppError,
     ) {
+        crate::metrics::get().error_frame(err.code);
         let frame = ServerFrame::Error {
             reference: reference.as_ref(),
             error: err.code,
@@ -278,6 +279,7 @@ impl UserSession {
                 }
                 Ok(Some((user, friends, calls, missed_calls, token_hash))) => {
                     session.me = Some(Party::from(&user));
+                    crate::metrics::get().sockets_authenticated.inc();
                     session.stranger = None;
                     if let Some(timer) = session.auth_timeout.take() {
                         ctx.cancel_future(timer);
@@ -569,6 +571,7 @@ impl Actor for UserSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        crate::metrics::get().sockets_open.inc();
         let config = &self.state.config;
         let auth_timeout = ctx.run_later(config.ws_auth_timeout, |session, ctx| {
             if session.me.is_none() {
@@ -590,6 +593,7 @@ impl Actor for UserSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        crate::metrics::get().socket_closed(self.me.is_some());
         let registered = self
             .me
             .take()

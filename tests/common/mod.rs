@@ -145,6 +145,8 @@ pub fn test_config(db_url: &str) -> Config {
 
 pub struct TestApp {
     pub address: String,
+    /// `host:port` of the `--metrics-listen` listener, when the test asked for one.
+    pub metrics_address: Option<String>,
     pub client: awc::Client,
     pub db: TestDatabase,
     pub shutdown: switchboard::startup::ShutdownHandle,
@@ -177,6 +179,7 @@ pub async fn spawn_app_on(db: TestDatabase, tweak: impl FnOnce(&mut Config)) -> 
     tweak(&mut config);
     let app = Application::build(config).await.expect("app builds");
     let address = format!("127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_address().map(|a| a.to_string());
     let shutdown = app.shutdown_handle();
     actix_rt::spawn(app.run_until_stopped());
     let client = awc::Client::builder()
@@ -184,6 +187,7 @@ pub async fn spawn_app_on(db: TestDatabase, tweak: impl FnOnce(&mut Config)) -> 
         .finish();
     TestApp {
         address,
+        metrics_address,
         client,
         db,
         shutdown,
