@@ -1,5 +1,5 @@
 //! docs/deploy.md's configuration files, each checked by the tool that reads it in production,
-//! and its nginx site carrying a real broker's REST API and WebSocket.
+//! and its nginx and Caddy sites carrying a real broker's REST API and WebSocket.
 //!
 //! The convention: a fenced block in docs/deploy.md whose info string carries `check=<kind>`
 //! after its language (```` ```nginx check=nginx ````) is a configuration file, written to a
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::ws::{answered_call, WsClient};
-use common::{spawn_app_with, Backend};
+use common::{spawn_app_with, Backend, TestApp};
 use serde_json::{json, Value};
 
 /// The kinds of check there are; each must be used by at least one block.
@@ -407,51 +407,10 @@ impl Proxied {
     }
 }
 
-/// The nginx example in front of a real broker, as in production but on loopback ports: nginx
-/// terminates TLS and proxies to the broker, which trusts 127.0.0.1 as its proxy. The test's
-/// client reaches nginx's TLS port through socat (plain HTTP in, TLS out) from 127.0.0.2, so
-/// the client and the proxy have different addresses.
-#[actix_rt::test]
-async fn nginx_example_carries_rest_and_websocket_to_the_broker() {
-    ensure_tools();
-    let app = spawn_app_with(Backend::Sqlite, |config| {
-        config.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
-        config.registrations_per_hour = 1;
-    })
-    .await;
-    let site = &blocks_of("nginx")[0].text;
-    let (tls, plain, bridge) = (free_port(), free_port(), free_port());
-    let site = replace_present(
-        site,
-        "server 127.0.0.1:8080;",
-        &format!("server {};", app.address),
-    );
-    let site = replace_present(
-        &site,
-        "listen 443 ssl http2;",
-        &format!("listen 127.0.0.1:{tls} ssl http2;"),
-    );
-    let site = replace_present(&site, "listen [::]:443 ssl http2;", "");
-    let site = replace_present(&site, "listen 80;", &format!("listen 127.0.0.1:{plain};"));
-    let site = replace_present(&site, "listen [::]:80;", "");
-    let dir = temp_dir();
-    let conf = nginx_conf(dir.path(), &site);
-    // One process, in the foreground, as whoever runs the test (no switch to `nobody`).
-    let mut proxy = Running::spawn(
-        "nginx",
-        dir.path().join("nginx.log"),
-        &mut nginx(dir.path(), &conf, " daemon off; master_process off;"),
-    );
-    proxy.wait_for(SocketAddr::from(([127, 0, 0, 1], tls)));
-    let mut tunnel = Running::spawn(
-        "socat",
-        dir.path().join("socat.log"),
-        Command::new("socat")
-            .arg(format!("TCP-LISTEN:{bridge},bind=127.0.0.1,reuseaddr,fork"))
-            .arg(format!("OPENSSL:127.0.0.1:{tls},verify=0,bind=127.0.0.2")),
-    );
-    let bridge = SocketAddr::from(([127, 0, 0, 1], bridge));
-    tunnel.wait_for(bridge);
+/// The broker behind a proxy on the loopback: what `app`'s clients get through `bridge`, the
+/// plain-HTTP end of a TLS tunnel to the proxy, from 127.0.0.2. The proxy answers /metrics
+/// with `metrics_refusal`.
+async fn through_the_proxy(app: &TestApp, bridge: SocketAddr, metrics_refusal: u16) {
     let proxied = Proxied {
         address: bridge,
         client: awc::Client::builder()
@@ -462,7 +421,11 @@ async fn nginx_example_carries_rest_and_websocket_to_the_broker() {
     // The web page and the health check through the proxy; the metrics not.
     assert_eq!(proxied.get("/").await, 200);
     assert_eq!(proxied.get("/healthz").await, 200);
-    assert_eq!(proxied.get("/metrics").await, 403, "nginx refuses /metrics");
+    assert_eq!(
+        proxied.get("/metrics").await,
+        metrics_refusal,
+        "the proxy refuses /metrics"
+    );
     // ... which the broker serves to whoever reaches it directly, with every metric the guide
     // names.
     let mut scrape = proxied
@@ -525,7 +488,8 @@ async fn nginx_example_carries_rest_and_websocket_to_the_broker() {
     assert_eq!(accepted.0, 200, "{}", accepted.1);
 
     // Bodies: up to the broker's limit they reach it (whitespace is no JSON: its 400), past
-    // it nginx refuses them in the broker's format.
+    // it they are refused in the broker's format (by nginx itself, or by the broker through
+    // Caddy).
     let under = proxied
         .post_raw("/api/v1/auth/login", vec![b' '; 60 * 1024])
         .await;
@@ -583,6 +547,115 @@ async fn nginx_example_carries_rest_and_websocket_to_the_broker() {
     );
 }
 
+/// A broker that trusts 127.0.0.1 as its proxy and lets one registration through per address
+/// (to see which address it counts).
+async fn broker_behind_a_proxy() -> TestApp {
+    spawn_app_with(Backend::Sqlite, |config| {
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().expect("cidr")];
+        config.registrations_per_hour = 1;
+    })
+    .await
+}
+
+/// socat: plain HTTP on a loopback port in, TLS to `tls` out, from 127.0.0.2 so that the
+/// client and the proxy have different addresses. Returns the plain end.
+fn tls_tunnel(dir: &Path, tls: u16) -> (Running, SocketAddr) {
+    let plain = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut tunnel = Running::spawn(
+        "socat",
+        dir.join("socat.log"),
+        Command::new("socat")
+            .arg(format!(
+                "TCP-LISTEN:{},bind=127.0.0.1,reuseaddr,fork",
+                plain.port()
+            ))
+            .arg(format!("OPENSSL:127.0.0.1:{tls},verify=0,bind=127.0.0.2")),
+    );
+    tunnel.wait_for(plain);
+    (tunnel, plain)
+}
+
+/// The nginx example in front of a real broker, as in production but on loopback ports: nginx
+/// terminates TLS (a self-signed certificate) and proxies to the broker.
+#[actix_rt::test]
+async fn nginx_example_carries_rest_and_websocket_to_the_broker() {
+    ensure_tools();
+    let app = broker_behind_a_proxy().await;
+    let site = &blocks_of("nginx")[0].text;
+    let (tls, plain) = (free_port(), free_port());
+    let site = replace_present(
+        site,
+        "server 127.0.0.1:8080;",
+        &format!("server {};", app.address),
+    );
+    let site = replace_present(
+        &site,
+        "listen 443 ssl http2;",
+        &format!("listen 127.0.0.1:{tls} ssl http2;"),
+    );
+    let site = replace_present(&site, "listen [::]:443 ssl http2;", "");
+    let site = replace_present(&site, "listen 80;", &format!("listen 127.0.0.1:{plain};"));
+    let site = replace_present(&site, "listen [::]:80;", "");
+    let dir = temp_dir();
+    let conf = nginx_conf(dir.path(), &site);
+    // One process, in the foreground, as whoever runs the test (no switch to `nobody`).
+    let mut proxy = Running::spawn(
+        "nginx",
+        dir.path().join("nginx.log"),
+        &mut nginx(dir.path(), &conf, " daemon off; master_process off;"),
+    );
+    proxy.wait_for(SocketAddr::from(([127, 0, 0, 1], tls)));
+    let (_tunnel, bridge) = tls_tunnel(dir.path(), tls);
+    through_the_proxy(&app, bridge, 403).await;
+}
+
+/// The Caddy example in front of a real broker: the site on a loopback port with a certificate
+/// from Caddy's internal CA instead of Let's Encrypt, no admin endpoint, no redirect listener.
+#[actix_rt::test]
+async fn caddy_example_carries_rest_and_websocket_to_the_broker() {
+    ensure_tools();
+    let app = broker_behind_a_proxy().await;
+    let (tls, plain) = (free_port(), free_port());
+    let site = &blocks_of("caddy")[0].text;
+    let site = replace_present(
+        site,
+        "reverse_proxy 127.0.0.1:8080",
+        &format!("reverse_proxy {}", app.address),
+    );
+    let site = replace_present(
+        &site,
+        "switchboard.example.org {",
+        &format!("https://127.0.0.1:{tls} {{\n\ttls internal"),
+    );
+    let globals = format!(
+        "{{\n\tadmin off\n\tskip_install_trust\n\tauto_https disable_redirects\n\
+         \thttp_port {plain}\n\thttps_port {tls}\n}}\n"
+    );
+    let dir = temp_dir();
+    let file = dir.path().join("Caddyfile");
+    fs::write(&file, format!("{globals}{site}")).expect("Caddyfile");
+    let mut proxy = Running::spawn(
+        "caddy",
+        dir.path().join("caddy.log"),
+        caddy(dir.path())
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&file),
+    );
+    proxy.wait_for(SocketAddr::from(([127, 0, 0, 1], tls)));
+    let (_tunnel, bridge) = tls_tunnel(dir.path(), tls);
+    through_the_proxy(&app, bridge, 404).await;
+}
+
+/// Caddy with its state (certificates, autosave) in `dir`, not in the real home directory.
+fn caddy(dir: &Path) -> Command {
+    let mut command = Command::new("/usr/bin/caddy");
+    command
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_CONFIG_HOME", dir.join("config"));
+    command
+}
+
 // ---- the others --------------------------------------------------------------------------
 
 #[test]
@@ -592,15 +665,11 @@ fn caddy_example_passes_caddy_validate() {
         let dir = temp_dir();
         let file = dir.path().join("Caddyfile");
         fs::write(&file, &block.text).expect("Caddyfile");
-        // Caddy keeps state under $HOME / XDG directories: the temp dir, not the real ones.
         let output = run_ok(
             &format!("caddy validate on docs/deploy.md:{}", block.line),
-            Command::new("/usr/bin/caddy")
+            caddy(dir.path())
                 .args(["validate", "--adapter", "caddyfile", "--config"])
-                .arg(&file)
-                .env("HOME", dir.path())
-                .env("XDG_DATA_HOME", dir.path().join("data"))
-                .env("XDG_CONFIG_HOME", dir.path().join("config")),
+                .arg(&file),
         );
         let said = all_output(&output);
         assert!(said.contains("Valid configuration"), "{said}");
