@@ -183,7 +183,7 @@ impl Application {
                 .wrap(http::security::headers())
                 // `/ws` logs its own upgrade (ws::connect): the logger's state for a request
                 // lives as long as its response, which for a socket is the socket's life.
-                .wrap(Logger::new("%a \"%r\" %s %b %Dms").exclude("/ws"))
+                .wrap(access_log(&state.config.trusted_proxies))
                 .app_data(state.clone())
                 .app_data(http::input::json_config())
                 .app_data(http::input::query_config())
@@ -310,4 +310,16 @@ fn registration_limit(per_hour: u32) -> Option<std::sync::Mutex<Buckets<std::net
             REGISTRATION_CLIENTS,
         ))
     })
+}
+
+/// One line per REST request: the client's address (as `client_addr` decides it, so behind a
+/// trusted proxy the forwarded one), request line, status, bytes and time.
+fn access_log(trusted: &[ipnet::IpNet]) -> Logger {
+    let trusted = trusted.to_vec();
+    Logger::new("%{client}xi \"%r\" %s %b %Dms")
+        .custom_request_replace("client", move |req| {
+            crate::client_addr::of(req.request(), &trusted)
+                .map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+        })
+        .exclude("/ws")
 }

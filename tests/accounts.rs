@@ -394,6 +394,72 @@ async fn missing_or_bogus_tokens_are_unauthorized(backend: Backend) {
     assert_eq!((huge.status, huge.code()), (401, "unauthorized"));
 }
 
+/// The access log names a request's client as the per-address limits do: the address
+/// X-Forwarded-For gives only when the connection comes from a trusted proxy.
+#[actix_rt::test]
+async fn the_access_log_names_the_client_the_limits_see() {
+    use common::process::BrokerProcess;
+    let db = common::TestDatabase::new(Backend::Sqlite);
+    let get = |broker: &BrokerProcess, path: &str| {
+        let request = awc::Client::default()
+            .get(broker.url(path))
+            .insert_header(("X-Forwarded-For", "198.51.100.7"));
+        async move { request.send().await.expect("answered").status().as_u16() }
+    };
+    let logged = |broker: &BrokerProcess, path: &str| -> Option<String> {
+        let request = format!("\"GET {path} HTTP/1.1\" 200");
+        broker
+            .log_lines()
+            .into_iter()
+            .find(|line| line.contains(&request))
+    };
+    async fn eventually<T>(mut found: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..100 {
+            if let Some(it) = found() {
+                return it;
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("never logged");
+    }
+
+    let behind_proxy =
+        BrokerProcess::start_logging(&db.url, &["--trusted-proxies", "127.0.0.0/8"], None, "info")
+            .await;
+    // (A path of its own: the start-up's health checks are logged too.)
+    assert_eq!(get(&behind_proxy, "/healthz?proxied").await, 200);
+    let line = eventually(|| logged(&behind_proxy, "/healthz?proxied")).await;
+    assert!(line.contains("198.51.100.7 \"GET /healthz"), "{line}");
+    drop(behind_proxy);
+
+    // Not a trusted proxy: the header is the client's own claim, and the log ignores it.
+    let direct = BrokerProcess::start_logging(&db.url, &[], None, "info").await;
+    assert_eq!(get(&direct, "/healthz?direct").await, 200);
+    let line = eventually(|| logged(&direct, "/healthz?direct")).await;
+    assert!(line.contains("127.0.0.1 \"GET /healthz"), "{line}");
+    assert!(!line.contains("198.51.100.7"), "{line}");
+}
+
+/// A 405 names the methods the route has (RFC 9110), also once its body is made JSON.
+#[actix_rt::test]
+async fn wrong_methods_get_405_with_the_allowed_methods() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for (method, path, allowed) in [
+        (Method::TRACE, "/api/v1/me", "GET, PATCH, DELETE"),
+        (Method::GET, "/api/v1/auth/login", "POST"),
+        (Method::POST, "/healthz", "GET"),
+    ] {
+        let reply = app.request(method.clone(), path, None, None).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (405, "method_not_allowed"),
+            "{method} {path}"
+        );
+        let allow = reply.headers.get("allow").map(|v| v.to_str().unwrap());
+        assert_eq!(allow, Some(allowed), "{method} {path}");
+    }
+}
+
 /// Sessions expire: a lifetime of one second makes a token useless two seconds later.
 #[actix_rt::test]
 async fn expired_sessions_are_unauthorized() {

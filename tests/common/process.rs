@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 /// A running broker binary; killed when dropped.
 pub struct BrokerProcess {
     child: Child,
-    /// Where its log (stderr, at warn) goes.
+    /// Where its log (stderr, at warn unless started otherwise) goes.
     pub log: std::path::PathBuf,
     _log_dir: tempfile::TempDir,
     pub http: SocketAddr,
@@ -18,6 +18,16 @@ impl BrokerProcess {
     /// Starts the broker on `db_url` with `extra` flags, under a descriptor soft limit of
     /// `nofile` if given, and waits until `/healthz` answers.
     pub async fn start(db_url: &str, extra: &[&str], nofile: Option<u32>) -> Self {
+        Self::start_logging(db_url, extra, nofile, "warn").await
+    }
+
+    /// [`start`](Self::start), logging at `level` (`RUST_LOG`).
+    pub async fn start_logging(
+        db_url: &str,
+        extra: &[&str],
+        nofile: Option<u32>,
+        level: &str,
+    ) -> Self {
         let http = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -63,7 +73,7 @@ impl BrokerProcess {
         let log_dir = tempfile::tempdir().expect("log dir");
         let log = log_dir.path().join("broker.log");
         let child = command
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
