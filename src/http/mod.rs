@@ -74,6 +74,10 @@ pub fn jsonify_error<B: MessageBody + 'static>(
     crate::metrics::get().rest_error(code);
     let mut body: actix_web::HttpResponse<BoxBody> = AppError::new(code, message).error_response();
     *body.status_mut() = status;
+    // Keep what the original said besides its body: a 405's `Allow` (RFC 9110 requires it).
+    if let Some(allow) = res.headers().get(header::ALLOW) {
+        body.headers_mut().insert(header::ALLOW, allow.clone());
+    }
     let (req, _) = res.into_parts();
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, body).map_into_right_body(),
