@@ -1,11 +1,14 @@
 //! One error type for the whole broker. Its code is a stable snake_case string that clients
 //! match on; it maps to an HTTP status for REST and becomes an `error` frame on the WebSocket.
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What went wrong, as a stable code clients match on.
+// Deserialize reads a code back from its one spelling: the OpenAPI description names each
+// response's codes that way (`http::openapi`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     // 400
@@ -130,10 +133,13 @@ impl AppError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorCode,
-    message: &'a str,
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorCode,
+    /// For people, not programs: match on `error`.
+    pub message: &'a str,
 }
 
 impl ResponseError for AppError {

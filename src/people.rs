@@ -5,11 +5,21 @@ use crate::db::users::UserRow;
 use crate::error::{AppError, ErrorCode};
 use crate::ids::UserId;
 use serde::Serialize;
+use utoipa::openapi::schema::{SchemaType, Type};
+use utoipa::openapi::{Object, ObjectBuilder};
+use utoipa::ToSchema;
+
+/// Usernames are this many characters of [a-z0-9_.-] (uppercase is accepted and lowercased).
+pub const USERNAME_LEN: (usize, usize) = (3, 32);
+/// Passwords are at least this many bytes (and at most `MAX_PASSWORD_BYTES`).
+pub const MIN_PASSWORD_BYTES: usize = 8;
+/// Display names are at most this many characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
 
 /// Lowercases and checks a username: 3-32 characters of [a-z0-9_.-].
 pub fn username(raw: &str) -> Result<String, AppError> {
     let name = raw.trim().to_ascii_lowercase();
-    let valid_len = (3..=32).contains(&name.len());
+    let valid_len = (USERNAME_LEN.0..=USERNAME_LEN.1).contains(&name.len());
     let valid_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
@@ -33,11 +43,11 @@ pub fn username(raw: &str) -> Result<String, AppError> {
 /// rather than silently truncated.
 pub fn password(raw: &str) -> Result<(), AppError> {
     match raw.len() {
-        0..=7 => Err(AppError::new(
+        n if n < MIN_PASSWORD_BYTES => Err(AppError::new(
             ErrorCode::InvalidPassword,
             "passwords need at least 8 bytes",
         )),
-        8..=MAX_PASSWORD_BYTES => Ok(()),
+        MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES => Ok(()),
         _ => Err(AppError::new(
             ErrorCode::InvalidPassword,
             "passwords may be at most 72 bytes (bcrypt's limit)",
@@ -49,7 +59,7 @@ pub fn password(raw: &str) -> Result<(), AppError> {
 pub fn display_name(raw: &str) -> Result<String, AppError> {
     let name = raw.trim();
     let len = name.chars().count();
-    if (1..=64).contains(&len) && !name.chars().any(char::is_control) {
+    if (1..=MAX_DISPLAY_NAME_CHARS).contains(&len) && !name.chars().any(char::is_control) {
         Ok(name.to_owned())
     } else {
         Err(AppError::new(
@@ -59,8 +69,64 @@ pub fn display_name(raw: &str) -> Result<String, AppError> {
     }
 }
 
+/// The rules above as JSON Schema, for the OpenAPI description (`http::openapi`): written
+/// from the same constants, so the description neither refuses what the checks accept nor
+/// the other way round. Surrounding whitespace is trimmed before a check, so the patterns
+/// allow it (`\s` is Unicode's White_Space, as `str::trim` is).
+pub fn username_schema() -> Object {
+    let (min, max) = USERNAME_LEN;
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!("^\\s*[A-Za-z0-9_.-]{{{min},{max}}}\\s*$")))
+        .description(Some(format!(
+            "{min}-{max} characters of a-z, 0-9, '_', '.' and '-'; uppercase is lowercased, \
+             surrounding spaces are trimmed. `requests` is reserved."
+        )))
+        .build()
+}
+
+/// JSON Schema counts characters where the rule counts bytes: a character is 1 to 4 bytes of
+/// UTF-8, so these bounds are the widest the byte rule allows, and the description says it.
+pub fn password_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(MIN_PASSWORD_BYTES.div_ceil(4)))
+        .max_length(Some(MAX_PASSWORD_BYTES))
+        .description(Some(format!(
+            "{MIN_PASSWORD_BYTES}-{MAX_PASSWORD_BYTES} bytes of UTF-8 (bcrypt reads no more)."
+        )))
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Password,
+        )))
+        .build()
+}
+
+pub fn display_name_schema() -> Object {
+    display_name_schema_of(Type::String.into())
+}
+
+/// A display name that may be left out or null, as at registration.
+pub fn optional_display_name_schema() -> Object {
+    display_name_schema_of(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+fn display_name_schema_of(schema_type: SchemaType) -> Object {
+    let max = MAX_DISPLAY_NAME_CHARS;
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .min_length(Some(1))
+        .pattern(Some(format!(
+            "^\\s*[^\\u0000-\\u001f\\u007f-\\u009f]{{1,{max}}}\\s*$"
+        )))
+        .description(Some(format!(
+            "1-{MAX_DISPLAY_NAME_CHARS} characters, no control characters; surrounding \
+             whitespace is trimmed."
+        )))
+        .build()
+}
+
 /// A person as other users see them: in frames, search results, requests and block lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Person {
     pub username: String,
     pub display_name: String,
@@ -103,11 +169,12 @@ impl From<&UserRow> for Party {
 }
 
 /// A person with the instant a request or block was made.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DatedPerson {
     #[serde(flatten)]
     pub person: Person,
     #[serde(with = "crate::time::as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
@@ -121,12 +188,13 @@ impl From<&(UserRow, i64)> for DatedPerson {
 }
 
 /// A user as they see themselves (`GET /me`, sign-in answers, `welcome`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: UserId,
     pub username: String,
     pub display_name: String,
     #[serde(with = "crate::time::as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 

@@ -49,6 +49,18 @@ macro_rules! text_enum {
             }
         }
 
+        /// A string enum in the OpenAPI description, of the same spellings.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(Self::NAMES.iter().copied()))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
@@ -128,7 +140,7 @@ pub enum ChosenStatus {
 
 /// A user's presence as their friends see it: the chosen status, `busy` while in a call, or
 /// `offline`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceStatus {
     Online,
@@ -149,7 +161,7 @@ impl From<ChosenStatus> for PresenceStatus {
 }
 
 /// A call as one of its parties sees it: placed by them, or to them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Outgoing,
@@ -169,7 +181,7 @@ pub enum LiveState {
 
 /// Where a call in the history stands: still ringing or active (as written so far), or how
 /// it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum HistoryOutcome {
     Live(RecordedPhase),
@@ -177,7 +189,7 @@ pub enum HistoryOutcome {
 }
 
 /// A call not ended yet, as its record shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordedPhase {
     Ringing,

@@ -2,7 +2,7 @@
 use crate::auth::{token, Identity};
 use crate::client_addr;
 use crate::db::{self, sessions::SessionRow, users::UserRow};
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, ErrorBody, ErrorCode};
 use crate::ids::UserId;
 use crate::people::{self, UserView};
 use crate::state::AppState;
@@ -11,6 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/auth/register").route(web::post().to(register)))
@@ -19,27 +20,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/auth/logout-all").route(web::post().to(logout_all)));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
+    #[schema(schema_with = people::username_schema)]
     pub username: String,
+    #[schema(schema_with = people::password_schema)]
     pub password: String,
+    /// The username when absent or null.
+    #[schema(schema_with = people::optional_display_name_schema, required = false)]
     pub display_name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
+    /// Any case; surrounding spaces are trimmed.
     pub username: String,
     pub password: String,
 }
 
 /// What a client receives after registering or logging in; the token is shown only here.
-#[derive(Debug, Serialize)]
-struct SessionView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
     user: UserView,
+    /// Send as `Authorization: Bearer <token>` and in the socket's `auth` frame.
     token: String,
+    /// Sliding: each use of the token moves it forward.
     #[serde(with = "crate::time::as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     expires_at: i64,
 }
 
@@ -63,6 +72,22 @@ pub fn new_session(state: &AppState, user: &UserId, req: &HttpRequest) -> (Strin
     (token, session)
 }
 
+/// Creates an account and signs it in.
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    responses(
+        (status = 201, description = "Registered and signed in.", body = SessionView),
+        (status = 400, body = ErrorBody,
+         description = "`invalid_username`, `invalid_password`, `invalid_display_name`"),
+        (status = 409, body = ErrorBody, description = "`username_taken`"),
+        (status = 429, body = ErrorBody, headers(("Retry-After" = u64)),
+         description = "`rate_limited`: past `--registrations-per-hour` from this address"),
+        (status = 503, body = ErrorBody, headers(("Retry-After" = u64)),
+         description = "`overloaded`: too many passwords are being hashed"),
+    ),
+)]
 async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -129,6 +154,20 @@ fn admit_registration(state: &AppState, req: &HttpRequest) -> Result<(), AppErro
     })
 }
 
+/// Signs in: a new session and its token.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    responses(
+        (status = 200, description = "Signed in.", body = SessionView),
+        (status = 401, body = ErrorBody, description = "`invalid_credentials`"),
+        (status = 429, body = ErrorBody, headers(("Retry-After" = u64)),
+         description = "`rate_limited`: too many failed passwords for this username"),
+        (status = 503, body = ErrorBody, headers(("Retry-After" = u64)),
+         description = "`overloaded`: too many passwords are being hashed"),
+    ),
+)]
 async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -173,6 +212,14 @@ async fn login(
     }))
 }
 
+/// Ends this session; its sockets close (4001).
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Signed out.")),
+)]
 async fn logout(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
     let hash = me.token_hash.clone();
     state
@@ -183,6 +230,14 @@ async fn logout(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Ends every session of the user, this one included; their sockets close (4001).
+#[utoipa::path(
+    post,
+    path = "/auth/logout-all",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Signed out everywhere.")),
+)]
 async fn logout_all(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
     let user = me.user_id();
     let revoked = {

@@ -1,13 +1,16 @@
 //! Blocking: a blocked user can't befriend, find or call the blocker, and sees no presence.
+use super::input::UserPath;
 use crate::auth::Identity;
 use crate::db;
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, ErrorBody, ErrorCode};
 use crate::people::{self, DatedPerson};
 use crate::presence::hub::RelationChange;
 use crate::state::AppState;
 use crate::time::now_ms;
 use actix_web::{web, HttpResponse};
 use diesel::Connection;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/blocks").route(web::get().to(list_blocks)))
@@ -18,12 +21,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct BlockList {
+    blocks: Vec<DatedPerson>,
+}
+
+/// Blocks a user: ends a friendship, requests and any call between the two. Blocking again
+/// changes nothing.
+#[utoipa::path(
+    put,
+    path = "/blocks/{username}",
+    tag = "blocks",
+    params(UserPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Blocked."),
+        (status = 400, body = ErrorBody, description = "`invalid_username`, `cannot_block_self`"),
+        (status = 404, body = ErrorBody, description = "`user_not_found`"),
+    ),
+)]
 async fn block(
     state: web::Data<AppState>,
     me: Identity,
-    path: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, AppError> {
-    let name = people::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner().username)?;
     if name == me.user.username {
         return Err(AppError::new(
             ErrorCode::CannotBlockSelf,
@@ -48,12 +70,25 @@ async fn block(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Unblocks a user.
+#[utoipa::path(
+    delete,
+    path = "/blocks/{username}",
+    tag = "blocks",
+    params(UserPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Unblocked."),
+        (status = 400, body = ErrorBody, description = "`invalid_username`"),
+        (status = 404, body = ErrorBody, description = "`block_not_found`"),
+    ),
+)]
 async fn unblock(
     state: web::Data<AppState>,
     me: Identity,
-    path: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, AppError> {
-    let name = people::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner().username)?;
     let my_id = me.user_id();
     state
         .db
@@ -68,6 +103,14 @@ async fn unblock(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The users the caller blocked.
+#[utoipa::path(
+    get,
+    path = "/blocks",
+    tag = "blocks",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every block.", body = BlockList)),
+)]
 async fn list_blocks(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
     let id = me.user_id();
     let rows = state
@@ -75,5 +118,5 @@ async fn list_blocks(state: web::Data<AppState>, me: Identity) -> Result<HttpRes
         .run(move |conn| db::relations::blocked_by(conn, &id))
         .await?;
     let blocks: Vec<DatedPerson> = rows.iter().map(DatedPerson::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "blocks": blocks })))
+    Ok(HttpResponse::Ok().json(BlockList { blocks }))
 }

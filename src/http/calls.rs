@@ -1,9 +1,9 @@
 //! Calls over REST: history, one call, starting and ending a call through the router.
-use super::input;
+use super::input::{self, CallPath};
 use crate::auth::Identity;
 use crate::calls::router::{ActOnCall, CallAction, PlaceCall};
 use crate::db::{self, calls::CallRow};
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, ErrorBody, ErrorCode};
 use crate::ids::{CallId, UserId};
 use crate::people::{self, Party};
 use crate::state::AppState;
@@ -12,6 +12,7 @@ use crate::vocabulary::{Direction, HistoryOutcome, Media, RecordedPhase};
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -24,8 +25,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/calls/{id}/end").route(web::post().to(end_call)));
 }
 
-#[derive(Serialize)]
-struct CallView {
+#[derive(Serialize, ToSchema)]
+pub struct CallView {
     id: CallId,
     /// The other party's username; empty when their account was deleted.
     peer: String,
@@ -39,10 +40,15 @@ struct CallView {
     end_reason: Option<String>,
     missed: bool,
     #[serde(with = "crate::time::as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     started_at: i64,
+    /// Null until answered, and for calls never answered.
     #[serde(with = "crate::time::as_rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     answered_at: Option<i64>,
+    /// Null until the call ends.
     #[serde(with = "crate::time::as_rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     ended_at: Option<i64>,
     /// Seconds from answer to end; 0 for calls never answered.
     duration_seconds: i64,
@@ -86,11 +92,32 @@ fn view(row: CallRow, me: &UserId, names: &HashMap<UserId, Option<String>>) -> C
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    #[param(schema_with = input::limit_schema)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+/// One page of the history, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct CallHistory {
+    calls: Vec<CallView>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+    /// Calls missed since `POST /calls/seen`.
+    missed_count: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CallStarted {
+    call_id: CallId,
+    /// The callee was already calling the caller: their call was accepted instead.
+    merged: bool,
 }
 
 fn invalid_cursor() -> AppError {
@@ -111,6 +138,19 @@ pub fn parse_cursor(raw: &str) -> Result<(i64, CallId), AppError> {
     Ok((at, CallId::from(id)))
 }
 
+/// The caller's calls, newest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/calls",
+    tag = "calls",
+    params(HistoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of calls.", body = CallHistory),
+        (status = 400, body = ErrorBody,
+         description = "`invalid_request`: `limit` out of range; `invalid_cursor`"),
+    ),
+)]
 async fn history(
     state: web::Data<AppState>,
     me: Identity,
@@ -149,19 +189,32 @@ async fn history(
         .then(|| rows.last().map(|r| format!("{}.{}", r.created_at, r.id)))
         .flatten();
     let calls: Vec<CallView> = rows.into_iter().map(|r| view(r, &user, &names)).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "calls": calls,
-        "next_cursor": next_cursor,
-        "missed_count": missed_count,
-    })))
+    Ok(HttpResponse::Ok().json(CallHistory {
+        calls,
+        next_cursor,
+        missed_count,
+    }))
 }
 
+/// One call of the caller's.
+#[utoipa::path(
+    get,
+    path = "/calls/{id}",
+    tag = "calls",
+    params(CallPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The call.", body = CallView),
+        (status = 404, body = ErrorBody,
+         description = "`call_not_found` (also for calls of other users)"),
+    ),
+)]
 async fn get_call(
     state: web::Data<AppState>,
     me: Identity,
-    path: web::Path<String>,
+    path: web::Path<CallPath>,
 ) -> Result<HttpResponse, AppError> {
-    let id = CallId::from(path.into_inner());
+    let id = CallId::from(path.into_inner().id);
     let user = me.user_id();
     let found = {
         let user = user.clone();
@@ -182,14 +235,30 @@ async fn get_call(
     Ok(HttpResponse::Ok().json(view(row, &user, &names)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartBody {
+    /// The friend to call.
+    #[schema(schema_with = people::username_schema)]
     pub to: String,
     pub media: Media,
 }
 
 /// Starts a call for a caller with a connected device; the call then runs over that device.
+#[utoipa::path(
+    post,
+    path = "/calls",
+    tag = "calls",
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Ringing (or, `merged`, accepted).", body = CallStarted),
+        (status = 400, body = ErrorBody, description = "`invalid_username`, `cannot_call_self`"),
+        (status = 403, body = ErrorBody,
+         description = "`not_friends` (also for unknown users and those who blocked the caller)"),
+        (status = 409, body = ErrorBody,
+         description = "`not_connected`: no socket of the caller's; `already_in_call`"),
+    ),
+)]
 async fn start_call(
     state: web::Data<AppState>,
     me: Identity,
@@ -215,20 +284,35 @@ async fn start_call(
         })
         .await
         .map_err(AppError::internal)??;
-    Ok(HttpResponse::Created()
-        .json(serde_json::json!({ "call_id": placed.call_id, "merged": placed.merged })))
+    Ok(HttpResponse::Created().json(CallStarted {
+        call_id: placed.call_id,
+        merged: placed.merged,
+    }))
 }
 
 /// Cancels, rejects or hangs up, whichever fits the call's state.
+#[utoipa::path(
+    post,
+    path = "/calls/{id}/end",
+    tag = "calls",
+    params(CallPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Ended."),
+        (status = 403, body = ErrorBody, description = "`forbidden`"),
+        (status = 404, body = ErrorBody, description = "`call_not_found`: not a live call of the caller's"),
+        (status = 409, body = ErrorBody, description = "`invalid_transition`, `not_connected`"),
+    ),
+)]
 async fn end_call(
     state: web::Data<AppState>,
     me: Identity,
-    path: web::Path<String>,
+    path: web::Path<CallPath>,
 ) -> Result<HttpResponse, AppError> {
     let msg = ActOnCall {
         user: me.user_id(),
         device: None,
-        call_id: CallId::from(path.into_inner()),
+        call_id: CallId::from(path.into_inner().id),
         action: CallAction::End,
     };
     state.router.send(msg).await.map_err(AppError::internal)??;
@@ -236,6 +320,13 @@ async fn end_call(
 }
 
 /// Marks every call so far as seen: the missed-call count starts again from zero.
+#[utoipa::path(
+    post,
+    path = "/calls/seen",
+    tag = "calls",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Seen.")),
+)]
 async fn mark_seen(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
     let user = me.user_id();
     state

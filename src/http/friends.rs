@@ -1,7 +1,8 @@
 //! Friendship, which is mutual: requests, acceptance, the friends list, unfriending.
+use super::input::UserPath;
 use crate::auth::Identity;
 use crate::db::{self, users::UserRow, DbConn};
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, ErrorBody, ErrorCode};
 use crate::ids::UserId;
 use crate::people::{self, DatedPerson, Person};
 use crate::presence::hub::RelationChange;
@@ -11,6 +12,7 @@ use crate::vocabulary::PresenceStatus;
 use actix_web::{web, HttpResponse};
 use diesel::Connection;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -26,34 +28,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/friends/{username}").route(web::delete().to(remove_friend)));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestBody {
+    #[schema(schema_with = people::username_schema)]
     pub username: String,
 }
 
-#[derive(Serialize)]
-struct RequestOutcome {
+#[derive(Serialize, ToSchema)]
+pub struct RequestOutcome {
     /// "pending" when the request waits for the other side, "accepted" when it made friends.
     status: RequestStatus,
     user: Person,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum RequestStatus {
+pub enum RequestStatus {
     Pending,
     Accepted,
 }
 
-#[derive(Serialize)]
-struct RequestLists {
+#[derive(Serialize, ToSchema)]
+pub struct RequestLists {
     incoming: Vec<DatedPerson>,
     outgoing: Vec<DatedPerson>,
 }
 
 /// A friend with live presence.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FriendView {
     pub username: String,
     pub display_name: String,
@@ -65,7 +68,13 @@ pub struct FriendView {
         skip_serializing_if = "Option::is_none",
         with = "crate::time::as_rfc3339_opt"
     )]
+    #[schema(value_type = String, format = DateTime)]
     pub last_seen: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FriendList {
+    friends: Vec<FriendView>,
 }
 
 /// The user named `name` as `viewer` may see them: unknown users and users who blocked the
@@ -76,6 +85,23 @@ fn find_visible(conn: &mut DbConn, viewer: &UserId, name: &str) -> Result<UserRo
     })
 }
 
+/// Asks a user to be friends; if they had already asked, this accepts their request.
+#[utoipa::path(
+    post,
+    path = "/friends/requests",
+    tag = "friends",
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Asked: `status` is `pending`.", body = RequestOutcome),
+        (status = 200, description = "They had asked: now friends, `status` is `accepted`.",
+         body = RequestOutcome),
+        (status = 400, body = ErrorBody, description = "`invalid_username`, `cannot_friend_self`"),
+        (status = 404, body = ErrorBody,
+         description = "`user_not_found` (also when they blocked the caller)"),
+        (status = 409, body = ErrorBody,
+         description = "`already_friends`, `request_exists`, `user_blocked`: the caller blocked them"),
+    ),
+)]
 async fn send_request(
     state: web::Data<AppState>,
     me: Identity,
@@ -142,6 +168,14 @@ async fn send_request(
     }))
 }
 
+/// Friend requests to and from the caller.
+#[utoipa::path(
+    get,
+    path = "/friends/requests",
+    tag = "friends",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Both lists.", body = RequestLists)),
+)]
 async fn list_requests(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
     let id = me.user_id();
     let (incoming, outgoing) = state
@@ -159,12 +193,25 @@ async fn list_requests(state: web::Data<AppState>, me: Identity) -> Result<HttpR
     }))
 }
 
+/// Accepts a request from `username`: friends from now on.
+#[utoipa::path(
+    post,
+    path = "/friends/requests/{username}/accept",
+    tag = "friends",
+    params(UserPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Friends; `status` is `accepted`.", body = RequestOutcome),
+        (status = 400, body = ErrorBody, description = "`invalid_username`"),
+        (status = 404, body = ErrorBody, description = "`request_not_found`"),
+    ),
+)]
 async fn accept_request(
     state: web::Data<AppState>,
     me: Identity,
-    path: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, AppError> {
-    let name = people::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner().username)?;
     let my_id = me.user_id();
     let friend = state
         .db
@@ -190,12 +237,24 @@ async fn accept_request(
 }
 
 /// Declines an incoming request or cancels an outgoing one.
+#[utoipa::path(
+    delete,
+    path = "/friends/requests/{username}",
+    tag = "friends",
+    params(UserPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Declined or cancelled."),
+        (status = 400, body = ErrorBody, description = "`invalid_username`"),
+        (status = 404, body = ErrorBody, description = "`request_not_found`"),
+    ),
+)]
 async fn delete_request(
     state: web::Data<AppState>,
     me: Identity,
-    path: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, AppError> {
-    let name = people::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner().username)?;
     let my_id = me.user_id();
     state
         .db
@@ -218,6 +277,14 @@ async fn delete_request(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The caller's friends with their live presence.
+#[utoipa::path(
+    get,
+    path = "/friends",
+    tag = "friends",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every friend.", body = FriendList)),
+)]
 async fn list_friends(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
     let id = me.user_id();
     let friends = state
@@ -240,15 +307,28 @@ async fn list_friends(state: web::Data<AppState>, me: Identity) -> Result<HttpRe
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "friends": views })))
+    Ok(HttpResponse::Ok().json(FriendList { friends: views }))
 }
 
+/// Ends a friendship (and any call between the two).
+#[utoipa::path(
+    delete,
+    path = "/friends/{username}",
+    tag = "friends",
+    params(UserPath),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "No longer friends."),
+        (status = 400, body = ErrorBody, description = "`invalid_username`"),
+        (status = 404, body = ErrorBody, description = "`friend_not_found`"),
+    ),
+)]
 async fn remove_friend(
     state: web::Data<AppState>,
     me: Identity,
-    path: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, AppError> {
-    let name = people::username(&path.into_inner())?;
+    let name = people::username(&path.into_inner().username)?;
     let my_id = me.user_id();
     let former = state
         .db

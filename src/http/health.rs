@@ -3,18 +3,42 @@ use crate::error::AppError;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use diesel::connection::SimpleConnection;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/readyz").route(web::get().to(readyz)));
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` from `/healthz`, `ready` from `/readyz`.
+    #[schema(value_type = String)]
+    status: &'static str,
+}
+
 /// The process is alive and serving.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    responses((status = 200, description = "Alive.", body = Health)),
+)]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// The database answers; 503 `unavailable` otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    responses(
+        (status = 200, description = "The database answers.", body = Health),
+        (status = 503, body = crate::error::ErrorBody, description = "`unavailable`"),
+    ),
+)]
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     state
         .db
@@ -23,5 +47,5 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
                 .map_err(AppError::unavailable)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })))
+    Ok(HttpResponse::Ok().json(Health { status: "ready" }))
 }

@@ -1,22 +1,60 @@
-//! What REST clients send, checked: page sizes, and JSON/query/path extractor failures turned
-//! into typed JSON errors instead of actix's plain-text defaults. Names and passwords are
-//! checked by [`crate::people`], which the socket edge uses too.
+//! What REST clients send, checked: page sizes, the names in paths, and JSON/query/path
+//! extractor failures turned into typed JSON errors instead of actix's plain-text defaults.
+//! Names and passwords are checked by [`crate::people`], which the socket edge uses too.
 use crate::error::{AppError, ErrorCode};
+use crate::people;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{web, HttpRequest};
+use serde::Deserialize;
+use utoipa::openapi::{schema::Type, Object, ObjectBuilder};
+use utoipa::IntoParams;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Page sizes: `limit` is 1 to this, and this when absent.
+pub const MAX_LIMIT: i64 = 100;
+pub const DEFAULT_LIMIT: i64 = 20;
 
 /// A page size: default 20, at most 100.
 pub fn limit(raw: Option<i64>) -> Result<i64, AppError> {
     match raw {
-        None => Ok(20),
-        Some(n @ 1..=100) => Ok(n),
+        None => Ok(DEFAULT_LIMIT),
+        Some(n @ 1..=MAX_LIMIT) => Ok(n),
         Some(_) => Err(AppError::new(
             ErrorCode::InvalidRequest,
-            "limit must be between 1 and 100",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
         )),
     }
+}
+
+/// [`limit`]'s rule as JSON Schema, for the OpenAPI description.
+pub fn limit_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIMIT))
+        .default(Some(DEFAULT_LIMIT.into()))
+        .description(Some("Page size."))
+        .build()
+}
+
+/// A route naming another user: `/friends/{username}`, `/blocks/{username}`, ...
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct UserPath {
+    #[param(schema_with = people::username_schema)]
+    pub username: String,
+}
+
+/// A route naming a call: `/calls/{id}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CallPath {
+    /// The call's id, as `POST /calls`, `call.incoming` or the history gave it.
+    pub id: String,
 }
 
 pub fn json_config() -> web::JsonConfig {

@@ -2,7 +2,7 @@
 use crate::auth::Identity;
 use crate::client_addr;
 use crate::db;
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, ErrorBody, ErrorCode};
 use crate::people::{self, UserView};
 use crate::presence::hub::RelationChange;
 use crate::state::AppState;
@@ -10,6 +10,7 @@ use crate::time::now_ms;
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::Connection;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -21,29 +22,51 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/me/password").route(web::put().to(change_password)));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
+    #[schema(schema_with = people::display_name_schema)]
     pub display_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
     pub old_password: String,
+    #[schema(schema_with = people::password_schema)]
     pub new_password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteBody {
+    /// The current password.
     pub password: String,
 }
 
+/// The signed-in user.
+#[utoipa::path(
+    get,
+    path = "/me",
+    tag = "me",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The own profile.", body = UserView)),
+)]
 async fn get_me(me: Identity) -> HttpResponse {
     HttpResponse::Ok().json(UserView::from(&me.user))
 }
 
+/// Changes the display name.
+#[utoipa::path(
+    patch,
+    path = "/me",
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated profile.", body = UserView),
+        (status = 400, body = ErrorBody, description = "`invalid_display_name`"),
+    ),
+)]
 async fn update_me(
     state: web::Data<AppState>,
     me: Identity,
@@ -85,6 +108,21 @@ async fn confirm_password(
 }
 
 /// Changes the password and revokes every other session of the user.
+#[utoipa::path(
+    put,
+    path = "/me/password",
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Changed; every other session is revoked."),
+        (status = 400, body = ErrorBody, description = "`invalid_password`: the new one"),
+        (status = 403, body = ErrorBody, description = "`wrong_password`: the old one"),
+        (status = 429, body = ErrorBody, headers(("Retry-After" = u64)),
+         description = "`rate_limited`: too many failed passwords for this username"),
+        (status = 503, body = ErrorBody, headers(("Retry-After" = u64)),
+         description = "`overloaded`: too many passwords are being hashed"),
+    ),
+)]
 async fn change_password(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -118,6 +156,20 @@ async fn change_password(
 /// its live and ringing calls end at once (the other side gets `call.ended`), and what is left
 /// of it is an anonymized row, so the other party's call history keeps those calls (shown as
 /// with a deleted account).
+#[utoipa::path(
+    delete,
+    path = "/me",
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, body = ErrorBody, description = "`wrong_password`"),
+        (status = 429, body = ErrorBody, headers(("Retry-After" = u64)),
+         description = "`rate_limited`: too many failed passwords for this username"),
+        (status = 503, body = ErrorBody, headers(("Retry-After" = u64)),
+         description = "`overloaded`: too many passwords are being hashed"),
+    ),
+)]
 async fn delete_me(
     state: web::Data<AppState>,
     req: HttpRequest,

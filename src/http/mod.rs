@@ -9,6 +9,7 @@ pub mod identity;
 pub mod input;
 pub mod me;
 pub mod metrics;
+pub mod openapi;
 pub mod security;
 pub mod users;
 pub mod web_client;
@@ -33,7 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(friends::configure)
                 .configure(blocks::configure)
                 .configure(calls::configure)
-                .configure(ice::configure),
+                .configure(ice::configure)
+                .configure(openapi::configure),
         );
 }
 

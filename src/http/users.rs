@@ -2,23 +2,44 @@
 use super::input;
 use crate::auth::Identity;
 use crate::db;
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, ErrorBody, ErrorCode};
 use crate::people::{self, Person};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::{schema::Type, Object, ObjectBuilder};
+use utoipa::{IntoParams, ToSchema};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/users").route(web::get().to(search)));
 }
 
-#[derive(Deserialize)]
+/// A prefix is at most as long as a username.
+const MAX_PREFIX_BYTES: usize = people::USERNAME_LEN.1;
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     #[serde(default)]
+    #[param(schema_with = prefix_schema)]
     pub q: String,
+    #[param(schema_with = input::limit_schema)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+fn prefix_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        // Bytes after trimming: at most this many characters between the whitespace.
+        .pattern(Some(format!("^\\s*[\\s\\S]{{0,{MAX_PREFIX_BYTES}}}\\s*$")))
+        .description(Some(format!(
+            "A username prefix, any case, at most {MAX_PREFIX_BYTES} bytes; empty lists \
+             everyone. Results are in username order."
+        )))
+        .build()
 }
 
 /// A search query, checked.
@@ -33,10 +54,10 @@ pub struct Search {
 impl SearchQuery {
     pub fn check(self) -> Result<Search, AppError> {
         let prefix = self.q.trim().to_ascii_lowercase();
-        if prefix.len() > 32 {
+        if prefix.len() > MAX_PREFIX_BYTES {
             return Err(AppError::new(
                 ErrorCode::InvalidRequest,
-                "q is at most 32 characters",
+                format!("q is at most {MAX_PREFIX_BYTES} characters"),
             ));
         }
         let limit = input::limit(self.limit)?;
@@ -58,13 +79,27 @@ impl SearchQuery {
     }
 }
 
-#[derive(Serialize)]
-struct SearchPage {
+#[derive(Serialize, ToSchema)]
+pub struct SearchPage {
     users: Vec<Person>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; null on the last page.
     next_cursor: Option<String>,
 }
 
+/// Finds people by username prefix, in username order, one page at a time. Users who
+/// blocked the caller, and the caller, are left out.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    params(SearchQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of people.", body = SearchPage),
+        (status = 400, body = ErrorBody,
+         description = "`invalid_request`: `q` or `limit` out of range; `invalid_cursor`"),
+    ),
+)]
 async fn search(
     state: web::Data<AppState>,
     me: Identity,

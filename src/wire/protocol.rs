@@ -258,7 +258,7 @@ pub struct Heartbeat {
 }
 
 /// One entry of `RTCConfiguration.iceServers`, in the shape browsers take as is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IceServer {
     pub urls: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
