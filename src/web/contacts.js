@@ -45,6 +45,9 @@ function personRow(person, ...actions) {
  * @param {(friend: object) => void} options.onUnfriend a friend's "Remove friend"
  * @param {(person: object) => void} options.onBlock a friend's "Block"
  */
+/** The controls of a friend's row, by class, that can hold the focus across a redraw. */
+const FRIEND_CONTROLS = ['call-audio', 'call-video', 'friend-more', 'unfriend', 'block'];
+
 export function createContacts({ api, realtime, me, onCall, onLeftDnd, onUnfriend, onBlock }) {
   let friends = new Map(); // username -> {username, display_name, status, message?, last_seen?}
   let requests = { incoming: [], outgoing: [] };
@@ -52,6 +55,9 @@ export function createContacts({ api, realtime, me, onCall, onLeftDnd, onUnfrien
   let searchSeq = 0;
   let searchTimer = null;
   let myStatus = { status: 'online', message: '' };
+  // The friend whose "more" menu is open: the list is redrawn on every presence change, and an
+  // open menu (and the focus in it) must survive that.
+  let openMenu = null;
 
   // -------------------------------------------------------------- friends
 
@@ -95,19 +101,30 @@ export function createContacts({ api, realtime, me, onCall, onLeftDnd, onUnfrien
         h('span', { class: 'row-actions' }, callButton('audio'), callButton('video'), friendMenu(friend)),
       );
     });
+    const focus = focusedControl();
     fill($('#friend-list'), rows);
+    if (focus) $('#friend-list').querySelector(`li.friend[data-user="${CSS.escape(focus.user)}"] .${focus.control}`)?.focus();
     $('#friends-empty').hidden = sorted.length > 0;
     const online = sorted.filter((f) => f.status !== 'offline').length;
     $('#friends-online').textContent = sorted.length ? `${online} of ${sorted.length} online` : '';
   }
 
+  /** Which friend's control has the focus, to give it back after a redraw; null if none. */
+  function focusedControl() {
+    const active = document.activeElement;
+    const row = active?.closest?.('#friend-list li.friend');
+    const control = row && FRIEND_CONTROLS.find((name) => active.classList.contains(name));
+    return control ? { user: row.dataset.user, control } : null;
+  }
+
   /** "More" for a friend: remove or block, in a disclosure so the row stays calm. */
   function friendMenu(friend) {
+    const open = openMenu === friend.username;
     const id = `friend-menu-${friend.username}`;
     const toggle = h('button', {
       type: 'button',
       class: 'icon-button subtle friend-more',
-      'aria-expanded': 'false',
+      'aria-expanded': String(open),
       'aria-controls': id,
       title: `More for ${friend.display_name}`,
       'aria-label': `More for ${friend.display_name}`,
@@ -115,14 +132,24 @@ export function createContacts({ api, realtime, me, onCall, onLeftDnd, onUnfrien
     });
     const menu = h(
       'span',
-      { class: 'friend-menu', id, hidden: true },
-      h('button', { type: 'button', class: 'button subtle unfriend', onclick: () => onUnfriend({ ...friend }) }, 'Remove friend'),
-      h('button', { type: 'button', class: 'button subtle danger-text block', onclick: () => onBlock({ ...friend }) }, 'Block'),
+      { class: 'friend-menu', id, hidden: !open },
+      h('button', { type: 'button', class: 'button subtle unfriend', onclick: () => { openMenu = null; onUnfriend({ ...friend }); } }, 'Remove friend'),
+      h('button', { type: 'button', class: 'button subtle danger-text block', onclick: () => { openMenu = null; onBlock({ ...friend }); } }, 'Block'),
     );
     toggle.addEventListener('click', () => {
-      const open = menu.hidden;
-      menu.hidden = !open;
-      toggle.setAttribute('aria-expanded', String(open));
+      const opening = menu.hidden;
+      menu.hidden = !opening;
+      toggle.setAttribute('aria-expanded', String(opening));
+      openMenu = opening ? friend.username : null;
+      // One menu open at a time.
+      if (opening) {
+        for (const other of document.querySelectorAll('#friend-list .friend-menu:not([hidden])')) {
+          if (other !== menu) other.hidden = true;
+        }
+        for (const other of document.querySelectorAll('#friend-list .friend-more[aria-expanded="true"]')) {
+          if (other !== toggle) other.setAttribute('aria-expanded', 'false');
+        }
+      }
     });
     return h('span', { class: 'friend-more-wrap' }, toggle, menu);
   }

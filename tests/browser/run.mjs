@@ -888,7 +888,27 @@ async function scenarios(browser) {
   // ---- Remove a friend from their menu, then become friends again.
   await bob3.evaluate(() => document.querySelector('#tab-friends').click());
   await visible(bob3, '#friend-list [data-user="alice"]');
+  // ---- A friend's open menu, and the focus in it, outlive a redraw of the list (a presence change).
   await alice.click('#friend-list [data-user="bob"] .friend-more');
+  await alice.focus('#friend-list [data-user="bob"] .friend-menu .unfriend');
+  await alice.evaluate(() => { window.rowBefore = document.querySelector('#friend-list [data-user="bob"]'); });
+  await bob3.selectOption('#status-select', 'away');
+  await visible(alice, '#friend-list [data-user="bob"][data-status="away"]');
+  const menuState = await alice.evaluate(() => {
+    const row = document.querySelector('#friend-list [data-user="bob"]');
+    return {
+      redrawn: row !== window.rowBefore,
+      open: !row.querySelector('.friend-menu').hidden,
+      expanded: row.querySelector('.friend-more').getAttribute('aria-expanded'),
+      focused: document.activeElement === row.querySelector('.friend-menu .unfriend'),
+    };
+  });
+  check(menuState.redrawn && menuState.open && menuState.expanded === 'true' && menuState.focused,
+    `the friend menu stays open and focused across a redraw (${JSON.stringify(menuState)})`);
+  await bob3.selectOption('#status-select', 'online');
+  await visible(alice, '#friend-list [data-user="bob"][data-status="online"]');
+  pass("a friend's open menu and its focus survive a presence change");
+
   await alice.click('#friend-list [data-user="bob"] .friend-menu .unfriend');
   await until(alice, () => !document.querySelector('#friend-list [data-user="bob"]'), null, 'Bob to leave Alice\'s friends');
   await until(bob3, () => !document.querySelector('#friend-list [data-user="alice"]'), null, 'Alice to leave Bob\'s friends');
