@@ -35,7 +35,9 @@ pub struct BlockList {
     params(UserPath),
     security(("bearer" = [])),
     responses(
-        (status = 204, description = "Blocked."),
+        (status = 204, description = "Blocked.",
+         links(("unblock" = (operation_id = "unblock",
+                             parameters(("username" = "$request.path.username")))))),
         (status = 400, body = ErrorBody, description = "`invalid_username`, `cannot_block_self`"),
         (status = 404, body = ErrorBody, description = "`user_not_found`"),
     ),
@@ -109,7 +111,10 @@ async fn unblock(
     path = "/blocks",
     tag = "blocks",
     security(("bearer" = [])),
-    responses((status = 200, description = "Every block.", body = BlockList)),
+    responses((status = 200, description = "Every block.", body = BlockList, links(
+        ("unblock" = (operation_id = "unblock",
+                      parameters(("username" = "$response.body#/blocks/0/username")))),
+    ))),
 )]
 async fn list_blocks(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
     let id = me.user_id();

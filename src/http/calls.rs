@@ -146,7 +146,12 @@ pub fn parse_cursor(raw: &str) -> Result<(i64, CallId), AppError> {
     params(HistoryQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "One page of calls.", body = CallHistory),
+        (status = 200, description = "One page of calls.", body = CallHistory, links(
+            ("call" = (operation_id = "get_call",
+                       parameters(("id" = "$response.body#/calls/0/id")))),
+            ("end" = (operation_id = "end_call",
+                      parameters(("id" = "$response.body#/calls/0/id")))),
+        )),
         (status = 400, body = ErrorBody,
          description = "`invalid_request`: `limit` out of range; `invalid_cursor`"),
     ),
@@ -251,7 +256,11 @@ pub struct StartBody {
     tag = "calls",
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Ringing (or, `merged`, accepted).", body = CallStarted),
+        (status = 201, description = "Ringing (or, `merged`, accepted).", body = CallStarted,
+         links(
+            ("call" = (operation_id = "get_call", parameters(("id" = "$response.body#/call_id")))),
+            ("end" = (operation_id = "end_call", parameters(("id" = "$response.body#/call_id")))),
+        )),
         (status = 400, body = ErrorBody, description = "`invalid_username`, `cannot_call_self`"),
         (status = 403, body = ErrorBody,
          description = "`not_friends` (also for unknown users and those who blocked the caller)"),

@@ -92,7 +92,9 @@ fn find_visible(conn: &mut DbConn, viewer: &UserId, name: &str) -> Result<UserRo
     tag = "friends",
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Asked: `status` is `pending`.", body = RequestOutcome),
+        (status = 201, description = "Asked: `status` is `pending`.", body = RequestOutcome,
+         links(("cancel" = (operation_id = "delete_request",
+                            parameters(("username" = "$request.body#/username")))))),
         (status = 200, description = "They had asked: now friends, `status` is `accepted`.",
          body = RequestOutcome),
         (status = 400, body = ErrorBody, description = "`invalid_username`, `cannot_friend_self`"),
@@ -174,7 +176,14 @@ async fn send_request(
     path = "/friends/requests",
     tag = "friends",
     security(("bearer" = [])),
-    responses((status = 200, description = "Both lists.", body = RequestLists)),
+    responses((status = 200, description = "Both lists.", body = RequestLists, links(
+        ("accept" = (operation_id = "accept_request",
+                     parameters(("username" = "$response.body#/incoming/0/username")))),
+        ("decline" = (operation_id = "delete_request",
+                      parameters(("username" = "$response.body#/incoming/0/username")))),
+        ("cancel" = (operation_id = "delete_request",
+                     parameters(("username" = "$response.body#/outgoing/0/username")))),
+    ))),
 )]
 async fn list_requests(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
     let id = me.user_id();
@@ -283,7 +292,10 @@ async fn delete_request(
     path = "/friends",
     tag = "friends",
     security(("bearer" = [])),
-    responses((status = 200, description = "Every friend.", body = FriendList)),
+    responses((status = 200, description = "Every friend.", body = FriendList, links(
+        ("unfriend" = (operation_id = "remove_friend",
+                       parameters(("username" = "$response.body#/friends/0/username")))),
+    ))),
 )]
 async fn list_friends(state: web::Data<AppState>, me: Identity) -> Result<HttpResponse, AppError> {
     let id = me.user_id();

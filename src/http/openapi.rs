@@ -7,7 +7,7 @@
 //! is held to.
 use super::input::MAX_BODY_BYTES;
 use super::{auth, blocks, calls, friends, health, ice, me, users};
-use crate::error::ErrorCode;
+use crate::error::{AppError, ErrorCode};
 use actix_web::{web, HttpResponse};
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::response::Response;
@@ -17,13 +17,49 @@ use utoipa::openapi::{Content, RefOr, Required};
 use utoipa::{Modify, OpenApi};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::Data::new(document()))
+    cfg.app_data(web::Data::new(Document(served(document()))))
         .service(web::resource("/openapi.json").route(web::get().to(openapi_json)));
 }
 
 /// The whole description: the probes at the root, the API under `/api/v1`.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The description as served.
+struct Document(serde_json::Value);
+
+/// The document as JSON, with response links spelled as OpenAPI spells them: utoipa 5.5
+/// writes a link's `operationId`, `operationRef` and `requestBody` in snake case, which
+/// validators (rightly) refuse.
+fn served(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut json = match serde_json::to_value(&doc) {
+        Ok(json) => json,
+        Err(e) => return serde_json::Value::from(AppError::internal(e).message),
+    };
+    let links = json["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links").and_then(|l| l.as_object_mut()))
+        .flat_map(|links| links.values_mut())
+        .filter_map(|link| link.as_object_mut());
+    for link in links {
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(value) = link.remove(snake) {
+                link.insert(camel.to_owned(), value);
+            }
+        }
+    }
+    json
 }
 
 #[derive(OpenApi)]
@@ -73,8 +109,8 @@ struct V1;
     responses((status = 200, description = "The OpenAPI 3.1 description of this API.",
                content_type = "application/json", body = Object)),
 )]
-async fn openapi_json(doc: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
-    HttpResponse::Ok().json(doc.as_ref())
+async fn openapi_json(doc: web::Data<Document>) -> HttpResponse {
+    HttpResponse::Ok().json(&doc.0)
 }
 
 /// What every route shares, added to each operation after the handlers' own annotations.
