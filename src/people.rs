@@ -20,9 +20,7 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
 pub fn username(raw: &str) -> Result<String, AppError> {
     let name = raw.trim().to_ascii_lowercase();
     let valid_len = (USERNAME_LEN.0..=USERNAME_LEN.1).contains(&name.len());
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+    let valid_chars = all_username_chars(&name);
     if name == "requests" {
         // `/friends/requests` is a route, so no friend may be called that.
         Err(AppError::new(
@@ -37,6 +35,14 @@ pub fn username(raw: &str) -> Result<String, AppError> {
             "usernames are 3-32 characters of a-z, 0-9, '_', '.' and '-'",
         ))
     }
+}
+
+/// Whether every character of `text` (lowercased) may be in a username, so a search prefix
+/// that fails this matches nobody. (Postgres refuses text with a NUL byte, so such input must
+/// not reach a query.)
+pub fn all_username_chars(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Passwords are 8-72 bytes: bcrypt ignores everything past 72, so longer ones are refused

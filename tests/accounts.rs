@@ -30,6 +30,7 @@ on_both_databases!(
     probes_report_health_and_readiness,
     bad_input_gets_typed_json_errors,
     missing_or_bogus_tokens_are_unauthorized,
+    names_no_user_could_have_find_nobody_on_every_database,
 );
 
 async fn register_returns_user_token_and_expiry(backend: Backend) {
@@ -438,6 +439,18 @@ async fn the_access_log_names_the_client_the_limits_see() {
     let line = eventually(|| logged(&direct, "/healthz?direct")).await;
     assert!(line.contains("127.0.0.1 \"GET /healthz"), "{line}");
     assert!(!line.contains("198.51.100.7"), "{line}");
+}
+
+/// Text with a NUL byte, which Postgres refuses, never reaches a query: a login with such a
+/// name is a wrong login and a search with such a prefix finds nobody (both were 500s).
+async fn names_no_user_could_have_find_nobody_on_every_database(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.register("ann").await;
+    let login = app.login("a\u{0}nn", "password-ann").await;
+    assert_eq!((login.status, login.code()), (401, "invalid_credentials"));
+    let search = app.get("/api/v1/users?q=a%00", &token).await;
+    assert_eq!(search.status, 200, "{}", search.body);
+    assert_eq!(search.body, json!({"users": [], "next_cursor": null}));
 }
 
 /// A 405 names the methods the route has (RFC 9110), also once its body is made JSON.

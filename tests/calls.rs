@@ -32,7 +32,16 @@ on_both_databases!(
     a_participant_resuming_within_the_call_grace_does_not_flap_for_friends,
     a_participant_who_stops_reading_is_closed_and_nobody_else_notices,
     a_participant_whose_socket_is_full_is_dropped_from_the_call_with_bounded_memory,
+    a_call_id_no_call_could_have_is_not_found,
 );
+
+/// An id with a NUL byte (which Postgres refuses) is no call's: 404, not a 500.
+async fn a_call_id_no_call_could_have_is_not_found(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let token = app.register("ann").await;
+    let reply = app.get("/api/v1/calls/a%00b", &token).await;
+    assert_eq!((reply.status, reply.code()), (404, "call_not_found"));
+}
 
 const SDP: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
 a=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\

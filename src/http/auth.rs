@@ -175,11 +175,16 @@ async fn login(
 ) -> Result<HttpResponse, AppError> {
     let body = body.into_inner();
     let username = body.username.trim().to_ascii_lowercase();
-    let lookup = username.clone();
-    let user = state
-        .db
-        .run(move |conn| db::users::find_by_username(conn, &lookup))
-        .await?;
+    // A name that could never be registered names nobody: no query (Postgres refuses a NUL).
+    let user = match people::username(&username) {
+        Ok(lookup) => {
+            state
+                .db
+                .run(move |conn| db::users::find_by_username(conn, &lookup))
+                .await?
+        }
+        Err(_) => None,
+    };
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let verified = state
         .login_limiter

@@ -132,10 +132,16 @@ pub fn parse_cursor(raw: &str) -> Result<(i64, CallId), AppError> {
     let bad = invalid_cursor;
     let (at, id) = raw.split_once('.').ok_or_else(bad)?;
     let at: i64 = at.parse().map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !could_be_call_id(id) {
         return Err(bad());
     }
     Ok((at, CallId::from(id)))
+}
+
+/// Call ids are short runs of letters and digits; anything else names no call, and is never
+/// sent to the database (Postgres refuses text with a NUL byte).
+fn could_be_call_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// The caller's calls, newest first, one page at a time.
@@ -219,7 +225,11 @@ async fn get_call(
     me: Identity,
     path: web::Path<CallPath>,
 ) -> Result<HttpResponse, AppError> {
-    let id = CallId::from(path.into_inner().id);
+    let id = path.into_inner().id;
+    if !could_be_call_id(&id) {
+        return Err(AppError::new(ErrorCode::CallNotFound, "no such call"));
+    }
+    let id = CallId::from(id);
     let user = me.user_id();
     let found = {
         let user = user.clone();

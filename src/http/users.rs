@@ -111,10 +111,14 @@ async fn search(
         after,
     } = query.into_inner().check()?;
     let viewer = me.user_id();
-    let rows = state
-        .db
-        .run(move |conn| db::users::search(conn, &viewer, &prefix, after.as_deref(), limit))
-        .await?;
+    let rows = if people::all_username_chars(&prefix) {
+        state
+            .db
+            .run(move |conn| db::users::search(conn, &viewer, &prefix, after.as_deref(), limit))
+            .await?
+    } else {
+        Vec::new()
+    };
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|u| u.username.clone()))
         .flatten();
