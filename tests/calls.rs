@@ -10,6 +10,7 @@ use std::time::Duration;
 on_both_databases!(
     invite_rings_every_callee_device_and_accept_stops_the_others,
     reject_ends_the_call_as_declined_everywhere,
+    reasons_are_stored_without_control_characters,
     cancel_while_ringing_is_a_missed_call_for_the_callee,
     unanswered_calls_end_as_no_answer,
     calling_someone_offline_is_unavailable_at_once_and_missed,
@@ -148,6 +149,41 @@ async fn reject_ends_the_call_as_declined_everywhere(backend: Backend) {
     let calls = history(&p.app, &p.amy).await;
     assert_eq!(calls["calls"][0]["outcome"], "declined");
     assert_eq!(calls["calls"][0]["end_reason"], "in a meeting");
+}
+
+/// A reason is the client's free text: a NUL (which Postgres text refuses) or a newline in it
+/// must not lose the call's record. They are stored as spaces, trimmed; blank is no reason.
+async fn reasons_are_stored_without_control_characters(backend: Backend) {
+    let p = pair(backend).await;
+    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
+    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    ben_ws.recv_type("call.incoming").await;
+    ben_ws
+        .ok(json!({"type": "call.reject", "call_id": id, "reason": "in a\u{0}meeting\n\u{7}"}))
+        .await;
+    amy_ws.recv_type("call.ended").await;
+    let id = invite(&mut amy_ws, "ben").await;
+    ben_ws.recv_type("call.incoming").await;
+    ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+    amy_ws
+        .ok(json!({"type": "call.hangup", "call_id": id, "reason": "\u{0}\r\n "}))
+        .await;
+    ben_ws.recv_type("call.ended").await;
+    let calls = history(&p.app, &p.amy).await;
+    assert_eq!(calls["calls"].as_array().unwrap().len(), 2, "{calls}");
+    assert_eq!(calls["calls"][0]["outcome"], "completed");
+    assert!(
+        calls["calls"][0]
+            .get("end_reason")
+            .is_none_or(|r| r.is_null()),
+        "{calls}"
+    );
+    assert_eq!(calls["calls"][1]["outcome"], "declined");
+    assert_eq!(calls["calls"][1]["end_reason"], "in a meeting");
 }
 
 async fn cancel_while_ringing_is_a_missed_call_for_the_callee(backend: Backend) {

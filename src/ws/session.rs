@@ -530,10 +530,21 @@ pub fn status_message(message: Option<String>) -> Result<Option<String>, AppErro
     Ok(message)
 }
 
-/// Reasons are free text from the client; keep them short.
+/// Reasons are free text from the client, stored in the call record: control characters
+/// (newlines, and NUL, which a Postgres text column refuses, losing the record) become
+/// spaces, the ends are trimmed, and at most 200 characters are kept. Nothing left is none.
 pub fn clip(reason: Option<String>) -> Option<String> {
-    reason.map(|r| r.chars().take(200).collect())
+    let reason: String = reason?
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON)
+        .collect();
+    let reason = reason.trim();
+    (!reason.is_empty()).then(|| reason.to_owned())
 }
+
+/// Characters of a reject or hang-up reason that are kept.
+const MAX_REASON: usize = 200;
 
 /// Offers and answers carry SDP that must parse; candidates carry a candidate.
 pub fn validate_signal(

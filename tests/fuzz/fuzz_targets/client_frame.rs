@@ -77,7 +77,10 @@ fn frame(text: &str) {
         }
         ClientFrame::CallReject { id, reason, .. } | ClientFrame::CallHangup { id, reason, .. } => {
             let clipped = clip(reason);
-            assert!(clipped.is_none_or(|r| r.chars().count() <= 200));
+            assert!(clipped.is_none_or(|r| r.chars().count() <= 200
+                && !r.is_empty()
+                && !r.chars().any(char::is_control)
+                && r.trim() == r));
             (id, Ok(()))
         }
         ClientFrame::CallAccept { id, .. }
