@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::debian::is_root;
+
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Debian packages the run needs, each with a file that shows it is installed.
 const PACKAGES: &[(&str, &str)] = &[
@@ -33,40 +36,16 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// Debian's Chromium (never a downloaded browser) and nftables, installed with apt-get when
 /// they aren't there.
 fn ensure_packages() {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(file, _)| !Path::new(file).exists())
-        .map(|(_, names)| *names)
-        .collect();
-    if missing.is_empty() {
-        return;
-    }
-    let names = missing.join(" ");
-    eprintln!("installing Debian's {names}");
-    let sudo = if is_root() { "" } else { "sudo -n " };
-    let script = format!(
-        "{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q \
-         {names}"
-    );
-    let status = Command::new("sh").arg("-c").arg(&script).status();
-    let installed = matches!(status, Ok(s) if s.success())
-        && PACKAGES.iter().all(|(file, _)| Path::new(file).exists());
-    assert!(
-        installed,
-        "the browser tests need Debian's {names} and could not install them ({status:?}). \
-         Install them with: apt-get install {names}"
-    );
+    common::debian::install_missing("the browser tests", || {
+        PACKAGES
+            .iter()
+            .filter(|(file, _)| !Path::new(file).exists())
+            .map(|(_, names)| *names)
+            .collect()
+    });
 }
 
 /// playwright-core from tests/browser/package-lock.json, installed with `npm ci` when missing.

@@ -76,12 +76,18 @@ fn ended(call_id: &str, reason: &str) -> Value {
     json!({"type": "call.ended", "call_id": call_id, "reason": reason})
 }
 
-/// amy calls ben, ben accepts: returns both sockets and the call id.
-async fn active_call(p: &Pair) -> (WsClient, WsClient, String) {
+/// amy calls ben and his device rings: returns both sockets and the call id.
+async fn ringing_call(p: &Pair) -> (WsClient, WsClient, String) {
     let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
     let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
     let id = invite(&mut amy_ws, "ben").await;
     ben_ws.recv_type("call.incoming").await;
+    (amy_ws, ben_ws, id)
+}
+
+/// amy calls ben, ben accepts: returns both sockets and the call id.
+async fn active_call(p: &Pair) -> (WsClient, WsClient, String) {
+    let (mut amy_ws, mut ben_ws, id) = ringing_call(p).await;
     ben_ws
         .ok(json!({"type": "call.accept", "call_id": id}))
         .await;
@@ -155,10 +161,7 @@ async fn reject_ends_the_call_as_declined_everywhere(backend: Backend) {
 /// must not lose the call's record. They are stored as spaces, trimmed; blank is no reason.
 async fn reasons_are_stored_without_control_characters(backend: Backend) {
     let p = pair(backend).await;
-    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
-    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
-    let id = invite(&mut amy_ws, "ben").await;
-    ben_ws.recv_type("call.incoming").await;
+    let (mut amy_ws, mut ben_ws, id) = ringing_call(&p).await;
     ben_ws
         .ok(json!({"type": "call.reject", "call_id": id, "reason": "in a\u{0}meeting\n\u{7}"}))
         .await;
@@ -188,10 +191,7 @@ async fn reasons_are_stored_without_control_characters(backend: Backend) {
 
 async fn cancel_while_ringing_is_a_missed_call_for_the_callee(backend: Backend) {
     let p = pair(backend).await;
-    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
-    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
-    let id = invite(&mut amy_ws, "ben").await;
-    ben_ws.recv_type("call.incoming").await;
+    let (mut amy_ws, mut ben_ws, id) = ringing_call(&p).await;
     let wrong_side = ben_ws
         .request(json!({"type": "call.cancel", "call_id": id}))
         .await;
@@ -222,10 +222,7 @@ async fn cancel_while_ringing_is_a_missed_call_for_the_callee(backend: Backend) 
 
 async fn unanswered_calls_end_as_no_answer(backend: Backend) {
     let p = pair(backend).await;
-    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
-    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
-    let id = invite(&mut amy_ws, "ben").await;
-    ben_ws.recv_type("call.incoming").await;
+    let (mut amy_ws, mut ben_ws, id) = ringing_call(&p).await;
     // The test ring timeout is 800 ms.
     assert_eq!(
         amy_ws.recv_type("call.ended").await,
@@ -340,10 +337,7 @@ async fn only_friends_can_be_called(backend: Backend) {
 
 async fn glare_merges_two_invites_into_one_accepted_call(backend: Backend) {
     let p = pair(backend).await;
-    let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
-    let (mut ben_ws, _) = p.app.ws_login(&p.ben).await;
-    let id = invite(&mut amy_ws, "ben").await;
-    ben_ws.recv_type("call.incoming").await;
+    let (mut amy_ws, mut ben_ws, id) = ringing_call(&p).await;
     let merged = ben_ws
         .ok(json!({"type": "call.invite", "to": "amy", "media": "video"}))
         .await;

@@ -24,11 +24,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod common;
 
+use common::debian::is_root;
 use common::ws::{answered_call, WsClient};
 use common::{spawn_app_with, Backend, TestApp};
 use serde_json::{json, Value};
@@ -115,11 +115,6 @@ fn blocks_of(kind: &str) -> Vec<Block> {
 
 // ---- tools -------------------------------------------------------------------------------
 
-fn is_root() -> bool {
-    // SAFETY: geteuid only reads the process's credentials.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The Postgres server binary: on PATH, or where Debian's packages put it.
 fn postgres_binary() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
@@ -159,29 +154,9 @@ fn missing_packages() -> Vec<&'static str> {
     missing
 }
 
-/// Installs whatever is missing, once for all the tests of this file (apt-get takes a lock).
+/// Installs whatever is missing, once for all the tests of this file.
 fn ensure_tools() {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let missing = missing_packages();
-    if missing.is_empty() {
-        return;
-    }
-    let names = missing.join(" ");
-    eprintln!("installing Debian's {names}");
-    let sudo = if is_root() { "" } else { "sudo -n " };
-    // policy-rc.d 101 keeps the packages' services from starting: the tests run their own.
-    let script = format!(
-        "{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q \
-         --no-install-recommends {names}"
-    );
-    let status = Command::new("sh").arg("-c").arg(&script).status();
-    let still_missing = missing_packages();
-    assert!(
-        matches!(status, Ok(s) if s.success()) && still_missing.is_empty(),
-        "the deployment checks need Debian's {names} and could not install them ({status:?}; \
-         still missing: {still_missing:?}). Install them with: apt-get install {names}"
-    );
+    common::debian::install_missing("the deployment checks", missing_packages);
 }
 
 /// Runs `command`, returning its output; panics with everything it said if it fails.

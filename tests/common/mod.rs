@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod data_channel;
+pub mod debian;
 pub mod process;
 pub mod raw_socket;
 pub mod stun;
