@@ -374,6 +374,11 @@ async function scenarios(browser) {
   await visible(alice, '#home-screen');
   await online(alice);
   check((await textOf(alice, '#me-name')) === 'Alice Liddell', 'the header shows who is signed in');
+  // A first-time user lands on the "find friends" prompt, which leads to the search.
+  await visible(alice, '#friends-empty #find-friends');
+  await alice.click('#find-friends');
+  await until(alice, () => document.querySelector('#panel-search').classList.contains('active')
+    && document.activeElement?.id === 'search-input', null, 'the search, focused, from "Find friends"');
 
   const bob = await openPage(phone, 'bob');
   await visible(bob, '#auth-screen');
@@ -389,7 +394,7 @@ async function scenarios(browser) {
   await bob.click('#auth-submit');
   await visible(bob, '#home-screen');
   await online(bob);
-  pass('register shows client and server errors next to their fields, then signs in');
+  pass('register shows client and server errors next to their fields, then signs in; the first screen says how to find friends');
 
   await alice.click('#logout');
   await visible(alice, '#auth-screen');
