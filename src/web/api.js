@@ -77,5 +77,8 @@ export function createApi(getToken, onUnauthorized) {
     call: (id) => request('GET', `/calls/${enc(id)}`),
     markCallsSeen: () => request('POST', '/calls/seen'),
     iceServers: () => request('GET', '/ice-servers'),
+    vapidPublicKey: () => request('GET', '/push/vapid-public-key'),
+    addPushSubscription: (subscription) => request('POST', '/push/subscriptions', subscription),
+    removePushSubscription: () => request('DELETE', '/push/subscriptions/current'),
   };
 }

@@ -3,7 +3,9 @@
 // channel. No build step: plain ES modules served by the broker itself.
 //
 // This file wires the page: it creates the REST client, the socket and the parts below, routes
-// the broker's frames to them, connects the page's controls, switches tabs, and boots.
+// the broker's frames to them, connects the page's controls, switches tabs, and boots (with the
+// service worker, and accepting the call named by `?accept=<call id>` when a notification's
+// Accept opened the page).
 // session.js, contacts.js, history.js and calls.js each own their state; they reach each other
 // only through the callbacks given here.
 
@@ -19,9 +21,12 @@ import { createCalls } from './calls.js';
 import { playRemoteAudio, hideBanner, toggleFullscreen, togglePictureInPicture } from './call-screen.js';
 import { createDevices, applySpeaker } from './devices.js';
 import { createAccount } from './account.js';
-import { renderNotifyOffer, enableNotifications } from './notify.js';
+import { enableNotifications, resumeNotifications, stopNotifications } from './notify.js';
+import { registerServiceWorker, wireInstall } from './install.js';
+import { toast } from './screens.js';
 
 const WIDE = window.matchMedia('(min-width: 900px)');
+const CALL_ID = /^[0-9a-f]{32}$/;
 
 let realtime = null;
 let tab = 'friends';
@@ -41,7 +46,7 @@ const session = createSession({
   onSignedIn: () => {
     tabChosen = false;
     selectTab(WIDE.matches ? 'history' : 'friends');
-    renderNotifyOffer();
+    resumeNotifications(api);
     connect();
   },
   onSignedOut: () => {
@@ -52,8 +57,10 @@ const session = createSession({
     contacts.reset();
     callHistory.reset();
     hideBanner();
+    stopNotifications(api, { tellBroker: false });
   },
   disconnect: () => realtime?.stop(),
+  beforeLogout: () => stopNotifications(api, { tellBroker: true }),
 });
 const contacts = createContacts({
   api,
@@ -155,6 +162,33 @@ function onWelcome(frame) {
   contacts.loadRequests();
   callHistory.load();
   calls.reconcile(frame.calls ?? []);
+}
+
+// ---------------------------------------------------------------- a call accepted from its notification
+
+/** The URL without `?accept=`: a reload must not try to accept the call again. */
+function forgetAcceptQuery() {
+  const url = new URL(location.href);
+  if (!url.searchParams.has('accept')) return;
+  url.searchParams.delete('accept');
+  history.replaceState(history.state, '', `${url.pathname}${url.search}${url.hash}`);
+}
+
+/** Accept on a call's notification: the call is accepted once it rings on this page (the
+ * socket may still be connecting), or the page says it is over. */
+function acceptFromNotification(callId) {
+  if (typeof callId !== 'string' || !CALL_ID.test(callId)) {
+    forgetAcceptQuery();
+    return;
+  }
+  calls.acceptWhenRinging(callId, (accepted) => {
+    forgetAcceptQuery();
+    if (!accepted) toast('That call has already ended.', { kind: 'warn', reason: 'accept_gone' });
+  });
+}
+
+function onWorkerMessage(message) {
+  if (message.type === 'accept') acceptFromNotification(message.call_id);
 }
 
 // ---------------------------------------------------------------- tabs
@@ -300,7 +334,8 @@ function wire() {
   $('#call-pip').addEventListener('click', togglePictureInPicture);
   $('#account-open').append(icon('user'));
   $('#account-open').addEventListener('click', () => account.open());
-  $('#notify-enable').addEventListener('click', enableNotifications);
+  $('#notify-enable').addEventListener('click', () => enableNotifications(api));
+  wireInstall();
   $('#find-friends').addEventListener('click', () => selectTab('search', { byUser: true, focus: true }));
   devices.wire();
   account.wire();
@@ -338,7 +373,10 @@ window.switchboard = {
 };
 
 wire();
+registerServiceWorker(onWorkerMessage);
 session.setAuthMode('login');
+const acceptQuery = new URLSearchParams(location.search).get('accept');
+if (acceptQuery !== null) acceptFromNotification(acceptQuery);
 const saved = savedSession();
 if (saved) session.signedIn(saved);
 else show('auth-screen');

@@ -290,6 +290,7 @@ export function renderBanner(info) {
   document.documentElement.dataset.connection = info.state;
   if (info.state === 'online' || info.state === 'stopped') {
     banner.hidden = true;
+    delete banner.dataset.state;
     return false;
   }
   if (info.state === 'connecting' && !info.attempt) {
@@ -299,11 +300,15 @@ export function renderBanner(info) {
   banner.hidden = false;
   const text = $('#conn-text');
   if (info.state === 'connecting') {
-    text.textContent = 'Connection lost. Reconnecting…';
+    text.textContent = banner.dataset.state === 'offline' ? 'Offline: trying to reach Switchboard…' : 'Connection lost. Reconnecting…';
   } else {
+    // Never reached the broker (it is down, or this device has no network) versus a drop.
+    banner.dataset.state = info.unreachable ? 'offline' : 'lost';
     const update = () => {
       const seconds = Math.max(0, Math.ceil((info.retryAt - Date.now()) / 1000));
-      text.textContent = `Connection lost. Reconnecting in ${seconds} s…`;
+      text.textContent = info.unreachable
+        ? `Offline: Switchboard can't be reached. Retrying in ${seconds} s…`
+        : `Connection lost. Reconnecting in ${seconds} s…`;
     };
     update();
     bannerTimer = setInterval(update, 500);
@@ -314,4 +319,5 @@ export function renderBanner(info) {
 /** Signed out: the banner goes. */
 export function hideBanner() {
   $('#conn-banner').hidden = true;
+  delete $('#conn-banner').dataset.state;
 }

@@ -126,6 +126,8 @@ function endMessage(call, reason, peerStatus) {
 export function createCalls({ api, realtime, ringtone, displayName, friendStatus, onEnded }) {
   let call = null;
   let ice = null; // {servers, expires}
+  /** A call to accept as soon as it rings here (Accept on a push notification): {id, settled}. */
+  let wanted = null;
 
   function render() {
     const socket = realtime();
@@ -221,9 +223,38 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
       peerName: frame.display_name ?? displayName(frame.from),
       kind: frame.media,
     });
+    if (wanted?.id === call.id) {
+      settleWanted(true);
+      acceptCall();
+      return;
+    }
     ringtone.start('incoming');
     render();
     call.notification = notifyIncoming(call, { onClick: () => window.focus() });
+  }
+
+  function settleWanted(accepted) {
+    const { settled } = wanted;
+    wanted = null;
+    settled(accepted);
+  }
+
+  /**
+   * Accepts call `id` as soon as it rings on this page: at once when it already does, else when
+   * the next `welcome` lists it as ringing (the page was opened from the call's notification).
+   * `settled(accepted)`: false when the call is no longer there to accept.
+   */
+  function acceptWhenRinging(id, settled) {
+    if (wanted) settleWanted(false);
+    wanted = { id, settled };
+    if (call?.id === id && call.phase === 'incoming') {
+      settleWanted(true);
+      acceptCall();
+    } else if (call?.id === id) {
+      settleWanted(true); // Already answered here.
+    } else if (realtime()?.connected) {
+      settleWanted(false); // Connected, and it isn't ringing: it's over (or answered elsewhere).
+    }
   }
 
   /** Pushed `call.*` and `signal` frames. */
@@ -651,6 +682,9 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
   /** After (re)connecting: pick up, resume or close whatever call the broker still has for us. */
   async function reconcileCalls(calls) {
     const current = call;
+    if (wanted && current?.id !== wanted.id && !calls.some((c) => c.call_id === wanted.id && c.state === 'ringing')) {
+      settleWanted(false);
+    }
     if (current && current.id) {
       const mine = calls.find((c) => c.call_id === current.id);
       if (!mine) return endedWhileAway(current);
@@ -760,6 +794,7 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     /** The current call's camera and microphone, or null. */
     localStream: () => call?.localStream ?? null,
     reconcile: reconcileCalls,
+    acceptWhenRinging,
     cacheIceServers,
     connectionChanged,
     /** Ends any call at once, without messages (signing out). */

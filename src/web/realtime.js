@@ -12,6 +12,8 @@ export class WsError extends Error {
 /** Close code the broker sends when the token is invalid or was revoked (logout elsewhere). */
 const CLOSE_UNAUTHORIZED = 4003;
 const REQUEST_TIMEOUT_MS = 10_000;
+/** A socket that hasn't opened by then is given up on: the network may drop packets silently. */
+const CONNECT_TIMEOUT_MS = 10_000;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15_000;
 
@@ -20,7 +22,9 @@ export class Realtime {
    * @param {object} options
    * @param {string} options.token
    * @param {(frame: object) => void} options.onFrame every pushed frame, `welcome` included
-   * @param {(state: {state: string, attempt?: number, retryAt?: number}) => void} options.onState
+   * @param {(state: {state: string, attempt?: number, retryAt?: number, unreachable?: boolean}) => void} options.onState
+   *   `unreachable`: the last attempt never reached the broker (it is down, or this device is
+   *   offline), as opposed to an open socket that dropped
    * @param {() => void} options.onUnauthorized the token no longer opens a socket
    */
   constructor({ token, onFrame, onState, onUnauthorized }) {
@@ -40,6 +44,7 @@ export class Realtime {
     this.lastHeard = 0;
     this.heartbeatTimer = null;
     this.reconnectTimer = null;
+    this.connectTimer = null;
     this.onOnline = () => this.reconnectNow();
   }
 
@@ -115,11 +120,21 @@ export class Realtime {
     try {
       ws = new WebSocket(this.url);
     } catch {
-      this.#lost();
+      this.#lost({ unreachable: true });
       return;
     }
     this.ws = ws;
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token: this.token }));
+    let opened = false;
+    this.connectTimer = setTimeout(() => {
+      this.#detach(ws);
+      ws.close();
+      this.#lost({ unreachable: true });
+    }, CONNECT_TIMEOUT_MS);
+    ws.onopen = () => {
+      opened = true;
+      clearTimeout(this.connectTimer);
+      ws.send(JSON.stringify({ type: 'auth', token: this.token }));
+    };
     ws.onmessage = (event) => this.#receive(event.data);
     ws.onclose = (event) => {
       this.#detach(ws);
@@ -128,7 +143,7 @@ export class Realtime {
         this.onUnauthorized();
         return;
       }
-      this.#lost();
+      this.#lost({ unreachable: !opened });
     };
   }
 
@@ -173,15 +188,16 @@ export class Realtime {
     ws.onopen = ws.onmessage = ws.onclose = null;
     if (this.ws === ws) this.ws = null;
     clearInterval(this.heartbeatTimer);
+    clearTimeout(this.connectTimer);
   }
 
-  #lost() {
+  #lost({ unreachable = false } = {}) {
     this.#failPending('disconnected', 'the connection dropped');
     if (this.stopped) return;
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
     const delay = Math.round(base * (0.75 + Math.random() * 0.5));
     this.attempt += 1;
-    this.#setState({ state: 'reconnecting', attempt: this.attempt, retryAt: Date.now() + delay });
+    this.#setState({ state: 'reconnecting', attempt: this.attempt, retryAt: Date.now() + delay, unreachable });
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => this.#connect(), delay);
   }

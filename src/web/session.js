@@ -4,10 +4,12 @@
 //
 // The session token lives in localStorage, so every tab of a signed-in user shares it: each
 // tab opens its own WebSocket (a device), so an incoming call rings in all of them, and signing
-// out in one signs out all. It is never put in a URL.
+// out in one signs out all. It is never put in a URL. A copy goes to IndexedDB for the service
+// worker (session-db.js), kept in step with this one.
 
 import { $, fill, avatar } from './ui.js';
 import { show } from './screens.js';
+import { mirrorToken } from './session-db.js';
 
 const TOKEN_KEY = 'switchboard.session';
 
@@ -25,10 +27,12 @@ export function savedSession() {
 
 function saveSession(session) {
   localStorage.setItem(TOKEN_KEY, JSON.stringify(session));
+  mirrorToken(session.token);
 }
 
 function forgetSession() {
   localStorage.removeItem(TOKEN_KEY);
+  mirrorToken(null);
 }
 
 // ---------------------------------------------------------------- the form's fields
@@ -86,8 +90,10 @@ function authError(field, message) {
  * @param {() => void} options.onSignedOut before the session is forgotten: end the call, close
  *   the socket and drop what was loaded for this user
  * @param {() => void} options.disconnect closes the socket before a logout
+ * @param {() => Promise<void>} options.beforeLogout what needs the token one last time (the
+ *   push subscription's removal), awaited before the logout revokes it
  */
-export function createSession({ api, unlockSound, onSignedIn, onSignedOut, disconnect }) {
+export function createSession({ api, unlockSound, onSignedIn, onSignedOut, disconnect, beforeLogout }) {
   let session = null; // {token, user}
   let authMode = 'login';
 
@@ -182,6 +188,7 @@ export function createSession({ api, unlockSound, onSignedIn, onSignedOut, disco
   async function logout() {
     // Closed first, so the broker closing it for the revoked token isn't taken for an expiry.
     disconnect();
+    await beforeLogout();
     try {
       await api.logout();
     } catch {
