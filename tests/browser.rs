@@ -3,16 +3,23 @@
 //! namespace with only loopback, so WebRTC's ICE can use nothing but 127.0.0.1 and the test
 //! never depends on (or reaches) the machine's network.
 //!
+//! Two runs, each with its own broker and browser, one after the other (the machine may have
+//! two cores): the calls (`web_client_makes_video_calls_in_chromium`) and the installable app
+//! with its service worker, push notifications and offline shell
+//! (`web_client_installs_and_rings_by_push_in_chromium`). A name filter runs one of them:
+//! `cargo test --test browser installs`.
+//!
 //! What it needs, installed here when missing (and a clear failure when that fails): Debian's
 //! `chromium` and `chromium-driver` packages, Debian's `nftables` (to inject packet loss on
 //! kernels without netem), and `playwright-core` and `axe-core` from npm in tests/browser/.
-//! Screenshots land in target/tmp/browser/screenshots/.
+//! Screenshots land in target/tmp/browser/<suite>/screenshots/ (calls, app).
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -31,6 +38,12 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Short enough that the missed-call scenario waits only this long, long enough that a loaded
 /// machine still clicks "accept" in time in the others.
 const RING_TIMEOUT: &str = "8s";
+
+/// Which scenarios of run.mjs a run drives (its SCENARIOS), and the broker's extra flags.
+struct Suite {
+    name: &'static str,
+    broker_args: &'static str,
+}
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -95,7 +108,7 @@ const NAMESPACE_SCRIPT: &str = r#"
 ip link set lo up || exit 90
 "$SB_BIN" --listen "127.0.0.1:$SB_PORT" --database-url "sqlite://$SB_DB" \
     --bcrypt-cost 4 --ring-timeout "$SB_RING_TIMEOUT" --presence-grace 1s \
-    --reconnect-grace 10s --heartbeat-interval 5s --heartbeat-timeout 15s \
+    --reconnect-grace 10s --heartbeat-interval 5s --heartbeat-timeout 15s $SB_BROKER_ARGS \
     >"$SB_LOG" 2>&1 &
 broker=$!
 trap 'kill $broker 2>/dev/null' INT TERM
@@ -108,10 +121,34 @@ exit $status
 
 #[test]
 fn web_client_makes_video_calls_in_chromium() {
+    run(Suite {
+        name: "calls",
+        broker_args: "",
+    });
+}
+
+/// The installable app: no installability errors, the service worker's push notifications
+/// (delivered through the DevTools protocol), a call that rings the closed app by push and is
+/// accepted from its notification, and the offline shell. A loopback HTTP server in run.mjs
+/// stands in for the browser's push service.
+#[test]
+fn web_client_installs_and_rings_by_push_in_chromium() {
+    run(Suite {
+        name: "app",
+        broker_args: "",
+    });
+}
+
+fn run(suite: Suite) {
+    // One browser run at a time: each is a broker, Chromium and a few pages.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     ensure_packages();
     ensure_playwright();
 
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("browser")
+        .join(suite.name);
     let shots = out.join("screenshots");
     let _ = fs::remove_dir_all(&shots);
     fs::create_dir_all(&shots).expect("screenshot dir");
@@ -132,6 +169,8 @@ fn web_client_makes_video_calls_in_chromium() {
         .env("SB_DB", db_dir.path().join("switchboard.db"))
         .env("SB_LOG", &broker_log)
         .env("SB_RING_TIMEOUT", RING_TIMEOUT)
+        .env("SB_BROKER_ARGS", suite.broker_args)
+        .env("SCENARIOS", suite.name)
         .env("RUST_LOG", "info")
         .env("SWITCHBOARD_URL", format!("http://127.0.0.1:{port}"))
         .env("SCREENSHOT_DIR", &shots)

@@ -2,9 +2,14 @@
 // downloaded browser) through every scenario of the web-client issue, using only the page's own
 // buttons and fields. Started by tests/browser.rs inside a loopback-only network namespace, with
 // the broker already listening at SWITCHBOARD_URL. Exits non-zero on the first failed check.
+// SCENARIOS picks the run: `calls` (sign-up to delete, every kind of call) or `app` (the
+// installable app: service worker, push notifications, a call accepted from one, offline).
 import { chromium } from 'playwright-core';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { createDecipheriv, createECDH, hkdfSync, randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const BASE = required('SWITCHBOARD_URL');
@@ -13,6 +18,7 @@ const RING_TIMEOUT_MS = Number(process.env.RING_TIMEOUT_MS ?? 6000);
 const TOTAL_TIMEOUT_MS = Number(process.env.TOTAL_TIMEOUT_MS ?? 240_000);
 const STEP_TIMEOUT_MS = 20_000;
 const PASSWORD = 'correct horse battery';
+const SCENARIOS = process.env.SCENARIOS ?? 'calls';
 
 function required(name) {
   const value = process.env[name];
@@ -63,6 +69,10 @@ async function checkServedFiles() {
     ['/web/realtime.js', 'text/javascript'],
     ['/web/style.css', 'text/css'],
     ['/web/favicon.svg', 'image/svg+xml'],
+    ['/web/manifest.webmanifest', 'application/manifest+json'],
+    ['/web/icon-192.png', 'image/png'],
+    ['/web/icon-maskable-512.png', 'image/png'],
+    ['/sw.js', 'text/javascript'],
   ];
   for (const [path, type] of expectations) {
     const response = await fetch(`${BASE}${path}`);
@@ -111,8 +121,9 @@ add rule inet sbloss input meta l4proto udp ${percent >= 100 ? '' : `numgen rand
   return 'nftables';
 }
 
-/** `older`: the page behaves like one from before the data channel (it never creates one). */
-async function openPage(context, name, { older = false } = {}) {
+/** `older`: the page behaves like one from before the data channel (it never creates one).
+ * `path`: where it opens (the page itself by default). */
+async function openPage(context, name, { older = false, path = '/' } = {}) {
   const page = await context.newPage();
   if (older) {
     await page.addInitScript(() => {
@@ -128,7 +139,7 @@ async function openPage(context, name, { older = false } = {}) {
   page.on('console', (message) => {
     if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) log(`${name} console: ${message.text()}`);
   });
-  await page.goto(BASE);
+  await page.goto(`${BASE}${path}`);
   return page;
 }
 
@@ -286,33 +297,47 @@ async function endedScreenGone(page) {
 
 // ------------------------------------------------------------------ the scenarios
 
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  // Three fake cameras for the device picker (the second is a Y16 depth camera that sends no
+  // video; the third is MJPEG); getDisplayMedia gets a fake screen too.
+  '--use-fake-device-for-media-stream=device-count=3',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
 async function main() {
   mkdirSync(SHOTS, { recursive: true });
   await waitForBroker();
   await checkServedFiles();
 
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
+  let browser;
+  let run;
+  if (SCENARIOS === 'app') {
+    // A profile of its own rather than an incognito context: Chromium installs no app from an
+    // incognito window. The engagement checks would otherwise hold back beforeinstallprompt.
+    const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'sb-profile-')), {
+      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+      headless: true,
+      args: [...CHROMIUM_ARGS, '--bypass-app-banner-engagement-checks'],
+      viewport: { width: 1280, height: 800 },
+    });
+    browser = context.browser();
+    run = () => appScenarios(context);
+  } else {
     // Playwright passes --headless and a fresh --user-data-dir itself.
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // Three fake cameras for the device picker (the second is a Y16 depth camera that sends no
-      // video; the third is MJPEG); getDisplayMedia gets a fake screen too.
-      '--use-fake-device-for-media-stream=device-count=3',
-      '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+    browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+    run = () => scenarios(browser);
+  }
   try {
-    await scenarios(browser);
+    await run();
   } catch (error) {
     // What each page showed when it failed, beside the other screenshots.
     let n = 0;
@@ -950,6 +975,399 @@ async function scenarios(browser) {
   log(`axe-core found no serious or critical violations on ${axeScanned.length} screens: ${axeScanned.join('; ')}`);
   await bob3.close();
   await alice.close();
+}
+
+// ------------------------------------------------------------------ the installable app
+
+/** A stand-in for a browser's push service (FCM, Mozilla's autopush, Apple's): the broker's
+ * pushes for the test's subscription land here and get 201, as from a real one. */
+async function startPushService() {
+  const received = [];
+  let taken = 0;
+  const server = createServer((request, response) => {
+    const chunks = [];
+    request.on('data', (chunk) => chunks.push(chunk));
+    request.on('end', () => {
+      received.push({ method: request.method, path: request.url, headers: request.headers, body: Buffer.concat(chunks) });
+      response.writeHead(201).end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    /** The next push the broker sent (after the ones already taken). */
+    async next(what) {
+      const deadline = Date.now() + STEP_TIMEOUT_MS;
+      while (received.length <= taken) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for the push of ${what}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return received[taken++];
+    },
+    close: () => server.close(),
+  };
+}
+
+/** A subscription's keys as a browser makes them: a P-256 key pair and 16 random bytes. */
+function subscriptionKeys() {
+  const ecdh = createECDH('prime256v1');
+  ecdh.generateKeys();
+  const auth = randomBytes(16);
+  return { ecdh, auth, p256dh: ecdh.getPublicKey().toString('base64url'), authB64: auth.toString('base64url') };
+}
+
+/** The JSON a push carries, decrypted as the browser would (RFC 8291, aes128gcm, one record). */
+function decryptPush(body, { ecdh, auth }) {
+  const salt = body.subarray(0, 16);
+  const idLength = body[20];
+  const serverKey = body.subarray(21, 21 + idLength);
+  const ciphertext = body.subarray(21 + idLength);
+  const keyInfo = Buffer.concat([Buffer.from('WebPush: info\0'), ecdh.getPublicKey(), serverKey]);
+  const ikm = Buffer.from(hkdfSync('sha256', ecdh.computeSecret(serverKey), auth, keyInfo, 32));
+  const cek = Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from('Content-Encoding: aes128gcm\0'), 16));
+  const nonce = Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from('Content-Encoding: nonce\0'), 12));
+  const decipher = createDecipheriv('aes-128-gcm', cek, nonce);
+  decipher.setAuthTag(ciphertext.subarray(ciphertext.length - 16));
+  const padded = Buffer.concat([decipher.update(ciphertext.subarray(0, ciphertext.length - 16)), decipher.final()]);
+  let end = padded.length - 1;
+  while (end > 0 && padded[end] === 0) end -= 1;
+  check(padded[end] === 2, 'the push is one last record (delimiter 0x02)');
+  return JSON.parse(padded.subarray(0, end).toString('utf8'));
+}
+
+/**
+ * Headless Chromium has no push service to subscribe with (that is Google's FCM, and the test
+ * has no network), so the browser's PushManager is replaced by one that hands out the test's
+ * subscription: its endpoint is the stand-in push service, its keys the test's. Everything of
+ * Switchboard's (the page asking for it, the broker sending to it, the worker showing it) is real.
+ */
+function fakePushManager({ endpoint, p256dh, auth }) {
+  if (typeof PushManager === 'undefined') return;
+  const KEY = 'test.push-subscription';
+  const make = (state) => ({
+    endpoint,
+    expirationTime: null,
+    options: { userVisibleOnly: state.userVisibleOnly, applicationServerKey: Uint8Array.from(atob(state.key), (c) => c.charCodeAt(0)).buffer },
+    toJSON: () => ({ endpoint, expirationTime: null, keys: { p256dh, auth } }),
+    unsubscribe: async () => {
+      localStorage.removeItem(KEY);
+      return true;
+    },
+  });
+  PushManager.prototype.subscribe = async function subscribe(options) {
+    const key = options.applicationServerKey;
+    const bytes = new Uint8Array(key.buffer ?? key);
+    const state = { key: btoa(String.fromCharCode(...bytes)), userVisibleOnly: options.userVisibleOnly === true };
+    localStorage.setItem(KEY, JSON.stringify(state));
+    return make(state);
+  };
+  PushManager.prototype.getSubscription = async function getSubscription() {
+    const state = localStorage.getItem(KEY);
+    return state ? make(JSON.parse(state)) : null;
+  };
+}
+
+/** The notifications the service worker shows (with `tag`: only those). */
+async function notificationsOf(page, tag) {
+  return page.evaluate(async (t) => {
+    const registration = await navigator.serviceWorker.ready;
+    return (await registration.getNotifications(t ? { tag: t } : {})).map((n) => ({
+      title: n.title,
+      body: n.body,
+      tag: n.tag,
+      actions: n.actions.map((a) => a.action),
+      requireInteraction: n.requireInteraction,
+      renotify: n.renotify,
+      data: n.data,
+    }));
+  }, tag ?? null);
+}
+
+async function untilNotification(page, tag, test, what) {
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  let last = [];
+  for (;;) {
+    last = await notificationsOf(page, tag);
+    if (test(last)) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (notifications: ${JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Delivers pushes to the app's service worker through the DevTools protocol, as the browser
+ * does with what its push service hands it. `page` is any page of the browser profile. */
+async function pushDeliverer(context, page) {
+  const cdp = await context.newCDPSession(page);
+  const registrations = [];
+  cdp.on('ServiceWorker.workerRegistrationUpdated', (event) => registrations.push(...event.registrations));
+  await cdp.send('ServiceWorker.enable');
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  let registration;
+  while (!(registration = registrations.find((r) => !r.isDeleted && r.scopeURL === `${BASE}/`))) {
+    if (Date.now() > deadline) throw new Error(`no service worker registration for ${BASE}/ (${JSON.stringify(registrations)})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return (payload) =>
+    cdp.send('ServiceWorker.deliverPushMessage', {
+      origin: BASE,
+      registrationId: registration.registrationId,
+      data: typeof payload === 'string' ? payload : JSON.stringify(payload),
+    });
+}
+
+/** The session token in localStorage and its copy in IndexedDB (for the service worker). */
+async function tokens(page) {
+  return page.evaluate(async () => {
+    const local = JSON.parse(localStorage.getItem('switchboard.session') ?? 'null')?.token ?? null;
+    const mirrored = await new Promise((resolve) => {
+      const open = indexedDB.open('switchboard', 1);
+      open.onupgradeneeded = () => open.result.createObjectStore('session');
+      open.onsuccess = () => {
+        const get = open.result.transaction('session').objectStore('session').get('token');
+        get.onsuccess = () => resolve(get.result ?? null);
+        get.onerror = () => resolve('error');
+      };
+      open.onerror = () => resolve('error');
+    });
+    return { local, mirrored };
+  });
+}
+
+/** A PNG's width and height, from its IHDR chunk. */
+async function pngSize(path) {
+  const bytes = Buffer.from(await (await fetch(`${BASE}${path}`)).arrayBuffer());
+  check(bytes.subarray(1, 4).toString() === 'PNG', `${path} is a PNG`);
+  return `${bytes.readUInt32BE(16)}x${bytes.readUInt32BE(20)}`;
+}
+
+/** Makes the broker unreachable (connections refused, open ones reset) or reachable again. */
+function blockBroker(blocked) {
+  const port = new URL(BASE).port;
+  if (!blocked) {
+    spawnSync('nft', ['delete', 'table', 'inet', 'sboffline']);
+    return;
+  }
+  const script = `add table inet sboffline
+add chain inet sboffline input { type filter hook input priority 0; }
+add rule inet sboffline input tcp dport ${port} reject with tcp reset
+`;
+  const nft = spawnSync('nft', ['-f', '-'], { input: script, encoding: 'utf8' });
+  check(nft.status === 0, `the broker can be cut off with nftables (${(nft.stderr || nft.error?.message || '').trim()})`);
+}
+
+async function appScenarios(context) {
+  const pushService = await startPushService();
+  const keys = subscriptionKeys();
+  const endpoint = `${pushService.url}/push/carol`;
+  await context.grantPermissions(['camera', 'microphone', 'notifications'], { origin: BASE });
+  await context.addInitScript(fakePushManager, { endpoint, p256dh: keys.p256dh, auth: keys.authB64 });
+  // The browser's install dialog would take the next clicks in headless Chromium: the offer's
+  // prompt() is recorded instead of opened.
+  await context.addInitScript(() => {
+    window.addEventListener('beforeinstallprompt', (event) => {
+      event.prompt = async () => {
+        window.installPrompted = true;
+        return { outcome: 'dismissed' };
+      };
+    });
+  });
+  // The profile's first tab stays open on a page with no app in it (no socket): the DevTools
+  // protocol needs a page, and the worker's notifications are read from it.
+  const driver = context.pages()[0] ?? (await context.newPage());
+  driver.setDefaultTimeout(STEP_TIMEOUT_MS);
+
+  // ---- (a) Installable: a manifest, icons, a service worker; Chromium finds nothing missing.
+  const carol = await openPage(context, 'carol');
+  await visible(carol, '#auth-screen');
+  const cdp = await context.newCDPSession(carol);
+  const { installabilityErrors } = await cdp.send('Page.getInstallabilityErrors');
+  check(installabilityErrors.length === 0, `Chromium reports no installability errors (got ${JSON.stringify(installabilityErrors)})`);
+  const manifest = await cdp.send('Page.getAppManifest');
+  check(manifest.url === `${BASE}/web/manifest.webmanifest` && manifest.errors.length === 0, `the manifest parses without errors (${JSON.stringify(manifest.errors)})`);
+  const parsed = JSON.parse(manifest.data);
+  check(parsed.display === 'standalone' && parsed.start_url === '/' && parsed.scope === '/' && parsed.name && parsed.short_name, `the manifest names a standalone app at / (${manifest.data})`);
+  for (const [size, purpose] of [['192x192', 'any'], ['512x512', 'any'], ['512x512', 'maskable']]) {
+    const entry = parsed.icons.find((i) => i.sizes === size && i.purpose === purpose && i.type === 'image/png');
+    check(entry, `the manifest has a ${size} ${purpose} PNG icon`);
+    check((await pngSize(entry.src)) === size, `${entry.src} is ${size}`);
+  }
+  check(
+    await carol.evaluate(async () => (await navigator.serviceWorker.ready).active?.scriptURL === `${location.origin}/sw.js`),
+    'the service worker at /sw.js is active',
+  );
+  // The browser offers installing: the page shows its own button, which opens the prompt.
+  await visible(carol, '#install-app-auth');
+  await shot(carol, 'install-offer-desktop');
+  await carol.click('#install-app-auth');
+  await hidden(carol, '#install-app-auth');
+  check(await carol.evaluate(() => window.installPrompted === true), "the button opens the browser's install prompt");
+  // A new offer shows the button again, and installing (from the browser's own menu) hides it.
+  await carol.evaluate(() => {
+    const offer = new Event('beforeinstallprompt', { cancelable: true });
+    offer.prompt = async () => ({ outcome: 'dismissed' });
+    window.dispatchEvent(offer);
+  });
+  await visible(carol, '#install-app-auth');
+  await carol.evaluate(() => window.dispatchEvent(new Event('appinstalled')));
+  await hidden(carol, '#install-app-auth');
+  pass('the app is installable: no installability errors, a manifest with 192/512 and maskable icons, a service worker, an "Install app" button while the browser offers it');
+
+  await register(carol, 'carol', 'Carol Danvers');
+  const carolTokens = await tokens(carol);
+  check(carolTokens.local && carolTokens.mirrored === carolTokens.local, `the session token is mirrored into IndexedDB for the service worker (${JSON.stringify(carolTokens)})`);
+
+  // ---- (b) A push delivered through the DevTools protocol shows the incoming-call notification.
+  const deliver = await pushDeliverer(context, carol);
+  const ids = Array.from({ length: 3 }, () => randomBytes(16).toString('hex'));
+  await deliver({ type: 'call.incoming', call_id: ids[0], from: 'amy', display_name: 'Amy', media: 'video' });
+  const [ringing] = await untilNotification(carol, ids[0], (list) => list.length === 1, 'the incoming-call notification');
+  check(ringing.title === 'Amy is calling' && ringing.body === 'Incoming video call on Switchboard', `the notification names the caller (${JSON.stringify(ringing)})`);
+  check(ringing.actions.join() === 'accept,decline', `it has Accept and Decline (${ringing.actions})`);
+  check(ringing.requireInteraction && ringing.renotify, 'it stays until answered and rings again when renewed');
+  check(ringing.data?.url === `/?accept=${ids[0]}`, `a click opens the app to accept it (${JSON.stringify(ringing.data)})`);
+  await deliver({ type: 'call.ended', call_id: ids[0], from: 'amy', display_name: 'Amy', reason: 'cancelled', missed: true });
+  await untilNotification(carol, ids[0], (list) => list.length === 1 && list[0].title === 'Missed call from Amy' && list[0].actions.length === 0, 'the missed-call notification in its place');
+  await deliver({ type: 'call.incoming', call_id: ids[1], from: 'cat', display_name: 'Cat', media: 'audio' });
+  await untilNotification(carol, ids[1], (list) => list[0]?.body === 'Incoming audio call on Switchboard', 'an audio call notification');
+  await deliver({ type: 'call.ended', call_id: ids[1], from: 'cat', display_name: 'Cat', reason: 'answered_elsewhere', missed: false });
+  await untilNotification(carol, ids[1], (list) => list.length === 0, 'the notification of a call answered elsewhere to go');
+  await deliver({ type: 'call.missed', call_id: ids[2], from: 'dan', display_name: '', media: 'audio' });
+  await untilNotification(carol, ids[2], (list) => list[0]?.title === 'Missed call from dan', 'a missed call (by username when there is no display name)');
+  await deliver({ type: 'friend.request', from: { username: 'cat', display_name: 'Cat' } });
+  await untilNotification(carol, 'friend-cat', (list) => list[0]?.title === 'Cat wants to be your friend', 'the friend-request notification');
+  await carol.evaluate(async () => (await (await navigator.serviceWorker.ready).getNotifications()).forEach((n) => n.close()));
+  pass('pushes delivered through the DevTools protocol: incoming call (Accept, Decline), replaced by "Missed call", closed when answered elsewhere, missed call, friend request');
+
+  // ---- (d) The broker can't be reached: the app opens from its cache and says it is offline.
+  blockBroker(true);
+  try {
+    await carol.reload();
+    await visible(carol, '#home-screen');
+    const banner = await visible(carol, '#conn-banner[data-state="offline"]');
+    const said = (await banner.textContent()).trim();
+    check(said.includes("Offline: Switchboard can't be reached. Retrying in"), `the page says it is offline and retrying (got "${said}")`);
+    check(await carol.evaluate(() => Boolean(navigator.serviceWorker.controller)), 'the page came from the service worker');
+    await shot(carol, 'offline-desktop');
+    await axeScan(carol, 'offline, with the call-notifications offer (desktop)');
+  } finally {
+    blockBroker(false);
+  }
+  await carol.click('#conn-retry');
+  await online(carol);
+  await hidden(carol, '#conn-banner');
+  pass('with the broker unreachable, a reload opens the app from its cache with an offline banner; it reconnects once the broker is back');
+
+  // ---- (c) A call rings Carol's closed app by push; she accepts it from the notification.
+  // TODO(issue 13): the broker's half of Web Push is being built alongside; until it serves the
+  // VAPID key this part can't run, and says so.
+  if ((await fetch(`${BASE}/api/v1/push/vapid-public-key`)).status === 404) {
+    log('NOT RUN: a call ringing the closed app by push (the broker has no /api/v1/push routes yet)');
+    pushService.close();
+    return;
+  }
+  const other = await context.browser().newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
+  const dave = await openPage(other, 'dave');
+  await register(dave, 'dave', 'Dave Lister');
+  await befriend(dave, carol, 'carol');
+  await visible(dave, '#friend-list [data-user="carol"][data-status="online"]');
+  await visible(carol, '#notify-offer');
+  check((await textOf(carol, '#notify-enable')) === 'Enable call notifications', 'the offer is to enable call notifications');
+  await shot(carol, 'call-notifications-offer-desktop');
+  await carol.click('#notify-enable');
+  await toast(carol, 'push_on');
+  await hidden(carol, '#notify-offer');
+  const vapid = await (await fetch(`${BASE}/api/v1/push/vapid-public-key`)).json();
+  const asked = await carol.evaluate(() => JSON.parse(localStorage.getItem('test.push-subscription')));
+  check(asked?.userVisibleOnly === true, 'the page subscribes with userVisibleOnly');
+  check(Buffer.from(asked.key, 'base64').toString('base64url') === vapid.public_key, "the page subscribes with the broker's VAPID key");
+  pass('"Enable call notifications" subscribes with the broker\'s VAPID key and registers the subscription');
+
+  await carol.close();
+  await driver.goto(`${BASE}/healthz`); // In the worker's scope, no app and no socket.
+  await visible(dave, '#friend-list [data-user="carol"][data-status="offline"]');
+  const deliverToClosedApp = await pushDeliverer(context, driver);
+
+  // The first call is declined from the notification, as its Decline button does.
+  await dave.click('#friend-list [data-user="carol"] .call-video');
+  await callPhase(dave, 'ringing', 'Dave');
+  const rung = await pushService.next('the first call');
+  const callId = await dave.evaluate(() => window.switchboard.call.id);
+  const incoming = decryptPush(rung.body, keys);
+  check(rung.path === '/push/carol' && rung.headers['content-encoding'] === 'aes128gcm', `the push goes to the subscription, encrypted (${rung.path} ${rung.headers['content-encoding']})`);
+  check(rung.headers.urgency === 'high' && rung.headers.topic === callId && Number(rung.headers.ttl) === RING_TIMEOUT_MS / 1000, `an incoming call is pushed with Urgency high, the call as Topic and the ring timeout as TTL (${JSON.stringify(rung.headers)})`);
+  check(/^vapid t=[\w-]+\.[\w-]+\.[\w-]+, k=/.test(rung.headers.authorization ?? '') && rung.headers.authorization.endsWith(`k=${vapid.public_key}`), `the push is VAPID-signed with the broker's key (${rung.headers.authorization})`);
+  check(
+    incoming.type === 'call.incoming' && incoming.call_id === callId && incoming.from === 'dave' && incoming.display_name === 'Dave Lister' && incoming.media === 'video',
+    `the push says who calls (${JSON.stringify(incoming)})`,
+  );
+  await deliverToClosedApp(incoming);
+  await untilNotification(driver, callId, (list) => list[0]?.title === 'Dave Lister is calling', "the notification of Dave's call");
+  const worker = context.serviceWorkers().find((w) => w.url() === `${BASE}/sw.js`);
+  check(worker, 'the service worker runs');
+  await worker.evaluate(async (tag) => {
+    const [notification] = await self.registration.getNotifications({ tag });
+    await handleNotificationClick(notification, 'decline');
+  }, callId);
+  const declinedByPush = await toast(dave, 'declined');
+  check(declinedByPush === 'Carol Danvers declined the call.', `Decline on the notification declines the call (got "${declinedByPush}")`);
+  const followUp = decryptPush((await pushService.next('the end of the first call')).body, keys);
+  check(followUp.type === 'call.ended' && followUp.call_id === callId && followUp.missed === false, `a declined call's follow-up push clears its notification (${JSON.stringify(followUp)})`);
+  await deliverToClosedApp(followUp);
+  await untilNotification(driver, callId, (list) => list.length === 0, 'no notification left for the declined call');
+  await endedScreenGone(dave);
+  pass("a call to Carol's closed app rings by push (encrypted, VAPID-signed, Urgency high, Topic and TTL); Decline on its notification declines it");
+
+  // The second call is accepted: the notification opens the app, which accepts it.
+  await clearToasts(dave);
+  await dave.click('#friend-list [data-user="carol"] .call-video');
+  await callPhase(dave, 'ringing', 'Dave');
+  const secondId = await dave.evaluate(() => window.switchboard.call.id);
+  const second = decryptPush((await pushService.next('the second call')).body, keys);
+  check(second.call_id === secondId, 'the second call is pushed too');
+  await deliverToClosedApp(second);
+  const [toAccept] = await untilNotification(driver, secondId, (list) => list.length === 1, "the second call's notification");
+  const answered = await openPage(context, 'carol-from-notification', { path: toAccept.data.url });
+  await callPhase(answered, 'active', 'Carol');
+  await callPhase(dave, 'active', 'Dave');
+  const carolFrames = await remoteVideoPlays(answered, 'Carol');
+  await remoteVideoPlays(dave, 'Dave');
+  log(`framesDecoded for Carol after accepting from the notification: ${carolFrames}`);
+  check(answered.url() === `${BASE}/`, `the page forgets ?accept= once the call is accepted (${answered.url()})`);
+  await shot(answered, 'accepted-from-notification-desktop');
+  pass('the app opened from the notification (/?accept=<call>) signs in, connects and accepts the call; video plays (framesDecoded > 0)');
+  await answered.click('#call-hangup');
+  await toast(dave, 'completed');
+  await endedScreenGone(answered);
+
+  // ---- Signing out ends the push subscription, on the broker and in the browser.
+  const signOutRequests = [];
+  answered.on('request', (request) => signOutRequests.push(`${request.method()} ${new URL(request.url()).pathname}`));
+  await answered.click('#logout');
+  await visible(answered, '#auth-screen');
+  const removed = signOutRequests.indexOf('DELETE /api/v1/push/subscriptions/current');
+  check(removed >= 0 && removed < signOutRequests.indexOf('POST /api/v1/auth/logout'), `sign-out deletes the subscription before the session (${signOutRequests})`);
+  check((await answered.evaluate(() => localStorage.getItem('test.push-subscription'))) === null, 'sign-out unsubscribes the browser');
+  const after = await tokens(answered);
+  check(after.local === null && after.mirrored === null, `sign-out clears both copies of the token (${JSON.stringify(after)})`);
+  pass('sign-out deletes the push subscription and unsubscribes, and clears the mirrored token');
+  pushService.close();
+}
+
+/** `from` asks `to` (signed in on `toPage`) to be friends and `to` accepts, over the REST API. */
+async function befriend(fromPage, toPage, to) {
+  const from = await fromPage.evaluate(() => JSON.parse(localStorage.getItem('switchboard.session')).user.username);
+  const call = (page, method, path, body) =>
+    page.evaluate(
+      async ([m, p, b]) => {
+        const token = JSON.parse(localStorage.getItem('switchboard.session')).token;
+        const headers = { authorization: `Bearer ${token}` };
+        if (b) headers['content-type'] = 'application/json';
+        return (await fetch(`/api/v1${p}`, { method: m, headers, body: b ? JSON.stringify(b) : undefined })).status;
+      },
+      [method, path, body],
+    );
+  check((await call(fromPage, 'POST', '/friends/requests', { username: to })) < 300, `${from} asks ${to} to be friends`);
+  check((await call(toPage, 'POST', `/friends/requests/${from}/accept`)) < 300, `${to} accepts ${from}`);
 }
 
 main().then(
