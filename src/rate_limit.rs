@@ -55,7 +55,7 @@ impl Bucket {
     }
 
     /// Whether it would be full again by `now` (so forgetting it changes nothing).
-    fn refilled(&self, now: Instant) -> bool {
+    pub fn refilled(&self, now: Instant) -> bool {
         self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * self.per_second
             >= self.burst
     }

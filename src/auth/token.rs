@@ -23,6 +23,14 @@ pub fn hash(token: &str) -> String {
     out
 }
 
+/// A token hash as what is kept in memory per socket: 32 bytes rather than its 64 hex
+/// characters in a string of their own. Two keys are equal exactly when the hashes are.
+pub type HashKey = [u8; 32];
+
+pub fn key(hash: &str) -> HashKey {
+    Sha256::digest(hash.as_bytes()).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

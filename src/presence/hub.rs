@@ -1,6 +1,7 @@
 //! The PresenceHub: every online user with their devices, chosen status and friend set. It
 //! pushes presence changes to online friends only, forwards relation changes made over REST to
 //! the devices concerned, and closes sockets whose session was revoked.
+use crate::auth::token::{self, HashKey};
 use crate::availability::{DndChanged, SetBusy};
 use crate::db::Db;
 use crate::error::{AppError, ErrorCode};
@@ -18,10 +19,9 @@ use std::time::{Duration, Instant};
 
 struct Online {
     username: String,
-    display_name: String,
-    /// Connected devices, each with the hash of its session's token. A handful at most
+    /// Connected devices, each with its session's token hash. A handful at most
     /// (`--max-devices-per-user`), so a list, sized for one, not a map.
-    devices: Vec<(DeviceHandle, String)>,
+    devices: Vec<(DeviceHandle, HashKey)>,
     status: ChosenStatus,
     message: Option<String>,
     busy: bool,
@@ -244,7 +244,6 @@ impl Actor for PresenceHub {
 pub struct Connect {
     pub user: UserId,
     pub username: String,
-    pub display_name: String,
     pub device: DeviceHandle,
     pub token_hash: String,
     pub friends: Vec<UserId>,
@@ -339,7 +338,6 @@ impl PresenceHub {
         let online = entry.or_insert_with(|| {
             Box::new(Online {
                 username: msg.username.clone(),
-                display_name: msg.display_name.clone(),
                 devices: Vec::with_capacity(1),
                 status: ChosenStatus::Online,
                 message: None,
@@ -351,7 +349,6 @@ impl PresenceHub {
         if let Some(timer) = online.offline_timer.take() {
             ctx.cancel_future(timer);
         }
-        online.display_name = msg.display_name;
         // The list was read from the database a moment ago; a friendship ended since then
         // stays ended.
         let now = Instant::now();
@@ -361,7 +358,9 @@ impl PresenceHub {
             .into_iter()
             .filter(|f| !severed.contains(&msg.user, f, now))
             .collect();
-        online.devices.push((msg.device, msg.token_hash));
+        online
+            .devices
+            .push((msg.device, token::key(&msg.token_hash)));
         let friends: Vec<UserId> = online.friends.to_vec();
         if is_new {
             let info = online.info();
@@ -521,9 +520,9 @@ impl Handler<RevokeSessions> for PresenceHub {
         let Some(online) = self.users.get(&msg.user) else {
             return;
         };
-        let revoked: HashSet<&String> = msg.token_hashes.iter().collect();
-        for (device, token_hash) in &online.devices {
-            if revoked.contains(token_hash) {
+        let revoked: HashSet<HashKey> = msg.token_hashes.iter().map(|h| token::key(h)).collect();
+        for (device, key) in &online.devices {
+            if revoked.contains(key) {
                 device.kick(Kick {
                     code: close::REVOKED,
                     reason: "session revoked",

@@ -1,5 +1,6 @@
-//! What actors hold for a connected device: recipients for the two messages a session accepts
-//! from outside. Hubs depend on these, never on the concrete session actor.
+//! What actors hold for a connected device: a recipient for the one message a session accepts
+//! from outside, a frame to write or an order to close. Hubs depend on this, never on the
+//! concrete session actor.
 //!
 //! Frames for a device wait in its session's mailbox until the session writes them out, and a
 //! session whose client does not read stops being run at all once its socket is full. So the
@@ -17,14 +18,20 @@ use std::sync::Arc;
 /// Bytes queued for one device that its session has not written out yet.
 pub const MAX_QUEUED: usize = 1024 * 1024;
 
-/// A frame, already encoded, to write to the device's socket.
+/// What the hubs send a device's session. One message type, so a device is one recipient:
+/// each recipient of an actor is its own sender with its own allocations, held for as long as
+/// the socket lives.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Deliver(pub ByteString);
+pub enum ToDevice {
+    /// A frame, already encoded, to write to the socket.
+    Frame(ByteString),
+    /// Close the socket.
+    Close(Kick),
+}
 
 /// Close the socket with this close code (see [`super::close`]) and reason.
-#[derive(Message, Clone, Copy)]
-#[rtype(result = "()")]
+#[derive(Debug, Clone, Copy)]
 pub struct Kick {
     pub code: u16,
     pub reason: &'static str,
@@ -37,19 +44,17 @@ pub struct DeviceHandle(Arc<Device>);
 
 struct Device {
     id: DeviceId,
-    deliver: Recipient<Deliver>,
-    kick: Recipient<Kick>,
+    session: Recipient<ToDevice>,
     /// Bytes queued for the device that its session has not written out yet.
     queued: AtomicUsize,
     stuck: AtomicBool,
 }
 
 impl DeviceHandle {
-    pub fn new(id: DeviceId, deliver: Recipient<Deliver>, kick: Recipient<Kick>) -> Self {
+    pub fn new(id: DeviceId, session: Recipient<ToDevice>) -> Self {
         Self(Arc::new(Device {
             id,
-            deliver,
-            kick,
+            session,
             queued: AtomicUsize::new(0),
             stuck: AtomicBool::new(false),
         }))
@@ -75,7 +80,7 @@ impl DeviceHandle {
             });
             return false;
         }
-        device.deliver.do_send(Deliver(frame));
+        device.session.do_send(ToDevice::Frame(frame));
         true
     }
 
@@ -86,6 +91,6 @@ impl DeviceHandle {
 
     /// Tells the session to close its socket.
     pub fn kick(&self, kick: Kick) {
-        self.0.kick.do_send(kick);
+        self.0.session.do_send(ToDevice::Close(kick));
     }
 }

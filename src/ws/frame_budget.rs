@@ -20,13 +20,18 @@ impl FrameBudget {
     pub fn take(&mut self) -> bool {
         self.0.take(Instant::now())
     }
+
+    /// Whether it has refilled, so that a new one would be the same.
+    pub fn is_full(&self) -> bool {
+        self.0.refilled(Instant::now())
+    }
 }
 
 /// A user's budget, shared by their sockets.
 pub type SharedBudget = Arc<Mutex<FrameBudget>>;
 
-/// Every connected user's shared budget. An entry lives as long as one of the user's sockets
-/// holds it; dead entries are swept when the table has doubled since the last sweep.
+/// Every active user's shared budget. An entry lives as long as one of the user's sockets
+/// holds it (sockets let go of a budget once it has refilled); dead entries are swept when the table has doubled since the last sweep.
 pub struct UserBudgets {
     rate: u32,
     table: Mutex<Table>,
@@ -73,6 +78,14 @@ mod tests {
     fn a_socket_gets_a_burst_of_twice_its_rate() {
         let mut budget = FrameBudget::new(10);
         assert_eq!((0..100).filter(|_| budget.take()).count(), 20);
+    }
+
+    #[test]
+    fn a_budget_is_full_until_spent() {
+        let mut budget = FrameBudget::new(10);
+        assert!(budget.is_full());
+        assert!(budget.take());
+        assert!(!budget.is_full(), "a frame was just spent");
     }
 
     #[test]

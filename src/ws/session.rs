@@ -18,7 +18,7 @@ use crate::state::AppState;
 use crate::time::now_ms;
 use crate::vocabulary::{Media, SignalKind};
 use crate::wire::close;
-use crate::wire::device::{Deliver, DeviceHandle, Kick};
+use crate::wire::device::{DeviceHandle, ToDevice};
 use crate::wire::protocol::{ClientFrame, ClientRef, FriendPresence, Heartbeat, ServerFrame};
 use actix::prelude::*;
 use actix_web::web;
@@ -35,13 +35,14 @@ pub struct UserSession {
     device: DeviceId,
     /// The socket's user, once `auth` succeeded.
     me: Option<Party>,
-    authenticating: bool,
-    /// Set by the authentication work just before it registers the device with the hub and
-    /// the router, so `stopped` unregisters it even if the socket dies before `me` is set.
-    registering: Rc<Cell<Option<UserId>>>,
+    /// What the socket holds until `welcome`, dropped then: an idle authenticated socket
+    /// carries none of it.
+    arrival: Option<Box<Arrival>>,
     last_heard: Instant,
     budget: FrameBudget,
-    /// The user's budget, shared by all their sockets; set once authenticated.
+    /// The user's budget, shared by all their sockets: taken at the first frame after
+    /// `welcome`, and let go at a heartbeat once it has refilled (a full budget is the same as
+    /// a new one), so idle users hold none.
     user_budget: Option<SharedBudget>,
     user_budgets: web::Data<UserBudgets>,
     /// Closing because its session was revoked (logout, password change, account deletion).
@@ -55,10 +56,19 @@ pub struct UserSession {
     /// This device as the hubs hold it (it counts the frames they queued for this socket that
     /// it has not written out yet); made at `auth`.
     handle: Option<DeviceHandle>,
-    /// This socket's place among those not authenticated yet; given back on `welcome`.
-    stranger: Option<Ticket>,
-    /// Closes the socket if `auth` has not succeeded in time; cancelled on `welcome`, so an idle
-    /// socket holds no timer but its heartbeat.
+}
+
+/// A socket's state between its upgrade and `welcome`.
+struct Arrival {
+    /// An `auth` frame is being checked.
+    authenticating: bool,
+    /// Set by the authentication work just before it registers the device with the hub and
+    /// the router, so `stopped` unregisters it even if the socket dies before `me` is set.
+    registering: Rc<Cell<Option<UserId>>>,
+    /// This socket's place among those not authenticated yet, held for its `Drop`, which gives
+    /// it back (on `welcome`, when the arrival is dropped).
+    _stranger: Ticket,
+    /// Closes the socket if `auth` has not succeeded in time; cancelled on `welcome`.
     auth_timeout: Option<SpawnHandle>,
 }
 
@@ -74,8 +84,12 @@ impl UserSession {
             state,
             device: DeviceId::new(),
             me: None,
-            authenticating: false,
-            registering: Rc::default(),
+            arrival: Some(Box::new(Arrival {
+                authenticating: false,
+                registering: Rc::default(),
+                _stranger: stranger,
+                auth_timeout: None,
+            })),
             last_heard: Instant::now(),
             budget,
             user_budget: None,
@@ -85,8 +99,6 @@ impl UserSession {
             inviting: false,
             backlog: Backlog::default(),
             handle: None,
-            stranger: Some(stranger),
-            auth_timeout: None,
         }
     }
 
@@ -173,7 +185,9 @@ impl UserSession {
                     reference: id.as_ref(),
                 },
             ),
-            (None, ClientFrame::Auth { id, token }) if !self.authenticating => {
+            (None, ClientFrame::Auth { id, token })
+                if self.arrival.as_ref().is_some_and(|a| !a.authenticating) =>
+            {
                 self.authenticate(id, token, ctx)
             }
             (None, frame) => {
@@ -192,16 +206,14 @@ impl UserSession {
     }
 
     fn authenticate(&mut self, id: ClientRef, token: String, ctx: &mut ws::WebsocketContext<Self>) {
-        self.authenticating = true;
+        let Some(arrival) = self.arrival.as_mut() else {
+            return;
+        };
+        arrival.authenticating = true;
+        let registering = arrival.registering.clone();
         let state = self.state.clone();
-        let address = ctx.address();
-        let device = DeviceHandle::new(
-            self.device,
-            address.clone().recipient(),
-            address.recipient(),
-        );
+        let device = DeviceHandle::new(self.device, ctx.address().recipient());
         self.handle = Some(device.clone());
-        let registering = self.registering.clone();
         let work = async move {
             let identity = authenticate(&state.db, state.config.session_lifetime, &token).await?;
             let user = identity.user.clone();
@@ -223,7 +235,6 @@ impl UserSession {
                 .send(Connect {
                     user: user.user_id(),
                     username: user.username.clone(),
-                    display_name: user.display_name.clone(),
                     device: device.clone(),
                     token_hash: identity.token_hash.clone(),
                     friends: friends.iter().map(|f| f.user_id()).collect(),
@@ -269,7 +280,9 @@ impl UserSession {
             Ok::<_, AppError>(Some((user, friends, calls, missed, token_hash)))
         };
         ctx.wait(work.into_actor(self).map(move |result, session, ctx| {
-            session.authenticating = false;
+            if let Some(arrival) = session.arrival.as_mut() {
+                arrival.authenticating = false;
+            }
             match result {
                 Ok(None) => {
                     session.revoked = true;
@@ -280,11 +293,10 @@ impl UserSession {
                 Ok(Some((user, friends, calls, missed_calls, token_hash))) => {
                     session.me = Some(Party::from(&user));
                     crate::metrics::get().sockets_authenticated.inc();
-                    session.stranger = None;
-                    if let Some(timer) = session.auth_timeout.take() {
+                    // Gives back its place among the strangers, and its timeout.
+                    if let Some(timer) = session.arrival.take().and_then(|a| a.auth_timeout) {
                         ctx.cancel_future(timer);
                     }
-                    session.user_budget = Some(session.user_budgets.of(&user.user_id()));
                     let config = &session.state.config;
                     let welcome = ServerFrame::Welcome {
                         user: &UserView::from(&user),
@@ -589,7 +601,9 @@ impl Actor for UserSession {
                 session.close(ctx, close::AUTH_TIMEOUT, "authentication timeout");
             }
         });
-        self.auth_timeout = Some(auth_timeout);
+        if let Some(arrival) = self.arrival.as_mut() {
+            arrival.auth_timeout = Some(auth_timeout);
+        }
         let timeout = config.heartbeat_timeout;
         ctx.run_interval(config.heartbeat_interval, move |session, ctx| {
             // Silent, or sending but not reading (its pings go unanswered).
@@ -597,6 +611,13 @@ impl Actor for UserSession {
             if session.last_heard.elapsed() > timeout || session.backlog.stuck_for(now) > timeout {
                 session.close(ctx, close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
             } else {
+                let refilled = session
+                    .user_budget
+                    .as_ref()
+                    .is_some_and(|b| b.lock().unwrap_or_else(|p| p.into_inner()).is_full());
+                if refilled {
+                    session.user_budget = None;
+                }
                 let payload = session.backlog.ping(now);
                 ctx.ping(&payload);
             }
@@ -609,7 +630,7 @@ impl Actor for UserSession {
             .me
             .take()
             .map(|me| me.user)
-            .or_else(|| self.registering.take());
+            .or_else(|| self.arrival.as_ref().and_then(|a| a.registering.take()));
         if let Some(user) = registered {
             self.state.presence.do_send(Disconnect {
                 user: user.clone(),
@@ -645,10 +666,13 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
                         "too many frames per second",
                     );
                 }
-                let user_spent = self
-                    .user_budget
-                    .as_ref()
-                    .is_some_and(|b| !b.lock().unwrap_or_else(|p| p.into_inner()).take());
+                let user_spent = match (&self.me, &mut self.user_budget) {
+                    (Some(me), budget) => {
+                        let budget = budget.get_or_insert_with(|| self.user_budgets.of(&me.user));
+                        !budget.lock().unwrap_or_else(|p| p.into_inner()).take()
+                    }
+                    (None, _) => false,
+                };
                 if user_spent {
                     return self.close(
                         ctx,
@@ -679,22 +703,21 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
     }
 }
 
-impl Handler<Deliver> for UserSession {
+impl Handler<ToDevice> for UserSession {
     type Result = ();
 
-    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
-        if let Some(handle) = &self.handle {
-            handle.taken(frame.len());
+    fn handle(&mut self, message: ToDevice, ctx: &mut Self::Context) {
+        match message {
+            ToDevice::Frame(frame) => {
+                if let Some(handle) = &self.handle {
+                    handle.taken(frame.len());
+                }
+                self.text(ctx, frame);
+            }
+            ToDevice::Close(kick) => {
+                self.revoked |= kick.code == close::REVOKED;
+                self.close(ctx, kick.code, kick.reason);
+            }
         }
-        self.text(ctx, frame);
-    }
-}
-
-impl Handler<Kick> for UserSession {
-    type Result = ();
-
-    fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
-        self.revoked |= kick.code == close::REVOKED;
-        self.close(ctx, kick.code, kick.reason);
     }
 }
