@@ -223,6 +223,25 @@ pub struct Config {
     #[arg(long = "ice-server", env = "SWITCHBOARD_ICE_SERVERS", value_delimiter = ',',
           value_parser = ice_server_url)]
     pub ice_servers: Vec<String>,
+
+    /// The VAPID private key that signs Web Push requests: base64url of the 32-byte P-256
+    /// scalar (the private key `web-push generate-vapid-keys` prints). If unset, one is
+    /// generated and kept in the database, so browsers' subscriptions survive restarts.
+    #[arg(long, env = "SWITCHBOARD_VAPID_PRIVATE_KEY", hide_env_values = true,
+          value_parser = vapid_private_key)]
+    pub vapid_private_key: Option<String>,
+
+    /// Who runs this broker, for the push services (the VAPID `sub` claim): a mailto: or
+    /// https: URL. Set it to a real contact; some push services refuse placeholders.
+    #[arg(long, env = "SWITCHBOARD_VAPID_SUBJECT", default_value = "mailto:admin@localhost",
+          value_parser = vapid_subject)]
+    pub vapid_subject: String,
+
+    /// Accept Web Push subscriptions whose endpoint is plain http on a loopback address (for
+    /// tests and local push-service doubles); otherwise endpoints must be https.
+    #[arg(long, env = "SWITCHBOARD_PUSH_ALLOW_INSECURE_ENDPOINTS", default_value = "false",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub push_allow_insecure_endpoints: bool,
 }
 
 /// An inclusive range of UDP ports, written `min-max`.
@@ -255,6 +274,26 @@ fn secret(s: &str) -> Result<String, String> {
         Err("the TURN secret must not be empty (leave it unset to generate one)".into())
     } else {
         Ok(s.to_owned())
+    }
+}
+
+fn vapid_private_key(s: &str) -> Result<String, String> {
+    use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
+    match BASE64_URL_SAFE_NO_PAD.decode(s.trim().trim_end_matches('=')) {
+        Ok(bytes) if bytes.len() == 32 => Ok(s.trim().trim_end_matches('=').to_owned()),
+        _ => Err("expected the base64url of a 32-byte P-256 private key".into()),
+    }
+}
+
+fn vapid_subject(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let rest = s
+        .strip_prefix("mailto:")
+        .or_else(|| s.strip_prefix("https://"));
+    if rest.is_some_and(|r| !r.is_empty()) && !s.chars().any(|c| c.is_whitespace()) {
+        Ok(s.to_owned())
+    } else {
+        Err("expected a mailto: or https: URL".into())
     }
 }
 

@@ -23,6 +23,8 @@ pub enum ErrorCode {
     CannotFriendSelf,
     CannotBlockSelf,
     CannotCallSelf,
+    /// A Web Push subscription with a bad endpoint or keys.
+    InvalidSubscription,
     // 401
     Unauthorized,
     InvalidCredentials,
@@ -68,7 +70,7 @@ impl ErrorCode {
         match self {
             InvalidJson | InvalidRequest | InvalidUsername | InvalidPassword
             | InvalidDisplayName | InvalidCursor | InvalidFrame | InvalidSdp | CannotFriendSelf
-            | CannotBlockSelf | CannotCallSelf => StatusCode::BAD_REQUEST,
+            | CannotBlockSelf | CannotCallSelf | InvalidSubscription => StatusCode::BAD_REQUEST,
             Unauthorized | InvalidCredentials => StatusCode::UNAUTHORIZED,
             Forbidden | NotFriends | WrongPassword => StatusCode::FORBIDDEN,
             NotFound | UserNotFound | RequestNotFound | CallNotFound | FriendNotFound

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod origin;
 pub mod people;
 pub mod presence;
+pub mod push;
 pub mod rate_limit;
 pub mod severed;
 pub mod startup;

@@ -41,6 +41,19 @@ pub enum TurnRefusal {
     Quota,
 }
 
+/// What became of a Web Push.
+#[derive(Debug, Clone, Copy)]
+pub enum PushOutcome {
+    /// The push service took it (2xx).
+    Sent,
+    /// The push service said the subscription is gone (404, 410); it was deleted.
+    Gone,
+    /// Refused otherwise, unreachable, or no answer in time.
+    Failed,
+    /// Never sent: the queue was full.
+    Dropped,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub sockets_open: IntGauge,
@@ -64,6 +77,7 @@ pub struct Metrics {
     pub turn_allocations: IntGauge,
     turn_relayed_bytes: [IntCounter; 2],
     turn_refused: [IntCounter; 3],
+    pushes: [IntCounter; 4],
 }
 
 /// The broker's metrics, registered on first use.
@@ -148,6 +162,13 @@ impl Metrics {
             "Requests the embedded TURN relay refused, by reason: credentials, peer, quota.",
             &["reason"],
         );
+        let pushes = counter_vec(
+            "pushes_total",
+            "Web Pushes to browsers' push services, by outcome: sent, gone (404/410, the \
+             subscription was deleted), failed (refused, unreachable or timed out), dropped \
+             (the queue was full).",
+            &["outcome"],
+        );
         let rest_seconds = defined(HistogramVec::new(
             histogram_opts(
                 "http_request_duration_seconds",
@@ -229,6 +250,8 @@ impl Metrics {
                 .map(|direction| relayed.with_label_values(&[direction])),
             turn_refused: ["credentials", "peer", "quota"]
                 .map(|reason| refused.with_label_values(&[reason])),
+            pushes: ["sent", "gone", "failed", "dropped"]
+                .map(|outcome| pushes.with_label_values(&[outcome])),
             registry,
         }
     }
@@ -280,6 +303,11 @@ impl Metrics {
 
     /// An error frame went to a device. Errors are rare next to frames, so spelling the code
     /// and the label lookup (a read lock and a hash) are affordable here.
+    /// What became of one Web Push.
+    pub fn push(&self, outcome: PushOutcome) {
+        self.pushes[outcome as usize].inc();
+    }
+
     pub fn error_frame(&self, code: ErrorCode) {
         self.error_frames
             .with_label_values(&[code_label(code)])

@@ -12,6 +12,7 @@ use crate::error::StartupError;
 use crate::http;
 use crate::ice::Ice;
 use crate::presence::hub::{CloseAll, PresenceHub};
+use crate::push::Push;
 use crate::rate_limit::Buckets;
 use crate::state::AppState;
 use crate::time::now_ms;
@@ -26,15 +27,27 @@ use std::sync::Arc;
 /// Starts the call recorder, the presence hub and the call router, the router on its own
 /// thread. The hub and the router tell each other about busy and do-not-disturb (through
 /// `availability` recipients), so the hub's address is made before either actor starts.
-fn start_actors(config: &Config, db: &Db, ice: &Ice) -> (Addr<PresenceHub>, Addr<CallRouter>) {
+fn start_actors(
+    config: &Config,
+    db: &Db,
+    ice: &Ice,
+    push: &Push,
+) -> (Addr<PresenceHub>, Addr<CallRouter>) {
     let recorder = CallRecorder::start(db.clone());
     let hub_ctx = Context::<PresenceHub>::new();
     let hub_addr = hub_ctx.address();
     let (ring, grace) = (config.ring_timeout, config.reconnect_grace);
     let busy_listener = hub_addr.clone().recipient();
-    let router_ice = ice.clone();
+    let (router_ice, router_push) = (ice.clone(), push.clone());
     let router = CallRouter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-        CallRouter::new(busy_listener, recorder, ring, grace, router_ice)
+        CallRouter::new(
+            busy_listener,
+            recorder,
+            ring,
+            grace,
+            router_ice,
+            router_push,
+        )
     });
     let hub = PresenceHub::new(
         db.clone(),
@@ -147,7 +160,8 @@ impl Application {
         let listener = TcpListener::bind(config.listen).map_err(bind)?;
         let address = listener.local_addr().map_err(bind)?;
         let ice = Ice::start(&config, &db, address).await?;
-        let (presence, router) = start_actors(&config, &db, &ice);
+        let push = Push::start(&config, &db).await?;
+        let (presence, router) = start_actors(&config, &db, &ice, &push);
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(config.login_max_failures, config.login_window),
             registrations: registration_limit(config.registrations_per_hour),
@@ -157,6 +171,7 @@ impl Application {
             presence,
             router,
             ice: ice.clone(),
+            push,
         });
 
         let (soft, hard) = descriptors::raise_limit();

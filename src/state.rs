@@ -12,6 +12,7 @@ use crate::people::{Party, Person};
 use crate::presence::hub::{
     PresenceHub, PresenceOf, RelationChange, RelationChanged, RevokeSessions,
 };
+use crate::push::Push;
 use crate::rate_limit::Buckets;
 use crate::wire::protocol::PresenceInfo;
 use actix::Addr;
@@ -30,13 +31,17 @@ pub struct AppState {
     pub router: Addr<CallRouter>,
     /// ICE servers and credentials for clients; the embedded TURN relay if it runs.
     pub ice: Ice,
+    /// Web Push: the VAPID key, the subscriptions, the sender.
+    pub push: Push,
 }
 
 impl AppState {
-    /// These sessions no longer exist: their relay credentials die and their sockets close.
+    /// These sessions no longer exist: their relay credentials die, their push subscriptions
+    /// (deleted with them by the database) are forgotten, and their sockets close.
     pub fn sessions_revoked(&self, user: &UserId, token_hashes: Vec<String>) {
         if !token_hashes.is_empty() {
             self.ice.revoke_sessions(user, &token_hashes);
+            self.push.unsubscribed(user, &token_hashes);
             self.presence.do_send(RevokeSessions {
                 user: user.clone(),
                 token_hashes,
@@ -55,7 +60,11 @@ impl AppState {
                 self.router.send(PeersSevered { users }).await
             }
             RelationChange::Accepted => self.router.send(PeersBefriended { users }).await,
-            RelationChange::Requested => Ok(()),
+            RelationChange::Requested => {
+                self.push
+                    .friend_request(&other.user_id(), &Person::from(actor));
+                Ok(())
+            }
         };
         let told = self
             .presence

@@ -9,6 +9,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::ice::{Ice, Scope};
 use crate::ids::{CallId, DeviceId, UserId};
 use crate::people::Party;
+use crate::push::{index::SessionKey, Push};
 use crate::severed::SeveredPairs;
 use crate::time::now_ms;
 use crate::vocabulary::{Direction, LiveState, Media, SignalKind};
@@ -60,6 +61,8 @@ pub struct CallRouter {
     /// refused.
     severed: SeveredPairs,
     census: crate::census::Census<3>,
+    /// Rings closed apps by Web Push, and learns which sessions have a connected device.
+    push: Push,
 }
 
 impl CallRouter {
@@ -69,6 +72,7 @@ impl CallRouter {
         ring_timeout: Duration,
         reconnect_grace: Duration,
         ice: Ice,
+        push: Push,
     ) -> Self {
         Self {
             devices: HashMap::new(),
@@ -86,6 +90,7 @@ impl CallRouter {
             awaiting_end: None,
             severed: SeveredPairs::default(),
             census: Default::default(),
+            push,
         }
     }
 
@@ -213,6 +218,7 @@ impl CallRouter {
                 Effect::RevokeRelay(role) => {
                     self.ice.revoke(&slot.call.id, &slot.call.party(role).user);
                 }
+                Effect::Push(notice) => self.push.call(&slot.call, notice),
                 Effect::Release => {
                     released = true;
                     for party in [&slot.call.caller, &slot.call.callee] {
@@ -314,6 +320,9 @@ impl Actor for CallRouter {
 pub struct Attach {
     pub user: UserId,
     pub device: DeviceHandle,
+    /// The session the device authenticated with: its push subscription is not rung while
+    /// the device is connected.
+    pub session: SessionKey,
 }
 
 #[derive(Message)]
@@ -421,6 +430,7 @@ impl Handler<Attach> for CallRouter {
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         let device = msg.device.id();
+        self.push.attached(&msg.user, device, msg.session);
         match self.devices.entry(msg.user.clone()) {
             // Most users have one device: a list sized for it.
             Entry::Vacant(vacant) => {
@@ -462,6 +472,7 @@ impl Handler<Detach> for CallRouter {
 impl CallRouter {
     /// The device is gone: forget it, and let its call know (which may start the grace).
     fn detach(&mut self, user: UserId, device: DeviceId, revoked: bool, ctx: &mut Context<Self>) {
+        self.push.detached(&user, device);
         if let Some(devices) = self.devices.get_mut(&user) {
             devices.retain(|d| d.id() != device);
             if devices.is_empty() {
@@ -544,6 +555,7 @@ impl Handler<PlaceCall> for CallRouter {
             .unwrap_or_default();
         let busy =
             self.user_call.contains_key(&msg.callee.user) || self.dnd.contains(&msg.callee.user);
+        let pushable = !busy && self.push.can_ring(&msg.callee.user);
         let id = CallId::new();
         let invite = Invite {
             id: id.clone(),
@@ -553,6 +565,7 @@ impl Handler<PlaceCall> for CallRouter {
             media: msg.media,
             callee_devices,
             callee_busy: busy,
+            callee_pushable: pushable,
         };
         let (call, effects) = Call::invite(invite, now_ms());
         let mut slot = Slot {

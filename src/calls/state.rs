@@ -56,6 +56,8 @@ pub struct Call {
     pub ringing: BTreeSet<DeviceId>,
     /// Who sends the SDP offer once accepted.
     pub offerer: Role,
+    /// The callee's closed apps were rung by Web Push, and have not been told it stopped.
+    pub pushed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +158,23 @@ pub enum Effect {
     RevokeRelay(Role),
     /// The call is over: forget it.
     Release,
+    /// A Web Push to the callee's closed apps (`src/push/`).
+    Push(PushNotice),
+}
+
+/// What the callee's closed apps are pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushNotice {
+    /// The call rings them.
+    Incoming,
+    /// The call they were rung for stopped ringing: ended for `Some(reason)`, or answered on
+    /// one of the callee's devices (`None`). `missed` as in the history.
+    Stopped {
+        reason: Option<EndReason>,
+        missed: bool,
+    },
+    /// A missed call that was not rung by push (the app closed while it rang, say).
+    Missed,
 }
 
 /// Everything a new call starts from.
@@ -170,6 +189,8 @@ pub struct Invite {
     pub callee_devices: Vec<DeviceId>,
     /// The callee is in another call or on do-not-disturb.
     pub callee_busy: bool,
+    /// The callee has apps that are closed but can be rung by Web Push.
+    pub callee_pushable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -179,8 +200,8 @@ pub enum CallError {
 }
 
 impl Call {
-    /// A new call ringing on every device of the callee. With no callee device it ends at
-    /// once as `unavailable`; a busy callee ends it as `busy`.
+    /// A new call ringing on every device of the callee, and by push on their closed apps.
+    /// With neither it ends at once as `unavailable`; a busy callee ends it as `busy`.
     pub fn invite(invite: Invite, now: i64) -> (Call, Vec<Effect>) {
         let Invite {
             id,
@@ -190,6 +211,7 @@ impl Call {
             media,
             callee_devices: devices,
             callee_busy,
+            callee_pushable,
         } = invite;
         let mut call = Call {
             id: id.clone(),
@@ -203,6 +225,7 @@ impl Call {
             callee_device: None,
             ringing: BTreeSet::new(),
             offerer: Role::Caller,
+            pushed: false,
         };
         let mut effects = vec![Effect::Persist(Record::Created {
             id,
@@ -211,7 +234,7 @@ impl Call {
             media,
             at: now,
         })];
-        if callee_busy || devices.is_empty() {
+        if callee_busy || (devices.is_empty() && !callee_pushable) {
             let reason = if callee_busy {
                 EndReason::Busy
             } else {
@@ -226,6 +249,10 @@ impl Call {
                 Notice::Incoming,
             ));
             call.ringing.insert(device);
+        }
+        if callee_pushable {
+            call.pushed = true;
+            effects.push(Effect::Push(PushNotice::Incoming));
         }
         if let Some(d) = &call.caller_device {
             effects.push(Effect::Notify(
@@ -333,6 +360,12 @@ impl Call {
                     at: now,
                 }));
                 fx.push(Effect::SetBusy(true));
+                if std::mem::take(&mut self.pushed) {
+                    fx.push(Effect::Push(PushNotice::Stopped {
+                        reason: None,
+                        missed: false,
+                    }));
+                }
             }
             (Phase::Ringing, Event::Reject { reason }) => {
                 self.end(EndReason::Declined, reason, now, &mut fx)
@@ -441,6 +474,15 @@ impl Call {
             fx.push(Effect::RevokeRelay(Role::Caller));
             fx.push(Effect::RevokeRelay(Role::Callee));
         }
+        let missed = !was_active && reason.is_missed();
+        if std::mem::take(&mut self.pushed) {
+            fx.push(Effect::Push(PushNotice::Stopped {
+                reason: Some(reason),
+                missed,
+            }));
+        } else if missed {
+            fx.push(Effect::Push(PushNotice::Missed));
+        }
         fx.push(Effect::Release);
     }
 }
@@ -492,6 +534,7 @@ mod tests {
             media: Media::Video,
             callee_devices,
             callee_busy,
+            callee_pushable: false,
         }
     }
 
@@ -542,6 +585,84 @@ mod tests {
         );
         assert!(fx.contains(&Effect::StartRingTimer));
         assert!(matches!(fx[0], Effect::Persist(Record::Created { .. })));
+    }
+
+    fn pushes(fx: &[Effect]) -> Vec<PushNotice> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Push(p) => Some(*p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pushed_call(devices: &[&str]) -> (Call, Vec<Effect>) {
+        let mut pushable = invite(devices.iter().map(|d| dev(d)).collect(), false);
+        pushable.callee_pushable = true;
+        Call::invite(pushable, 1_000)
+    }
+
+    #[test]
+    fn a_callee_with_only_closed_apps_is_rung_by_push() {
+        let (call, fx) = pushed_call(&[]);
+        assert_eq!(call.phase, Phase::Ringing);
+        assert_eq!(pushes(&fx), vec![PushNotice::Incoming]);
+        assert_eq!(notices(&fx), vec![("a1".into(), Notice::Ringing)]);
+        assert!(fx.contains(&Effect::StartRingTimer));
+        // A device that connects while it rings can take it.
+        let (call, _) = call
+            .step(Event::DeviceJoined { device: dev("b9") }, 2)
+            .unwrap();
+        let accept = Event::Accept {
+            device: dev("b9"),
+            offerer: Role::Caller,
+            announce: false,
+        };
+        let (call, fx) = call.step(accept, 3).unwrap();
+        assert_eq!(call.phase, Phase::Active);
+        let stopped = PushNotice::Stopped {
+            reason: None,
+            missed: false,
+        };
+        assert_eq!(pushes(&fx), vec![stopped]);
+        // Told once: the end of the answered call pushes nothing more.
+        let (_, fx) = call
+            .step(
+                Event::Hangup {
+                    by: Role::Caller,
+                    reason: None,
+                },
+                4,
+            )
+            .unwrap();
+        assert!(pushes(&fx).is_empty());
+    }
+
+    #[test]
+    fn a_pushed_call_that_stops_ringing_says_why_and_whether_it_was_missed() {
+        for (event, reason, missed) in [
+            (Event::RingTimeout, EndReason::NoAnswer, true),
+            (Event::Cancel, EndReason::Cancelled, true),
+            (Event::Reject { reason: None }, EndReason::Declined, false),
+        ] {
+            let (call, _) = pushed_call(&["b1"]);
+            let (_, fx) = call.step(event, 2).unwrap();
+            let stopped = PushNotice::Stopped {
+                reason: Some(reason),
+                missed,
+            };
+            assert_eq!(pushes(&fx), vec![stopped]);
+        }
+    }
+
+    #[test]
+    fn a_missed_call_that_was_not_pushed_asks_for_a_missed_call_push() {
+        let (call, _) = ringing_call(&["b1"]);
+        let (_, fx) = call.step(Event::RingTimeout, 2).unwrap();
+        assert_eq!(pushes(&fx), vec![PushNotice::Missed]);
+        let (call, _) = ringing_call(&["b1"]);
+        let (_, fx) = call.step(Event::Reject { reason: None }, 2).unwrap();
+        assert!(pushes(&fx).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Storage: one diesel codebase over Postgres and embedded SQLite. The backend is chosen
 //! explicitly by the URL scheme, never by trying one and then the other.
 pub mod calls;
+pub mod push_subscriptions;
 pub mod relations;
 pub mod schema;
 pub mod sessions;

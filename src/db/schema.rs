@@ -68,7 +68,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    push_subscriptions (token_hash) {
+        token_hash -> Text,
+        user_id -> Text,
+        endpoint -> Text,
+        p256dh -> Text,
+        auth -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(push_subscriptions -> sessions (token_hash));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -76,5 +88,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     friendships,
     blocks,
     calls,
-    settings
+    settings,
+    push_subscriptions
 );

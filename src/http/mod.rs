@@ -10,6 +10,7 @@ pub mod input;
 pub mod me;
 pub mod metrics;
 pub mod openapi;
+pub mod push;
 pub mod security;
 pub mod users;
 pub mod web_client;
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(blocks::configure)
                 .configure(calls::configure)
                 .configure(ice::configure)
+                .configure(push::configure)
                 .configure(openapi::configure),
         );
 }

@@ -6,7 +6,7 @@
 //! JSON body can meet, and for each error response the codes it may carry, as an enum its body
 //! is held to.
 use super::input::MAX_BODY_BYTES;
-use super::{auth, blocks, calls, friends, health, ice, me, users};
+use super::{auth, blocks, calls, friends, health, ice, me, push, users};
 use crate::error::{AppError, ErrorCode};
 use actix_web::{web, HttpResponse};
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
@@ -97,6 +97,9 @@ struct ApiDoc;
     calls::get_call,
     calls::end_call,
     ice::ice_servers,
+    push::vapid_public_key,
+    push::subscribe,
+    push::unsubscribe,
     openapi_json,
 ))]
 struct V1;

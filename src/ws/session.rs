@@ -254,6 +254,7 @@ impl UserSession {
                 .send(Attach {
                     user: user.user_id(),
                     device,
+                    session: crate::push::index::SessionKey::of(&identity.token_hash),
                 })
                 .await
                 .map_err(AppError::internal)?;

@@ -1,0 +1,230 @@
+//! Delivers pushes to the browsers' push services, off every actor's path: callers queue a
+//! job and return at once (a full queue drops the job, logged); one thread encrypts, signs
+//! and POSTs them, at most [`CONCURRENCY`] at a time, each bounded by [`TIMEOUT`]. A push
+//! service that answers 404 or 410 has dropped the subscription, so it is deleted here too.
+use super::index::Index;
+use super::keys::Vapid;
+use super::subscription::Target;
+use crate::db::{self, Db};
+use crate::ids::UserId;
+use actix::Arbiter;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use web_push_native::{Auth, WebPushBuilder};
+
+/// Jobs waiting to be sent; past this, new ones are dropped.
+const QUEUE: usize = 1024;
+/// Pushes in flight at once.
+const CONCURRENCY: usize = 32;
+/// How long one push may take, connecting included.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a VAPID signature stays valid (RFC 8292 allows up to 24 h).
+const VAPID_VALIDITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// How soon the push service should deliver (RFC 8030 section 5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    High,
+    Normal,
+}
+
+impl Urgency {
+    fn as_str(self) -> &'static str {
+        match self {
+            Urgency::High => "high",
+            Urgency::Normal => "normal",
+        }
+    }
+}
+
+/// One message, encrypted separately for each subscription it goes to.
+#[derive(Debug)]
+pub struct Message {
+    /// UTF-8 JSON (docs/protocol.md, "Web Push").
+    pub payload: Vec<u8>,
+    pub urgency: Urgency,
+    /// Seconds the push service keeps it for a browser that is not reachable.
+    pub ttl: u64,
+    /// Replaces an undelivered message with the same topic (the call id).
+    pub topic: Option<String>,
+}
+
+struct Job {
+    user: UserId,
+    token_hash: Arc<str>,
+    target: Arc<Target>,
+    message: Arc<Message>,
+}
+
+struct Shared {
+    vapid: Vapid,
+    db: Db,
+    index: Arc<Mutex<Index>>,
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Sender {
+    /// Starts the sending thread.
+    pub fn start(vapid: Vapid, db: Db, index: Arc<Mutex<Index>>) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let shared = Arc::new(Shared { vapid, db, index });
+        // The thread lives as long as the process; dropping its handle does not stop it.
+        // awc's client is not Send: it is made, and lives, on that thread.
+        Arbiter::new().spawn_fn(move || {
+            actix::spawn(run(queue, shared));
+        });
+        Self { jobs }
+    }
+
+    /// Queues `message` for one subscription; never waits.
+    pub fn send(
+        &self,
+        user: &UserId,
+        token_hash: Arc<str>,
+        target: Arc<Target>,
+        message: Arc<Message>,
+    ) {
+        let job = Job {
+            user: user.clone(),
+            token_hash,
+            target,
+            message,
+        };
+        if let Err(e) = self.jobs.try_send(job) {
+            crate::metrics::get().push(crate::metrics::PushOutcome::Dropped);
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    log::warn!("push: the queue is full ({QUEUE}), a push was dropped")
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    log::error!("push: the sending thread stopped, a push was dropped")
+                }
+            }
+        }
+    }
+}
+
+async fn run(mut queue: mpsc::Receiver<Job>, shared: Arc<Shared>) {
+    let client = client();
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    while let Some(job) = queue.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (client, shared) = (client.clone(), shared.clone());
+        actix::spawn(async move {
+            deliver(&client, &shared, job).await;
+            drop(permit);
+        });
+    }
+}
+
+/// An HTTP client for https push services (the Mozilla root store, rustls on ring) and, for
+/// tests, plain http.
+fn client() -> awc::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let connector = match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => {
+            let tls = builder.with_root_certificates(roots).with_no_client_auth();
+            awc::Connector::new().rustls_0_23(Arc::new(tls))
+        }
+        Err(e) => {
+            log::error!("push: no TLS configuration ({e}); https push services are unreachable");
+            awc::Connector::new()
+        }
+    };
+    awc::Client::builder()
+        .connector(connector.timeout(TIMEOUT))
+        .timeout(TIMEOUT)
+        .disable_redirects()
+        .finish()
+}
+
+async fn deliver(client: &awc::Client, shared: &Shared, job: Job) {
+    let metrics = crate::metrics::get();
+    let target = &job.target;
+    let built = WebPushBuilder::new(
+        target.endpoint.clone(),
+        target.p256dh,
+        Auth::clone_from_slice(&target.auth),
+    )
+    .with_valid_duration(VAPID_VALIDITY)
+    .with_vapid(&shared.vapid.key, &shared.vapid.subject)
+    .build(job.message.payload.clone());
+    let request = match built {
+        Ok(request) => request,
+        Err(e) => {
+            metrics.push(crate::metrics::PushOutcome::Failed);
+            log::error!("push: cannot build a push request: {e}");
+            return;
+        }
+    };
+    let mut post = client.post(target.endpoint.to_string());
+    for (name, value) in request.headers() {
+        // The TTL is the message's own; the body's length is awc's to set.
+        if name == "ttl" || name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            post = post.insert_header((name.as_str(), value));
+        }
+    }
+    let message = &job.message;
+    post = post
+        .insert_header(("TTL", message.ttl.to_string()))
+        .insert_header(("Urgency", message.urgency.as_str()));
+    if let Some(topic) = &message.topic {
+        post = post.insert_header(("Topic", topic.as_str()));
+    }
+    let sent = tokio::time::timeout(TIMEOUT, post.send_body(request.into_body())).await;
+    let status = match sent {
+        Ok(Ok(response)) => response.status(),
+        Ok(Err(e)) => {
+            metrics.push(crate::metrics::PushOutcome::Failed);
+            log::warn!("push: sending to {} failed: {e}", host(target));
+            return;
+        }
+        Err(_) => {
+            metrics.push(crate::metrics::PushOutcome::Failed);
+            log::warn!("push: {} did not answer within {TIMEOUT:?}", host(target));
+            return;
+        }
+    };
+    if status.is_success() {
+        metrics.push(crate::metrics::PushOutcome::Sent);
+    } else if status.as_u16() == 404 || status.as_u16() == 410 {
+        metrics.push(crate::metrics::PushOutcome::Gone);
+        log::info!(
+            "push: {} dropped a subscription ({status}); deleting it",
+            host(target)
+        );
+        if let Ok(mut index) = shared.index.lock() {
+            index.prune(&job.user, &job.token_hash, &target.endpoint);
+        }
+        let (hash, endpoint) = (job.token_hash.to_string(), target.endpoint.to_string());
+        let deleted = shared
+            .db
+            .run(move |conn| db::push_subscriptions::delete_gone(conn, &hash, &endpoint))
+            .await;
+        if let Err(e) = deleted {
+            log::warn!("push: a dropped subscription stays stored: {e}");
+        }
+    } else {
+        metrics.push(crate::metrics::PushOutcome::Failed);
+        log::warn!("push: {} refused a push: {status}", host(target));
+    }
+}
+
+/// The push service's host, for logs: the rest of an endpoint identifies a browser.
+fn host(target: &Target) -> &str {
+    target.endpoint.host().unwrap_or("?")
+}
