@@ -31,6 +31,7 @@ on_both_databases!(
     cancel_and_no_answer_follow_ups_are_missed_calls,
     only_closed_apps_are_pushed_and_answered_elsewhere_clears_them,
     a_push_service_that_hangs_delays_nothing,
+    a_follow_up_waits_for_the_ring_it_follows,
     a_subscription_the_push_service_dropped_is_deleted,
     logout_and_unsubscribe_remove_the_subscription,
     a_missed_call_reaches_an_app_closed_while_it_rang,
@@ -45,6 +46,8 @@ enum Answer {
     Created,
     Gone,
     Never,
+    /// Each push waits for [`Double::release`] before 201.
+    Held,
 }
 
 /// A push that reached the double, checked and decrypted.
@@ -70,6 +73,8 @@ struct Double {
     subscribers: Mutex<Subscribers>,
     /// Checked pushes, or what was wrong with one.
     received: mpsc::UnboundedSender<Result<Received, String>>,
+    /// Lets one held push be answered.
+    release: tokio::sync::Notify,
 }
 
 struct PushService {
@@ -96,6 +101,7 @@ impl PushService {
                 ..Default::default()
             }),
             received: tx,
+            release: tokio::sync::Notify::new(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address").to_string();
@@ -189,6 +195,10 @@ async fn receive(req: HttpRequest, body: web::Bytes, double: web::Data<Double>) 
         (false, _) => HttpResponse::Unauthorized().finish(),
         (true, Some(Answer::Gone)) => HttpResponse::Gone().finish(),
         (true, Some(Answer::Never)) => std::future::pending().await,
+        (true, Some(Answer::Held)) => {
+            double.release.notified().await;
+            HttpResponse::Created().finish()
+        }
         (true, _) => HttpResponse::Created().finish(),
     }
 }
@@ -577,6 +587,23 @@ async fn a_push_service_that_hangs_delays_nothing(backend: Backend) {
     );
 }
 
+async fn a_follow_up_waits_for_the_ring_it_follows(backend: Backend) {
+    let mut f = friends(backend, RING).await;
+    f.push
+        .subscribe(&f.app, &f.ben, "ben-phone", Answer::Held)
+        .await;
+    let (mut amy_ws, _) = f.app.ws_login(&f.amy).await;
+    let id = invite(&mut amy_ws, "ben").await;
+    assert_eq!(f.push.next().await.payload, incoming(&id));
+    amy_ws
+        .ok(json!({"type": "call.cancel", "call_id": id}))
+        .await;
+    // The ring is still being delivered: its follow-up waits rather than overtake it.
+    f.push.expect_none(Duration::from_millis(300)).await;
+    f.push.double.release.notify_one();
+    assert_eq!(f.push.next().await.payload, stopped(&id, "cancelled", true));
+}
+
 async fn subscriptions_stored(app: &TestApp) -> i64 {
     use diesel::prelude::*;
     use switchboard::db::{schema::push_subscriptions, DbConn};
@@ -647,6 +674,31 @@ async fn logout_and_unsubscribe_remove_the_subscription(backend: Backend) {
     invite(&mut amy_ws, "ben").await;
     assert_eq!(
         amy_ws.recv_type("call.ended").await["reason"],
+        "unavailable"
+    );
+    f.push.expect_none(Duration::from_millis(300)).await;
+
+    // A password change ends every other session, and their subscriptions with them.
+    let phone = login(&f.app, "ben").await;
+    f.push
+        .subscribe(&f.app, &phone, "ben-phone-2", Answer::Created)
+        .await;
+    let changed = f
+        .app
+        .request(
+            awc::http::Method::PUT,
+            "/api/v1/me/password",
+            Some(&f.ben),
+            Some(json!({"old_password": "password-ben", "new_password": "another-password-ben"})),
+        )
+        .await;
+    assert_eq!(changed.status, 204, "{}", changed.body);
+    assert_eq!(subscriptions_stored(&f.app).await, 0);
+    let id = invite(&mut amy_ws, "ben").await;
+    assert_eq!(
+        amy_ws
+            .recv_where(|f| f["type"] == "call.ended" && f["call_id"] == id.as_str())
+            .await["reason"],
         "unavailable"
     );
     f.push.expect_none(Duration::from_millis(300)).await;

@@ -105,6 +105,19 @@ async fn subscribe(
         .run(move |conn| db::push_subscriptions::replace(conn, &row))
         .await?;
     state.push.subscribed(&me.user_id(), &me.token_hash, target);
+    // A logout that deleted the session (and the row with it) just before the line above
+    // found nothing to forget in memory: look again now that a later one will find it.
+    let hash = me.token_hash.clone();
+    let live = state
+        .db
+        .run(move |conn| db::sessions::is_live(conn, &hash, now_ms()))
+        .await?;
+    if !live {
+        state
+            .push
+            .unsubscribed(&me.user_id(), std::slice::from_ref(&me.token_hash));
+        return Err(AppError::unauthorized());
+    }
     Ok(HttpResponse::Created().json(Empty {}))
 }
 

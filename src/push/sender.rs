@@ -1,13 +1,18 @@
 //! Delivers pushes to the browsers' push services, off every actor's path: callers queue a
 //! job and return at once (a full queue drops the job, logged); one thread encrypts, signs
-//! and POSTs them, at most [`CONCURRENCY`] at a time, each bounded by [`TIMEOUT`]. A push
-//! service that answers 404 or 410 has dropped the subscription, so it is deleted here too.
+//! and POSTs them, at most [`CONCURRENCY`] at a time, each bounded by [`TIMEOUT`]. Pushes to
+//! one subscription go one after the other, so a call's follow-up never overtakes its ring
+//! (and leaves a ringing notification behind). A push service that answers 404 or 410 has
+//! dropped the subscription, so it is deleted here too.
 use super::index::Index;
 use super::keys::Vapid;
 use super::subscription::Target;
 use crate::db::{self, Db};
 use crate::ids::UserId;
 use actix::Arbiter;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -17,6 +22,8 @@ use web_push_native::{Auth, WebPushBuilder};
 const QUEUE: usize = 1024;
 /// Pushes in flight at once.
 const CONCURRENCY: usize = 32;
+/// Pushes that may wait behind one in flight to the same subscription.
+const LANE: usize = 16;
 /// How long one push may take, connecting included.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a VAPID signature stays valid (RFC 8292 allows up to 24 h).
@@ -109,16 +116,45 @@ impl Sender {
     }
 }
 
+/// Per subscription (by session) with a push in flight: the pushes waiting behind it.
+type Lanes = Rc<RefCell<HashMap<Arc<str>, VecDeque<Job>>>>;
+
 async fn run(mut queue: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let client = client();
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let lanes = Lanes::default();
     while let Some(job) = queue.recv().await {
+        {
+            let mut lanes = lanes.borrow_mut();
+            if let Some(waiting) = lanes.get_mut(&job.token_hash) {
+                if waiting.len() < LANE {
+                    waiting.push_back(job);
+                } else {
+                    crate::metrics::get().push(crate::metrics::PushOutcome::Dropped);
+                    log::warn!("push: {LANE} pushes wait for one subscription; one was dropped");
+                }
+                continue;
+            }
+            lanes.insert(job.token_hash.clone(), VecDeque::new());
+        }
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let (client, shared) = (client.clone(), shared.clone());
+        let (client, shared, lanes) = (client.clone(), shared.clone(), lanes.clone());
         actix::spawn(async move {
-            deliver(&client, &shared, job).await;
+            let mut job = job;
+            loop {
+                let lane = job.token_hash.clone();
+                deliver(&client, &shared, job).await;
+                let mut lanes = lanes.borrow_mut();
+                match lanes.get_mut(&lane).and_then(VecDeque::pop_front) {
+                    Some(next) => job = next,
+                    None => {
+                        lanes.remove(&lane);
+                        break;
+                    }
+                }
+            }
             drop(permit);
         });
     }
