@@ -33,6 +33,7 @@ on_both_databases!(
     a_push_service_that_hangs_delays_nothing,
     a_follow_up_waits_for_the_ring_it_follows,
     a_subscription_the_push_service_dropped_is_deleted,
+    an_expired_sessions_browser_is_not_pushed,
     logout_and_unsubscribe_remove_the_subscription,
     a_missed_call_reaches_an_app_closed_while_it_rang,
     a_friend_request_to_someone_without_an_open_app_is_pushed,
@@ -642,6 +643,41 @@ async fn a_subscription_the_push_service_dropped_is_deleted(backend: Backend) {
         amy_ws.recv_type("call.ended").await,
         json!({"type": "call.ended", "call_id": id, "reason": "unavailable"})
     );
+}
+
+async fn an_expired_sessions_browser_is_not_pushed(backend: Backend) {
+    let lifetime = Duration::from_secs(2);
+    let app = spawn_app_with(backend, |c| {
+        c.push_allow_insecure_endpoints = true;
+        c.vapid_subject = SUBJECT.into();
+        c.ring_timeout = RING;
+        c.session_lifetime = lifetime;
+    })
+    .await;
+    let amy = app.register("amy").await;
+    let ben = app.register("ben").await;
+    app.befriend(&amy, "ben", &ben, "amy").await;
+    let mut push = PushService::start(&app).await;
+    push.subscribe(&app, &ben, "ben-phone", Answer::Created)
+        .await;
+    // Amy's socket stays authenticated; Ben's session runs out meanwhile.
+    let (mut amy_ws, _) = app.ws_login(&amy).await;
+    actix_rt::time::sleep(lifetime + Duration::from_millis(100)).await;
+
+    let id = invite(&mut amy_ws, "ben").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while subscriptions_stored(&app).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscription stayed"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    push.expect_none(Duration::from_millis(300)).await;
+    amy_ws
+        .ok(json!({"type": "call.cancel", "call_id": id}))
+        .await;
+    push.expect_none(Duration::from_millis(300)).await;
 }
 
 async fn logout_and_unsubscribe_remove_the_subscription(backend: Backend) {
