@@ -6,7 +6,7 @@
 import { MediaCall, getLocalMedia } from './media-call.js';
 import { watchQuality } from './quality.js';
 import { trackConstraints } from './devices.js';
-import { notifyIncoming } from './notify.js';
+import { notifyIncoming, closeCallNotification } from './notify.js';
 import { formatClock } from './ui.js';
 import { toast } from './screens.js';
 import {
@@ -560,6 +560,7 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     if (!ringing || ringing.phase !== 'incoming') return;
     ringing.notification?.close();
     ringing.notification = null;
+    closeCallNotification(ringing.id);
     ringtone.stop();
     ringtone.unlock();
     ringing.phase = 'connecting';
@@ -671,6 +672,7 @@ export function createCalls({ api, realtime, ringtone, displayName, friendStatus
     clearTimeout(current.disconnectTimer);
     current.watcher?.stop();
     current.notification?.close();
+    if (current.direction === 'incoming') closeCallNotification(current.id);
     current.sharing?.track.stop();
     current.media?.close();
     if (!current.media) for (const track of current.localStream?.getTracks() ?? []) track.stop();

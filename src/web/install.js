@@ -2,6 +2,8 @@
 // offline, call notifications by push), shows "Install app" while the browser offers installing,
 // and hands the page what the worker tells it (accept the call from a notification).
 
+import { toast } from './screens.js';
+
 let offer = null; // The browser's beforeinstallprompt event, while it offers installing.
 
 function renderInstall() {
@@ -15,6 +17,15 @@ export function registerServiceWorker(onMessage) {
     if (event.data && typeof event.data === 'object') onMessage(event.data);
   });
   navigator.serviceWorker.startMessages();
+  // A worker of a newer build took over (the broker was upgraded): this page still runs the
+  // older code until it is reloaded. The first worker taking over a fresh page is no news.
+  let controlled = Boolean(navigator.serviceWorker.controller);
+  navigator.serviceWorker.addEventListener('controllerchange', () => {
+    const first = !controlled;
+    controlled = true;
+    if (first) return;
+    toast('Switchboard was updated.', { reason: 'updated', timeout: 60_000, action: { label: 'Reload', run: () => location.reload() } });
+  });
   navigator.serviceWorker.register('/sw.js', { scope: '/' }).catch((error) => {
     console.warn('the service worker did not register', error?.message);
   });

@@ -37,6 +37,18 @@ export function notifyIncoming(call, { onClick }) {
   }
 }
 
+/** The service worker's notification of call `id` goes: the call stopped ringing on this page
+ * (answered, declined or over), so a notification pushed for it has nothing left to offer. */
+export async function closeCallNotification(id) {
+  if (!id || !('serviceWorker' in navigator)) return;
+  try {
+    const registration = await navigator.serviceWorker.getRegistration('/');
+    for (const notification of (await registration?.getNotifications({ tag: id })) ?? []) notification.close();
+  } catch {
+    // Nothing to close.
+  }
+}
+
 /** The offer on the home screen: call notifications until they are on, else tab alerts until
  * answered either way; never after a "no". */
 function renderNotifyOffer() {

@@ -194,7 +194,9 @@ self.addEventListener('push', (event) => {
   } catch {
     message = null;
   }
-  event.waitUntil(onPush(message));
+  event.waitUntil(
+    Promise.resolve(onPush(message)).catch((error) => console.warn('push not shown', error)),
+  );
 });
 
 // ---------------------------------------------------------------- notification clicks
