@@ -130,12 +130,12 @@ fn web_client_makes_video_calls_in_chromium() {
 /// The installable app: no installability errors, the service worker's push notifications
 /// (delivered through the DevTools protocol), a call that rings the closed app by push and is
 /// accepted from its notification, and the offline shell. A loopback HTTP server in run.mjs
-/// stands in for the browser's push service.
+/// stands in for the browser's push service, hence the insecure (http) push endpoints.
 #[test]
 fn web_client_installs_and_rings_by_push_in_chromium() {
     run(Suite {
         name: "app",
-        broker_args: "",
+        broker_args: "--push-allow-insecure-endpoints true",
     });
 }
 

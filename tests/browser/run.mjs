@@ -1083,14 +1083,39 @@ async function notificationsOf(page, tag) {
   }, tag ?? null);
 }
 
-async function untilNotification(page, tag, test, what) {
-  const deadline = Date.now() + STEP_TIMEOUT_MS;
+async function untilNotification(page, tag, test, what, timeout = STEP_TIMEOUT_MS) {
+  const deadline = Date.now() + timeout;
   let last = [];
   for (;;) {
     last = await notificationsOf(page, tag);
     if (test(last)) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (notifications: ${JSON.stringify(last)})`);
+    if (Date.now() > deadline) {
+      const worker = page.context().serviceWorkers().pop();
+      const seen = await worker
+        ?.evaluate(async () => ({ permission: Notification.permission, tags: (await self.registration.getNotifications()).map((n) => n.tag) }))
+        .catch((error) => error.message);
+      throw new Error(`timed out waiting for ${what} (notifications: ${JSON.stringify(last)}; in the worker: ${JSON.stringify(seen)})`);
+    }
     await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Delivers `payload` and waits until the notifications tagged `tag` pass `test`. Now and then
+ * headless Chromium drops a push handed over by the DevTools protocol before the worker sees it
+ * (the worker's handler never runs, its permission is granted), so an unhandled push is handed
+ * over again, as a push service redelivers; the worker's handling is idempotent (one
+ * notification per tag).
+ */
+async function deliverUntil(deliver, payload, page, tag, test, what) {
+  for (let attempt = 1; ; attempt += 1) {
+    await deliver(payload);
+    try {
+      return await untilNotification(page, tag, test, what, attempt < 3 ? 4000 : STEP_TIMEOUT_MS);
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      log(`the push for ${what} was not handled within 4 s; delivering it again`);
+    }
   }
 }
 
@@ -1219,22 +1244,16 @@ async function appScenarios(context) {
   // ---- (b) A push delivered through the DevTools protocol shows the incoming-call notification.
   const deliver = await pushDeliverer(context, carol);
   const ids = Array.from({ length: 3 }, () => randomBytes(16).toString('hex'));
-  await deliver({ type: 'call.incoming', call_id: ids[0], from: 'amy', display_name: 'Amy', media: 'video' });
-  const [ringing] = await untilNotification(carol, ids[0], (list) => list.length === 1, 'the incoming-call notification');
+  const [ringing] = await deliverUntil(deliver, { type: 'call.incoming', call_id: ids[0], from: 'amy', display_name: 'Amy', media: 'video' }, carol, ids[0], (list) => list.length === 1, 'the incoming-call notification');
   check(ringing.title === 'Amy is calling' && ringing.body === 'Incoming video call on Switchboard', `the notification names the caller (${JSON.stringify(ringing)})`);
   check(ringing.actions.join() === 'accept,decline', `it has Accept and Decline (${ringing.actions})`);
   check(ringing.requireInteraction && ringing.renotify, 'it stays until answered and rings again when renewed');
   check(ringing.data?.url === `/?accept=${ids[0]}`, `a click opens the app to accept it (${JSON.stringify(ringing.data)})`);
-  await deliver({ type: 'call.ended', call_id: ids[0], from: 'amy', display_name: 'Amy', reason: 'cancelled', missed: true });
-  await untilNotification(carol, ids[0], (list) => list.length === 1 && list[0].title === 'Missed call from Amy' && list[0].actions.length === 0, 'the missed-call notification in its place');
-  await deliver({ type: 'call.incoming', call_id: ids[1], from: 'cat', display_name: 'Cat', media: 'audio' });
-  await untilNotification(carol, ids[1], (list) => list[0]?.body === 'Incoming audio call on Switchboard', 'an audio call notification');
-  await deliver({ type: 'call.ended', call_id: ids[1], from: 'cat', display_name: 'Cat', reason: 'answered_elsewhere', missed: false });
-  await untilNotification(carol, ids[1], (list) => list.length === 0, 'the notification of a call answered elsewhere to go');
-  await deliver({ type: 'call.missed', call_id: ids[2], from: 'dan', display_name: '', media: 'audio' });
-  await untilNotification(carol, ids[2], (list) => list[0]?.title === 'Missed call from dan', 'a missed call (by username when there is no display name)');
-  await deliver({ type: 'friend.request', from: { username: 'cat', display_name: 'Cat' } });
-  await untilNotification(carol, 'friend-cat', (list) => list[0]?.title === 'Cat wants to be your friend', 'the friend-request notification');
+  await deliverUntil(deliver, { type: 'call.ended', call_id: ids[0], from: 'amy', display_name: 'Amy', reason: 'cancelled', missed: true }, carol, ids[0], (list) => list.length === 1 && list[0].title === 'Missed call from Amy' && list[0].actions.length === 0, 'the missed-call notification in its place');
+  await deliverUntil(deliver, { type: 'call.incoming', call_id: ids[1], from: 'cat', display_name: 'Cat', media: 'audio' }, carol, ids[1], (list) => list[0]?.body === 'Incoming audio call on Switchboard', 'an audio call notification');
+  await deliverUntil(deliver, { type: 'call.ended', call_id: ids[1], from: 'cat', display_name: 'Cat', reason: 'answered_elsewhere', missed: false }, carol, ids[1], (list) => list.length === 0, 'the notification of a call answered elsewhere to go');
+  await deliverUntil(deliver, { type: 'call.missed', call_id: ids[2], from: 'dan', display_name: '', media: 'audio' }, carol, ids[2], (list) => list[0]?.title === 'Missed call from dan', 'a missed call (by username when there is no display name)');
+  await deliverUntil(deliver, { type: 'friend.request', from: { username: 'cat', display_name: 'Cat' } }, carol, 'friend-cat', (list) => list[0]?.title === 'Cat wants to be your friend', 'the friend-request notification');
   await carol.evaluate(async () => (await (await navigator.serviceWorker.ready).getNotifications()).forEach((n) => n.close()));
   pass('pushes delivered through the DevTools protocol: incoming call (Accept, Decline), replaced by "Missed call", closed when answered elsewhere, missed call, friend request');
 
@@ -1258,13 +1277,6 @@ async function appScenarios(context) {
   pass('with the broker unreachable, a reload opens the app from its cache with an offline banner; it reconnects once the broker is back');
 
   // ---- (c) A call rings Carol's closed app by push; she accepts it from the notification.
-  // TODO(issue 13): the broker's half of Web Push is being built alongside; until it serves the
-  // VAPID key this part can't run, and says so.
-  if ((await fetch(`${BASE}/api/v1/push/vapid-public-key`)).status === 404) {
-    log('NOT RUN: a call ringing the closed app by push (the broker has no /api/v1/push routes yet)');
-    pushService.close();
-    return;
-  }
   const other = await context.browser().newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
   const dave = await openPage(other, 'dave');
   await register(dave, 'dave', 'Dave Lister');
@@ -1300,20 +1312,13 @@ async function appScenarios(context) {
     incoming.type === 'call.incoming' && incoming.call_id === callId && incoming.from === 'dave' && incoming.display_name === 'Dave Lister' && incoming.media === 'video',
     `the push says who calls (${JSON.stringify(incoming)})`,
   );
-  await deliverToClosedApp(incoming);
-  await untilNotification(driver, callId, (list) => list[0]?.title === 'Dave Lister is calling', "the notification of Dave's call");
-  const worker = context.serviceWorkers().find((w) => w.url() === `${BASE}/sw.js`);
-  check(worker, 'the service worker runs');
-  await worker.evaluate(async (tag) => {
-    const [notification] = await self.registration.getNotifications({ tag });
-    await handleNotificationClick(notification, 'decline');
-  }, callId);
+  await deliverUntil(deliverToClosedApp, incoming, driver, callId, (list) => list[0]?.title === 'Dave Lister is calling', "the notification of Dave's call");
+  await clickNotification(context, callId, 'decline');
   const declinedByPush = await toast(dave, 'declined');
   check(declinedByPush === 'Carol Danvers declined the call.', `Decline on the notification declines the call (got "${declinedByPush}")`);
   const followUp = decryptPush((await pushService.next('the end of the first call')).body, keys);
   check(followUp.type === 'call.ended' && followUp.call_id === callId && followUp.missed === false, `a declined call's follow-up push clears its notification (${JSON.stringify(followUp)})`);
-  await deliverToClosedApp(followUp);
-  await untilNotification(driver, callId, (list) => list.length === 0, 'no notification left for the declined call');
+  await deliverUntil(deliverToClosedApp, followUp, driver, callId, (list) => list.length === 0, 'no notification left for the declined call');
   await endedScreenGone(dave);
   pass("a call to Carol's closed app rings by push (encrypted, VAPID-signed, Urgency high, Topic and TTL); Decline on its notification declines it");
 
@@ -1324,8 +1329,7 @@ async function appScenarios(context) {
   const secondId = await dave.evaluate(() => window.switchboard.call.id);
   const second = decryptPush((await pushService.next('the second call')).body, keys);
   check(second.call_id === secondId, 'the second call is pushed too');
-  await deliverToClosedApp(second);
-  const [toAccept] = await untilNotification(driver, secondId, (list) => list.length === 1, "the second call's notification");
+  const [toAccept] = await deliverUntil(deliverToClosedApp, second, driver, secondId, (list) => list.length === 1, "the second call's notification");
   const answered = await openPage(context, 'carol-from-notification', { path: toAccept.data.url });
   await callPhase(answered, 'active', 'Carol');
   await callPhase(dave, 'active', 'Dave');
@@ -1333,11 +1337,27 @@ async function appScenarios(context) {
   await remoteVideoPlays(dave, 'Dave');
   log(`framesDecoded for Carol after accepting from the notification: ${carolFrames}`);
   check(answered.url() === `${BASE}/`, `the page forgets ?accept= once the call is accepted (${answered.url()})`);
+  await untilNotification(driver, secondId, (list) => list.length === 0, 'the notification of the accepted call to go');
   await shot(answered, 'accepted-from-notification-desktop');
   pass('the app opened from the notification (/?accept=<call>) signs in, connects and accepts the call; video plays (framesDecoded > 0)');
   await answered.click('#call-hangup');
   await toast(dave, 'completed');
   await endedScreenGone(answered);
+
+  // With the app open, Accept on a call's notification answers it there.
+  await clearToasts(dave);
+  await dave.click('#friend-list [data-user="carol"] .call-video');
+  await visible(answered, '#incoming');
+  const thirdId = await dave.evaluate(() => window.switchboard.call.id);
+  await deliverUntil(deliverToClosedApp, { type: 'call.incoming', call_id: thirdId, from: 'dave', display_name: 'Dave Lister', media: 'video' }, driver, thirdId, (list) => list.length === 1, "the third call's notification");
+  await clickNotification(context, thirdId, 'accept');
+  await callPhase(answered, 'active', 'Carol');
+  await callPhase(dave, 'active', 'Dave');
+  await untilNotification(driver, thirdId, (list) => list.length === 0, 'the notification to go once clicked');
+  await answered.click('#call-hangup');
+  await toast(dave, 'completed');
+  await endedScreenGone(answered);
+  pass('Accept on a notification while the app is open answers the call in that window');
 
   // ---- Signing out ends the push subscription, on the broker and in the browser.
   const signOutRequests = [];
@@ -1351,6 +1371,21 @@ async function appScenarios(context) {
   check(after.local === null && after.mirrored === null, `sign-out clears both copies of the token (${JSON.stringify(after)})`);
   pass('sign-out deletes the push subscription and unsubscribes, and clears the mirrored token');
   pushService.close();
+}
+
+/** Runs the service worker's handler for a click on the notification of call `tag` (`action`:
+ * the button, '' for the notification itself), as the browser does when it is clicked: headless
+ * Chromium shows no notification to click. */
+async function clickNotification(context, tag, action) {
+  const worker = context.serviceWorkers().filter((w) => w.url() === `${BASE}/sw.js`).pop();
+  check(worker, 'the service worker runs');
+  await worker.evaluate(
+    async ([t, a]) => {
+      const [notification] = await self.registration.getNotifications({ tag: t });
+      await handleNotificationClick(notification, a);
+    },
+    [tag, action],
+  );
 }
 
 /** `from` asks `to` (signed in on `toPage`) to be friends and `to` accepts, over the REST API. */
