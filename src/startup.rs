@@ -55,6 +55,7 @@ fn start_actors(
         config.reconnect_grace,
         config.max_devices_per_user,
         router.clone().recipient(),
+        push.clone(),
     );
     // The hub lives on the thread that builds the application (the system arbiter).
     hub_ctx.run(hub);

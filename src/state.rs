@@ -60,11 +60,7 @@ impl AppState {
                 self.router.send(PeersSevered { users }).await
             }
             RelationChange::Accepted => self.router.send(PeersBefriended { users }).await,
-            RelationChange::Requested => {
-                self.push
-                    .friend_request(&other.user_id(), &Person::from(actor));
-                Ok(())
-            }
+            RelationChange::Requested => Ok(()),
         };
         let told = self
             .presence

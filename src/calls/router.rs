@@ -29,6 +29,15 @@ struct Slot {
     grace: [Option<SpawnHandle>; 2],
 }
 
+/// The sessions of `user`'s connected devices: their push subscriptions are not rung, the
+/// devices are.
+fn open_sessions(devices: &HashMap<UserId, Vec<DeviceHandle>>, user: &UserId) -> Vec<SessionKey> {
+    devices
+        .get(user)
+        .map(|ds| ds.iter().map(|d| *d.session_key()).collect())
+        .unwrap_or_default()
+}
+
 fn role_index(role: Role) -> usize {
     match role {
         Role::Caller => 0,
@@ -218,7 +227,10 @@ impl CallRouter {
                 Effect::RevokeRelay(role) => {
                     self.ice.revoke(&slot.call.id, &slot.call.party(role).user);
                 }
-                Effect::Push(notice) => self.push.call(&slot.call, notice),
+                Effect::Push(notice) => {
+                    let open = open_sessions(&self.devices, &slot.call.callee.user);
+                    self.push.call(&slot.call, notice, &open);
+                }
                 Effect::Release => {
                     released = true;
                     for party in [&slot.call.caller, &slot.call.callee] {
@@ -320,9 +332,6 @@ impl Actor for CallRouter {
 pub struct Attach {
     pub user: UserId,
     pub device: DeviceHandle,
-    /// The session the device authenticated with: its push subscription is not rung while
-    /// the device is connected.
-    pub session: SessionKey,
 }
 
 #[derive(Message)]
@@ -430,7 +439,6 @@ impl Handler<Attach> for CallRouter {
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         let device = msg.device.id();
-        self.push.attached(&msg.user, device, msg.session);
         match self.devices.entry(msg.user.clone()) {
             // Most users have one device: a list sized for it.
             Entry::Vacant(vacant) => {
@@ -472,7 +480,6 @@ impl Handler<Detach> for CallRouter {
 impl CallRouter {
     /// The device is gone: forget it, and let its call know (which may start the grace).
     fn detach(&mut self, user: UserId, device: DeviceId, revoked: bool, ctx: &mut Context<Self>) {
-        self.push.detached(&user, device);
         if let Some(devices) = self.devices.get_mut(&user) {
             devices.retain(|d| d.id() != device);
             if devices.is_empty() {
@@ -555,7 +562,11 @@ impl Handler<PlaceCall> for CallRouter {
             .unwrap_or_default();
         let busy =
             self.user_call.contains_key(&msg.callee.user) || self.dnd.contains(&msg.callee.user);
-        let pushable = !busy && self.push.can_ring(&msg.callee.user);
+        let pushable = !busy
+            && self.push.can_ring(
+                &msg.callee.user,
+                &open_sessions(&self.devices, &msg.callee.user),
+            );
         let id = CallId::new();
         let invite = Invite {
             id: id.clone(),

@@ -7,6 +7,7 @@ use crate::db::Db;
 use crate::error::{AppError, ErrorCode};
 use crate::ids::{DeviceId, UserId};
 use crate::people::Person;
+use crate::push::Push;
 use crate::severed::SeveredPairs;
 use crate::time::now_ms;
 use crate::vocabulary::{ChosenStatus, PresenceStatus};
@@ -19,11 +20,12 @@ use std::time::{Duration, Instant};
 
 struct Online {
     username: String,
-    /// Connected devices, each with its session's token hash. A handful at most
+    /// Connected devices (each knows its session). A handful at most
     /// (`--max-devices-per-user`), so a list, sized for one, not a map.
-    devices: Vec<(DeviceHandle, HashKey)>,
+    devices: Vec<DeviceHandle>,
     status: ChosenStatus,
-    message: Option<String>,
+    /// Boxed rather than a `String`: a word less keeps the entry in a smaller size class.
+    message: Option<Box<str>>,
     busy: bool,
     /// Read once per connect and only walked after that (a change is one push or removal), so a
     /// list: no hash table per online user.
@@ -41,7 +43,7 @@ impl Online {
             } else {
                 self.status.into()
             },
-            message: self.message.clone(),
+            message: self.message.as_deref().map(String::from),
             last_seen: None,
         }
     }
@@ -65,6 +67,8 @@ pub struct PresenceHub {
     db: Db,
     /// Told whenever a user's do-not-disturb state changes, so the router can refuse calls.
     dnd_listener: Recipient<DndChanged>,
+    /// Friend requests to users with no open app go out as pushes.
+    push: Push,
     census: crate::census::Census<2>,
     /// Users who went offline and when, not written to the database yet.
     last_seen: Vec<(UserId, i64)>,
@@ -82,8 +86,10 @@ impl PresenceHub {
         call_grace: Duration,
         max_devices: usize,
         dnd_listener: Recipient<DndChanged>,
+        push: Push,
     ) -> Self {
         Self {
+            push,
             users: HashMap::new(),
             severed: SeveredPairs::default(),
             stuck: std::cell::RefCell::default(),
@@ -100,7 +106,7 @@ impl PresenceHub {
 
     fn deliver_to_user(&self, user: &UserId, frame: &bytestring::ByteString) {
         if let Some(online) = self.users.get(user) {
-            for (device, _) in &online.devices {
+            for device in &online.devices {
                 if !device.send(frame.clone()) {
                     self.stuck.borrow_mut().push((user.clone(), device.id()));
                 }
@@ -121,7 +127,7 @@ impl PresenceHub {
         let Some(online) = self.users.get_mut(&user) else {
             return;
         };
-        let Some(at) = online.devices.iter().position(|(d, _)| d.id() == device) else {
+        let Some(at) = online.devices.iter().position(|d| d.id() == device) else {
             return;
         };
         online.devices.swap_remove(at);
@@ -245,7 +251,6 @@ pub struct Connect {
     pub user: UserId,
     pub username: String,
     pub device: DeviceHandle,
-    pub token_hash: String,
     pub friends: Vec<UserId>,
 }
 
@@ -358,9 +363,7 @@ impl PresenceHub {
             .into_iter()
             .filter(|f| !severed.contains(&msg.user, f, now))
             .collect();
-        online
-            .devices
-            .push((msg.device, token::key(&msg.token_hash)));
+        online.devices.push(msg.device);
         let friends: Vec<UserId> = online.friends.to_vec();
         if is_new {
             let info = online.info();
@@ -398,7 +401,7 @@ impl PresenceHub {
         };
         let was_dnd = online.status == ChosenStatus::Dnd;
         online.status = msg.status;
-        online.message = msg.message;
+        online.message = msg.message.map(String::into_boxed_str);
         let info = online.info();
         let is_dnd = msg.status == ChosenStatus::Dnd;
         if was_dnd != is_dnd {
@@ -459,6 +462,10 @@ impl PresenceHub {
         match msg.change {
             RelationChange::Requested => {
                 self.deliver_to_user(&b, &ServerFrame::FriendRequest { from: &a_person }.encode());
+                // No open app to show it: ring their closed ones, if they have any.
+                if self.users.get(&b).is_none_or(|o| o.devices.is_empty()) {
+                    self.push.friend_request(&b, &a_person);
+                }
             }
             RelationChange::Accepted => {
                 self.severed.restore(&a, &b);
@@ -521,8 +528,8 @@ impl Handler<RevokeSessions> for PresenceHub {
             return;
         };
         let revoked: HashSet<HashKey> = msg.token_hashes.iter().map(|h| token::key(h)).collect();
-        for (device, key) in &online.devices {
-            if revoked.contains(key) {
+        for device in &online.devices {
+            if revoked.contains(device.session_key()) {
                 device.kick(Kick {
                     code: close::REVOKED,
                     reason: "session revoked",
@@ -551,7 +558,7 @@ impl Handler<CloseAll> for PresenceHub {
     /// Closes every socket and records everyone online as last seen now.
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> Self::Result {
         for online in self.users.values() {
-            for (device, _) in &online.devices {
+            for device in &online.devices {
                 device.kick(Kick {
                     code: close::SHUTDOWN,
                     reason: "server shutting down",

@@ -1,29 +1,17 @@
 //! What the broker knows, in memory, to decide who gets a push without a database query: each
-//! user's subscriptions (one per session), which sessions have a connected device, and which
-//! sessions were rung by push for each ringing call. Loaded at start from the database,
-//! changed by the REST handlers and session deletion (subscriptions) and by the call router
-//! (devices). Bounded by the sessions and connected devices that exist.
+//! user's subscriptions (one per session), and which sessions were rung by push for each
+//! ringing call. Loaded at start from the database, changed by the REST handlers and session
+//! deletion. Which sessions have a device connected is not kept here: the actors that own the
+//! devices (the router, the hub) say so when they ask. Bounded by the sessions that exist.
 use super::subscription::Target;
-use crate::ids::{CallId, DeviceId, UserId};
+use crate::auth::token::{self, HashKey};
+use crate::ids::{CallId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A session, as the index tells sessions apart: the first 64 bits of its token hash (a
-/// SHA-256), so a connected device costs a few bytes here rather than a copy of the hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionKey(u64);
-
-impl SessionKey {
-    pub fn of(token_hash: &str) -> Self {
-        let head = token_hash.get(..16).unwrap_or(token_hash);
-        Self(u64::from_str_radix(head, 16).unwrap_or_else(|_| {
-            // Not a hex hash (never, for real sessions): still a stable key.
-            token_hash.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            })
-        }))
-    }
-}
+/// A session, as the index tells sessions apart: the key of its token hash, the same key a
+/// connected device carries (`DeviceHandle::session_key`).
+pub type SessionKey = HashKey;
 
 /// One session's subscription.
 #[derive(Clone)]
@@ -36,8 +24,6 @@ pub struct Subscribed {
 #[derive(Default)]
 pub struct Index {
     subscriptions: HashMap<UserId, Vec<Subscribed>>,
-    /// Connected devices of users, with their session.
-    devices: HashMap<UserId, Vec<(DeviceId, SessionKey)>>,
     /// Ringing calls that were pushed: the callee and the sessions that got the push.
     rung: HashMap<CallId, (UserId, Vec<SessionKey>)>,
 }
@@ -45,7 +31,7 @@ pub struct Index {
 impl Index {
     /// Sets the session's subscription, replacing its earlier one.
     pub fn subscribe(&mut self, user: &UserId, token_hash: &str, target: Target) {
-        let key = SessionKey::of(token_hash);
+        let key = token::key(token_hash);
         let list = self.subscriptions.entry(user.clone()).or_default();
         list.retain(|s| &*s.token_hash != token_hash);
         list.push(Subscribed {
@@ -76,34 +62,17 @@ impl Index {
         }
     }
 
-    pub fn attached(&mut self, user: &UserId, device: DeviceId, session: SessionKey) {
-        self.devices
-            .entry(user.clone())
-            .or_default()
-            .push((device, session));
-    }
-
-    pub fn detached(&mut self, user: &UserId, device: DeviceId) {
-        if let Some(list) = self.devices.get_mut(user) {
-            list.retain(|(d, _)| *d != device);
-            if list.is_empty() {
-                self.devices.remove(user);
-            }
-        }
-    }
-
-    /// Whether `user` has no connected device at all.
-    pub fn is_away(&self, user: &UserId) -> bool {
-        !self.devices.contains_key(user)
-    }
-
-    /// The subscriptions of `user` whose session has no connected device.
-    pub fn closed(&self, user: &UserId) -> Vec<Subscribed> {
-        let devices = self.devices.get(user);
-        let open = |key: SessionKey| devices.is_some_and(|ds| ds.iter().any(|(_, s)| *s == key));
+    /// The subscriptions of `user` whose session is not among `open`, the sessions of the
+    /// user's connected devices.
+    pub fn closed(&self, user: &UserId, open: &[SessionKey]) -> Vec<Subscribed> {
         self.subscriptions
             .get(user)
-            .map(|list| list.iter().filter(|s| !open(s.key)).cloned().collect())
+            .map(|list| {
+                list.iter()
+                    .filter(|s| !open.contains(&s.key))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -150,17 +119,12 @@ mod tests {
         let (phone, laptop) = ("a".repeat(64), "b".repeat(64));
         index.subscribe(&ben, &phone, target());
         index.subscribe(&ben, &laptop, target());
-        assert!(index.is_away(&ben));
-        assert_eq!(index.closed(&ben).len(), 2);
-        let tab = DeviceId::from(7);
-        index.attached(&ben, tab, SessionKey::of(&laptop));
-        let closed = index.closed(&ben);
+        assert_eq!(index.closed(&ben, &[]).len(), 2);
+        let closed = index.closed(&ben, &[token::key(&laptop)]);
         assert_eq!(closed.len(), 1);
         assert_eq!(&*closed[0].token_hash, phone);
-        index.detached(&ben, tab);
-        assert_eq!(index.closed(&ben).len(), 2);
         index.unsubscribe(&ben, &[phone]);
-        assert_eq!(index.closed(&ben).len(), 1);
+        assert_eq!(index.closed(&ben, &[]).len(), 1);
     }
 
     #[test]
@@ -170,8 +134,8 @@ mod tests {
         index.subscribe(&ben, &session, target());
         let gone: http::Uri = "https://push.example.com/old".parse().unwrap();
         index.prune(&ben, &session, &gone);
-        assert_eq!(index.closed(&ben).len(), 1);
+        assert_eq!(index.closed(&ben, &[]).len(), 1);
         index.prune(&ben, &session, &target().endpoint);
-        assert!(index.closed(&ben).is_empty());
+        assert!(index.closed(&ben, &[]).is_empty());
     }
 }

@@ -12,7 +12,7 @@ use crate::calls::state::{Call, PushNotice};
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::error::StartupError;
-use crate::ids::{DeviceId, UserId};
+use crate::ids::UserId;
 use crate::people::Person;
 use crate::time::now_ms;
 use index::{Index, SessionKey, Subscribed};
@@ -88,28 +88,21 @@ impl Push {
         self.index().unsubscribe(user, token_hashes);
     }
 
-    /// A device of `user` connected with the session `session` (the router's `Attach`).
-    pub fn attached(&self, user: &UserId, device: DeviceId, session: SessionKey) {
-        self.index().attached(user, device, session);
+    /// Whether an invite to `user` would ring at least one closed app: a subscription whose
+    /// session is not among `open`, the sessions of the user's connected devices.
+    pub fn can_ring(&self, user: &UserId, open: &[SessionKey]) -> bool {
+        !self.index().closed(user, open).is_empty()
     }
 
-    pub fn detached(&self, user: &UserId, device: DeviceId) {
-        self.index().detached(user, device);
-    }
-
-    /// Whether an invite to `user` would ring at least one closed app.
-    pub fn can_ring(&self, user: &UserId) -> bool {
-        !self.index().closed(user).is_empty()
-    }
-
-    /// Executes a push the call state machine asked for.
-    pub fn call(&self, call: &Call, notice: PushNotice) {
+    /// Executes a push the call state machine asked for; `open` are the sessions of the
+    /// callee's connected devices.
+    pub fn call(&self, call: &Call, notice: PushNotice, open: &[SessionKey]) {
         let callee = &call.callee;
         let (targets, message) = {
             let mut index = self.index();
             match notice {
                 PushNotice::Incoming => {
-                    let targets = index.closed(&callee.user);
+                    let targets = index.closed(&callee.user, open);
                     let sessions = targets.iter().map(|s| s.key).collect();
                     index.rang(&call.id, &callee.user, sessions);
                     let payload = json!({
@@ -146,10 +139,11 @@ impl Push {
                     )
                 }
                 PushNotice::Missed => {
-                    if !index.is_away(&callee.user) {
+                    // Only for a callee with no open app: an open one lists the missed call.
+                    if !open.is_empty() {
                         return;
                     }
-                    let targets = index.closed(&callee.user);
+                    let targets = index.closed(&callee.user, open);
                     let payload = json!({
                         "type": "call.missed",
                         "call_id": call.id,
@@ -167,15 +161,9 @@ impl Push {
         self.send(&callee.user, targets, message);
     }
 
-    /// `from` asked `user` to be friends: a push if `user` has no open app.
+    /// `from` asked `user`, who has no open app (the hub knows), to be friends.
     pub fn friend_request(&self, user: &UserId, from: &Person) {
-        let targets = {
-            let index = self.index();
-            if !index.is_away(user) {
-                return;
-            }
-            index.closed(user)
-        };
+        let targets = self.index().closed(user, &[]);
         let payload = json!({"type": "friend.request", "from": from});
         let message = self.message(payload, Urgency::Normal, KEEP_NOTICES, None);
         self.send(user, targets, message);

@@ -10,6 +10,7 @@ use super::subscription::Target;
 use crate::db::{self, Db};
 use crate::ids::UserId;
 use actix::Arbiter;
+use hyper_util::client::legacy::connect::HttpConnector;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -81,7 +82,6 @@ impl Sender {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared { vapid, db, index });
         // The thread lives as long as the process; dropping its handle does not stop it.
-        // awc's client is not Send: it is made, and lives, on that thread.
         Arbiter::new().spawn_fn(move || {
             actix::spawn(run(queue, shared));
         });
@@ -160,32 +160,41 @@ async fn run(mut queue: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     }
 }
 
-/// An HTTP client for https push services (the Mozilla root store, rustls on ring) and, for
-/// tests, plain http.
-fn client() -> awc::Client {
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<HttpConnector>,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
+/// An HTTP/1.1 client for https push services (the Mozilla root store, rustls on ring) and,
+/// for tests, plain http. It follows no redirects.
+fn client() -> Client {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let connector = match rustls::ClientConfig::builder_with_provider(provider)
+    let tls = match rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
     {
-        Ok(builder) => {
-            let tls = builder.with_root_certificates(roots).with_no_client_auth();
-            awc::Connector::new().rustls_0_23(Arc::new(tls))
-        }
+        Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
         Err(e) => {
             log::error!("push: no TLS configuration ({e}); https push services are unreachable");
-            awc::Connector::new()
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
         }
     };
-    awc::Client::builder()
-        .connector(connector.timeout(TIMEOUT))
-        .timeout(TIMEOUT)
-        .disable_redirects()
-        .finish()
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(TIMEOUT));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
 }
 
-async fn deliver(client: &awc::Client, shared: &Shared, job: Job) {
+async fn deliver(client: &Client, shared: &Shared, job: Job) {
     let metrics = crate::metrics::get();
     let target = &job.target;
     // A session that expired is signed out: its browser hears nothing more, and its
@@ -217,24 +226,24 @@ async fn deliver(client: &awc::Client, shared: &Shared, job: Job) {
             return;
         }
     };
-    let mut post = client.post(target.endpoint.to_string());
-    for (name, value) in request.headers() {
-        // The TTL is the message's own; the body's length is awc's to set.
-        if name == "ttl" || name == http::header::CONTENT_LENGTH {
-            continue;
-        }
-        if let Ok(value) = value.to_str() {
-            post = post.insert_header((name.as_str(), value));
-        }
-    }
+    let (mut parts, body) = request.into_parts();
     let message = &job.message;
-    post = post
-        .insert_header(("TTL", message.ttl.to_string()))
-        .insert_header(("Urgency", message.urgency.as_str()));
-    if let Some(topic) = &message.topic {
-        post = post.insert_header(("Topic", topic.as_str()));
+    let headers = &mut parts.headers;
+    // The TTL is the message's own.
+    headers.insert("ttl", http::HeaderValue::from(message.ttl));
+    headers.insert(
+        "urgency",
+        http::HeaderValue::from_static(message.urgency.as_str()),
+    );
+    if let Some(topic) = message
+        .topic
+        .as_deref()
+        .and_then(|t| http::HeaderValue::from_str(t).ok())
+    {
+        headers.insert("topic", topic);
     }
-    let sent = tokio::time::timeout(TIMEOUT, post.send_body(request.into_body())).await;
+    let post = http::Request::from_parts(parts, http_body_util::Full::from(body));
+    let sent = tokio::time::timeout(TIMEOUT, client.request(post)).await;
     let status = match sent {
         Ok(Ok(response)) => response.status(),
         Ok(Err(e)) => {

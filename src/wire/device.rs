@@ -8,6 +8,7 @@
 //! [`MAX_QUEUED`] the device is *stuck*, further frames are dropped, and it is told to close;
 //! the router and the presence hub treat a stuck device as one that left (its call enters the
 //! reconnect grace, its user goes offline after the presence grace if it was the last one).
+use crate::auth::token::HashKey;
 use crate::ids::DeviceId;
 use crate::wire::close;
 use actix::prelude::*;
@@ -44,6 +45,9 @@ pub struct DeviceHandle(Arc<Device>);
 
 struct Device {
     id: DeviceId,
+    /// The session the device authenticated with, by its token hash's key: the hub closes the
+    /// devices of revoked sessions, and push skips sessions that have a device connected.
+    session_key: HashKey,
     session: Recipient<ToDevice>,
     /// Bytes queued for the device that its session has not written out yet.
     queued: AtomicUsize,
@@ -51,9 +55,10 @@ struct Device {
 }
 
 impl DeviceHandle {
-    pub fn new(id: DeviceId, session: Recipient<ToDevice>) -> Self {
+    pub fn new(id: DeviceId, session_key: HashKey, session: Recipient<ToDevice>) -> Self {
         Self(Arc::new(Device {
             id,
+            session_key,
             session,
             queued: AtomicUsize::new(0),
             stuck: AtomicBool::new(false),
@@ -62,6 +67,11 @@ impl DeviceHandle {
 
     pub fn id(&self) -> DeviceId {
         self.0.id
+    }
+
+    /// The key of the token hash of the session the device authenticated with.
+    pub fn session_key(&self) -> &HashKey {
+        &self.0.session_key
     }
 
     /// Queues `frame` for the device; `false` once it is stuck (the frame is dropped).

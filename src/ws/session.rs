@@ -7,6 +7,7 @@ use super::frame_budget::{FrameBudget, SharedBudget, UserBudgets};
 use super::frame_guard::Oversized;
 use super::strangers::Ticket;
 use crate::auth::identity::authenticate;
+use crate::auth::token;
 use crate::calls::router::{ActOnCall, Attach, CallAction, Detach, PlaceCall, RelaySignal};
 use crate::db;
 use crate::error::{AppError, ErrorCode};
@@ -33,8 +34,9 @@ const MAX_STATUS_MESSAGE: usize = 140;
 pub struct UserSession {
     state: web::Data<AppState>,
     device: DeviceId,
-    /// The socket's user, once `auth` succeeded.
-    me: Option<Party>,
+    /// The socket's user, once `auth` succeeded. Boxed: the actor lives inside its socket's
+    /// context, one allocation whose size class a few words can tip.
+    me: Option<Box<Party>>,
     /// What the socket holds until `welcome`, dropped then: an idle authenticated socket
     /// carries none of it.
     arrival: Option<Box<Arrival>>,
@@ -212,10 +214,13 @@ impl UserSession {
         arrival.authenticating = true;
         let registering = arrival.registering.clone();
         let state = self.state.clone();
-        let device = DeviceHandle::new(self.device, ctx.address().recipient());
-        self.handle = Some(device.clone());
+        let (device_id, recipient) = (self.device, ctx.address().recipient());
         let work = async move {
             let identity = authenticate(&state.db, state.config.session_lifetime, &token).await?;
+            // Frames the hubs send it wait in the mailbox until this work is done (`ctx.wait`),
+            // so the session holds the handle before it takes any of them.
+            let session_key = token::key(&identity.token_hash);
+            let device = DeviceHandle::new(device_id, session_key, recipient);
             let user = identity.user.clone();
             let (friends, missed) = {
                 let (id, seen) = (user.user_id(), user.calls_seen_at);
@@ -236,7 +241,6 @@ impl UserSession {
                     user: user.user_id(),
                     username: user.username.clone(),
                     device: device.clone(),
-                    token_hash: identity.token_hash.clone(),
                     friends: friends.iter().map(|f| f.user_id()).collect(),
                 })
                 .await
@@ -253,8 +257,7 @@ impl UserSession {
                 .router
                 .send(Attach {
                     user: user.user_id(),
-                    device,
-                    session: crate::push::index::SessionKey::of(&identity.token_hash),
+                    device: device.clone(),
                 })
                 .await
                 .map_err(AppError::internal)?;
@@ -278,7 +281,7 @@ impl UserSession {
                     display_name: f.display_name,
                 })
                 .collect();
-            Ok::<_, AppError>(Some((user, friends, calls, missed, token_hash)))
+            Ok::<_, AppError>(Some((user, friends, calls, missed, token_hash, device)))
         };
         ctx.wait(work.into_actor(self).map(move |result, session, ctx| {
             if let Some(arrival) = session.arrival.as_mut() {
@@ -291,8 +294,9 @@ impl UserSession {
                     session.send_error(ctx, &id, &err);
                     session.close(ctx, close::REVOKED, "session revoked");
                 }
-                Ok(Some((user, friends, calls, missed_calls, token_hash))) => {
-                    session.me = Some(Party::from(&user));
+                Ok(Some((user, friends, calls, missed_calls, token_hash, device))) => {
+                    session.handle = Some(device);
+                    session.me = Some(Box::new(Party::from(&user)));
                     crate::metrics::get().sockets_authenticated.inc();
                     // Gives back its place among the strangers, and its timeout.
                     if let Some(timer) = session.arrival.take().and_then(|a| a.auth_timeout) {
@@ -453,7 +457,7 @@ impl UserSession {
                     return session.send_error(ctx, &id, &err);
                 }
             };
-            let Some(caller) = session.me.clone() else {
+            let Some(caller) = session.me.as_deref().cloned() else {
                 session.inviting = false;
                 return;
             };
