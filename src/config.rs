@@ -279,8 +279,14 @@ fn secret(s: &str) -> Result<String, String> {
 
 fn vapid_private_key(s: &str) -> Result<String, String> {
     use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
-    match BASE64_URL_SAFE_NO_PAD.decode(s.trim().trim_end_matches('=')) {
-        Ok(bytes) if bytes.len() == 32 => Ok(s.trim().trim_end_matches('=').to_owned()),
+    let key = s.trim().trim_end_matches('=');
+    match BASE64_URL_SAFE_NO_PAD.decode(key) {
+        Ok(bytes)
+            if bytes.len() == 32
+                && web_push_native::p256::SecretKey::from_slice(&bytes).is_ok() =>
+        {
+            Ok(key.to_owned())
+        }
         _ => Err("expected the base64url of a 32-byte P-256 private key".into()),
     }
 }
@@ -345,5 +351,20 @@ mod tests {
             config.listen,
             "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn vapid_settings_are_checked_when_parsed() {
+        use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
+        let key = BASE64_URL_SAFE_NO_PAD.encode([7u8; 32]);
+        assert_eq!(vapid_private_key(&format!(" {key}= ")), Ok(key));
+        // Zero is no private key, and a key has 32 bytes.
+        assert!(vapid_private_key(&BASE64_URL_SAFE_NO_PAD.encode([0u8; 32])).is_err());
+        assert!(vapid_private_key(&BASE64_URL_SAFE_NO_PAD.encode([7u8; 31])).is_err());
+        assert!(vapid_private_key("not base64!").is_err());
+        assert!(vapid_subject("mailto:ops@example.com").is_ok());
+        assert!(vapid_subject("https://example.com/contact").is_ok());
+        assert!(vapid_subject("ops@example.com").is_err());
+        assert!(vapid_subject("mailto:").is_err());
     }
 }

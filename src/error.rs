@@ -235,4 +235,6 @@ pub enum StartupError {
     },
     #[error("cannot start {0}: its thread stopped")]
     ThreadStopped(&'static str),
+    #[error("the VAPID private key kept in the database is not a P-256 private key")]
+    VapidKey,
 }

@@ -3,7 +3,7 @@
 //! the TURN secret, so browsers' subscriptions (made for its public key) survive restarts.
 use crate::config::Config;
 use crate::db::{self, Db};
-use crate::error::{AppError, StartupError};
+use crate::error::StartupError;
 use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
 use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike, ES256KeyPair};
 
@@ -33,11 +33,7 @@ impl Vapid {
             .decode(encoded.trim_end_matches('='))
             .ok()
             .and_then(|bytes| ES256KeyPair::from_bytes(&bytes).ok())
-            .ok_or_else(|| {
-                StartupError::Database(AppError::internal(
-                    "the VAPID private key is not a P-256 private key",
-                ))
-            })?;
+            .ok_or(StartupError::VapidKey)?;
         let public_key =
             BASE64_URL_SAFE_NO_PAD.encode(key.public_key().public_key().to_bytes_uncompressed());
         Ok(Self {
