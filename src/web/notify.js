@@ -71,9 +71,11 @@ async function subscribeForCalls(api) {
     localStorage.setItem(PUSH_KEY, '1');
     return true;
   } catch (error) {
+    console.warn('push subscription', error?.name, error?.message);
+    // Offline: the broker still has the subscription it had, and the next sign-in tries again.
+    if (error?.code === 'network') return false;
     pushFailed = true;
     localStorage.removeItem(PUSH_KEY);
-    console.warn('push subscription', error?.name, error?.message);
     return false;
   }
 }

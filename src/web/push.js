@@ -2,6 +2,9 @@
 // registered with the broker for the signed-in session (POST /api/v1/push/subscriptions) and
 // dropped on sign-out. The service worker (sw.js) shows what the pushes say.
 
+/** How long subscribing waits for the service worker (it never comes if registering failed). */
+const READY_TIMEOUT_MS = 10_000;
+
 /** The browser can be rung by push: a service worker, the Push API and notifications. */
 export const pushSupported = () =>
   'serviceWorker' in navigator && 'PushManager' in window && typeof window.Notification === 'function';
@@ -32,7 +35,12 @@ async function currentSubscription() {
 export async function subscribe(api) {
   const { public_key: publicKey } = await api.vapidPublicKey();
   const key = keyBytes(publicKey);
-  const registration = await navigator.serviceWorker.ready;
+  const registration = await Promise.race([
+    navigator.serviceWorker.ready,
+    new Promise((_, reject) => {
+      setTimeout(() => reject(new Error('the service worker is not running')), READY_TIMEOUT_MS);
+    }),
+  ]);
   let subscription = await registration.pushManager.getSubscription();
   if (subscription && !sameBytes(subscription.options?.applicationServerKey, key)) {
     await subscription.unsubscribe();
