@@ -23,12 +23,16 @@ pub fn hash(token: &str) -> String {
     out
 }
 
-/// A token hash as what is kept in memory per socket: 32 bytes rather than its 64 hex
-/// characters in a string of their own. Two keys are equal exactly when the hashes are.
-pub type HashKey = [u8; 32];
+/// A token hash as what is kept in memory per socket: 128 bits of its SHA-256 rather than its
+/// 64 hex characters in a string of their own. Two keys of different hashes collide with a
+/// probability of 2^-128, and keys are only ever compared among one user's sessions.
+pub type HashKey = [u8; 16];
 
 pub fn key(hash: &str) -> HashKey {
-    Sha256::digest(hash.as_bytes()).into()
+    let digest = Sha256::digest(hash.as_bytes());
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
 }
 
 #[cfg(test)]

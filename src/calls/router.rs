@@ -29,9 +29,13 @@ struct Slot {
     grace: [Option<SpawnHandle>; 2],
 }
 
+/// A user's connected devices: a handful at most, changed only when one connects or leaves, so a
+/// boxed slice (two words in the table, where a `Vec` takes three).
+type Devices = Box<[DeviceHandle]>;
+
 /// The sessions of `user`'s connected devices: their push subscriptions are not rung, the
 /// devices are.
-fn open_sessions(devices: &HashMap<UserId, Vec<DeviceHandle>>, user: &UserId) -> Vec<SessionKey> {
+fn open_sessions(devices: &HashMap<UserId, Devices>, user: &UserId) -> Vec<SessionKey> {
     devices
         .get(user)
         .map(|ds| ds.iter().map(|d| *d.session_key()).collect())
@@ -47,7 +51,7 @@ fn role_index(role: Role) -> usize {
 
 pub struct CallRouter {
     /// Connected devices per user, oldest first.
-    devices: HashMap<UserId, Vec<DeviceHandle>>,
+    devices: HashMap<UserId, Devices>,
     calls: HashMap<CallId, Slot>,
     /// The one call each user is part of (ringing or active).
     user_call: HashMap<UserId, CallId>,
@@ -312,7 +316,7 @@ impl Actor for CallRouter {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(crate::census::EVERY, |router, _| {
-            let devices = router.devices.values().map(Vec::len).sum();
+            let devices = router.devices.values().map(|d| d.len()).sum();
             router.census.report(
                 "call router",
                 [
@@ -440,11 +444,14 @@ impl Handler<Attach> for CallRouter {
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         let device = msg.device.id();
         match self.devices.entry(msg.user.clone()) {
-            // Most users have one device: a list sized for it.
             Entry::Vacant(vacant) => {
-                vacant.insert(vec![msg.device]);
+                vacant.insert(Box::new([msg.device]));
             }
-            Entry::Occupied(mut devices) => devices.get_mut().push(msg.device),
+            Entry::Occupied(mut devices) => {
+                let mut list = std::mem::take(devices.get_mut()).into_vec();
+                list.push(msg.device);
+                *devices.get_mut() = list.into_boxed_slice();
+            }
         }
         let Some(id) = self.user_call.get(&msg.user).cloned() else {
             return MessageResult(vec![]);
@@ -481,9 +488,12 @@ impl CallRouter {
     /// The device is gone: forget it, and let its call know (which may start the grace).
     fn detach(&mut self, user: UserId, device: DeviceId, revoked: bool, ctx: &mut Context<Self>) {
         if let Some(devices) = self.devices.get_mut(&user) {
-            devices.retain(|d| d.id() != device);
-            if devices.is_empty() {
+            let mut list = std::mem::take(devices).into_vec();
+            list.retain(|d| d.id() != device);
+            if list.is_empty() {
                 self.devices.remove(&user);
+            } else {
+                *devices = list.into_boxed_slice();
             }
         }
         if let Some(id) = self.user_call.get(&user).cloned() {
