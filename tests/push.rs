@@ -738,6 +738,24 @@ async fn logout_and_unsubscribe_remove_the_subscription(backend: Backend) {
         "unavailable"
     );
     f.push.expect_none(Duration::from_millis(300)).await;
+
+    // Deleting the account ends every session, and every subscription with them.
+    f.push
+        .subscribe(&f.app, &f.ben, "ben-laptop-2", Answer::Created)
+        .await;
+    assert_eq!(subscriptions_stored(&f.app).await, 1);
+    let deleted = f
+        .app
+        .request(
+            awc::http::Method::DELETE,
+            "/api/v1/me",
+            Some(&f.ben),
+            Some(json!({"password": "another-password-ben"})),
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert_eq!(subscriptions_stored(&f.app).await, 0);
+    f.push.expect_none(Duration::from_millis(300)).await;
 }
 
 async fn a_missed_call_reaches_an_app_closed_while_it_rang(backend: Backend) {
@@ -772,21 +790,24 @@ async fn a_missed_call_reaches_an_app_closed_while_it_rang(backend: Backend) {
     );
 }
 
+async fn ask_to_be_friends(app: &TestApp, token: &str, username: &str) {
+    let asked = app
+        .post(
+            "/api/v1/friends/requests",
+            token,
+            json!({"username": username}),
+        )
+        .await;
+    assert_eq!(asked.status, 201, "{}", asked.body);
+}
+
 async fn a_friend_request_to_someone_without_an_open_app_is_pushed(backend: Backend) {
     let mut f = friends(backend, RING).await;
     let cat = f.app.register("cat").await;
     f.push
         .subscribe(&f.app, &cat, "cat-phone", Answer::Created)
         .await;
-    let asked = f
-        .app
-        .post(
-            "/api/v1/friends/requests",
-            &f.amy,
-            json!({"username": "cat"}),
-        )
-        .await;
-    assert_eq!(asked.status, 201, "{}", asked.body);
+    ask_to_be_friends(&f.app, &f.amy, "cat").await;
     let push = f.push.next().await;
     assert_eq!(
         push.payload,
@@ -796,15 +817,7 @@ async fn a_friend_request_to_someone_without_an_open_app_is_pushed(backend: Back
 
     // With the app open, the socket tells; no push.
     let (mut cat_ws, _) = f.app.ws_login(&cat).await;
-    let asked = f
-        .app
-        .post(
-            "/api/v1/friends/requests",
-            &f.ben,
-            json!({"username": "cat"}),
-        )
-        .await;
-    assert_eq!(asked.status, 201, "{}", asked.body);
+    ask_to_be_friends(&f.app, &f.ben, "cat").await;
     cat_ws.recv_type("friend.request").await;
     f.push.expect_none(Duration::from_millis(300)).await;
 }
