@@ -201,9 +201,10 @@ async fn a_users_devices_share_one_frame_budget(backend: Backend) {
     let (mut phone, _) = app.ws_login(&amy).await;
     let (mut laptop, _) = app.ws_login(&amy).await;
     let (mut ben_ws, _) = app.ws_login(&ben).await;
+    // The broker may close Amy's sockets before the burst is over: those sends may fail.
     for _ in 0..30 {
-        phone.send(json!({"type": "ping"})).await;
-        laptop.send(json!({"type": "ping"})).await;
+        phone.try_send(json!({"type": "ping"})).await;
+        laptop.try_send(json!({"type": "ping"})).await;
         ben_ws.send(json!({"type": "ping"})).await;
     }
     let (a, b) = futures_util::join!(
