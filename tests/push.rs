@@ -86,19 +86,11 @@ struct PushService {
 
 impl PushService {
     async fn start(app: &TestApp) -> Self {
-        let key = app
-            .request(
-                awc::http::Method::GET,
-                "/api/v1/push/vapid-public-key",
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(key.status, 200, "{}", key.body);
+        let vapid = vapid_key(app).await;
         let (tx, received) = mpsc::unbounded_channel();
         let double = Arc::new(Double {
             subscribers: Mutex::new(Subscribers {
-                vapid: key.body["public_key"].as_str().expect("key").to_owned(),
+                vapid,
                 ..Default::default()
             }),
             received: tx,
@@ -337,17 +329,9 @@ async fn a_given_vapid_key_is_the_one_served(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.vapid_private_key = Some(private)).await;
     let secret = SecretKey::from_slice(&[7u8; 32]).expect("key");
     let expected = secret.public_key().to_encoded_point(false);
-    let reply = app
-        .request(
-            awc::http::Method::GET,
-            "/api/v1/push/vapid-public-key",
-            None,
-            None,
-        )
-        .await;
     assert_eq!(
-        reply.body,
-        json!({"public_key": BASE64_URL_SAFE_NO_PAD.encode(expected.as_bytes())})
+        vapid_key(&app).await,
+        BASE64_URL_SAFE_NO_PAD.encode(expected.as_bytes())
     );
 }
 
