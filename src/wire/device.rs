@@ -2,6 +2,13 @@
 //! from outside, a frame to write or an order to close. Hubs depend on this, never on the
 //! concrete session actor.
 //!
+//! The recipient is weak. A strong one is a sender of the session's mailbox with allocations of
+//! its own (~112 bytes held for the socket's life); a weak one is a pointer, upgraded for each
+//! message (a few small allocations per frame, next to the frame's own). The session does not
+//! need senders to live: its socket's stream keeps it running, as in a bare actix-web-actors
+//! socket; once it has stopped, upgrading fails and the message is dropped, as a send to a
+//! stopped actor would be.
+//!
 //! Frames for a device wait in its session's mailbox until the session writes them out, and a
 //! session whose client does not read stops being run at all once its socket is full. So the
 //! handle counts the bytes it has queued that the session has not taken yet: past
@@ -12,6 +19,7 @@ use crate::auth::token::HashKey;
 use crate::ids::DeviceId;
 use crate::wire::close;
 use actix::prelude::*;
+use actix::WeakRecipient;
 use bytestring::ByteString;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -48,14 +56,22 @@ struct Device {
     /// The session the device authenticated with, by its token hash's key: the hub closes the
     /// devices of revoked sessions, and push skips sessions that have a device connected.
     session_key: HashKey,
-    session: Recipient<ToDevice>,
+    session: WeakRecipient<ToDevice>,
     /// Bytes queued for the device that its session has not written out yet.
     queued: AtomicUsize,
     stuck: AtomicBool,
 }
 
+impl Device {
+    fn deliver(&self, message: ToDevice) {
+        if let Some(session) = self.session.upgrade() {
+            session.do_send(message);
+        }
+    }
+}
+
 impl DeviceHandle {
-    pub fn new(id: DeviceId, session_key: HashKey, session: Recipient<ToDevice>) -> Self {
+    pub fn new(id: DeviceId, session_key: HashKey, session: WeakRecipient<ToDevice>) -> Self {
         Self(Arc::new(Device {
             id,
             session_key,
@@ -90,7 +106,7 @@ impl DeviceHandle {
             });
             return false;
         }
-        device.session.do_send(ToDevice::Frame(frame));
+        device.deliver(ToDevice::Frame(frame));
         true
     }
 
@@ -101,6 +117,6 @@ impl DeviceHandle {
 
     /// Tells the session to close its socket.
     pub fn kick(&self, kick: Kick) {
-        self.0.session.do_send(ToDevice::Close(kick));
+        self.0.deliver(ToDevice::Close(kick));
     }
 }

@@ -68,6 +68,12 @@ impl Backlog {
         }
     }
 
+    /// Whether the client has shown it read everything and no ping is out: a new backlog would
+    /// be the same.
+    pub fn settled(&self) -> bool {
+        self.unread() == 0 && self.pings.is_empty()
+    }
+
     /// Bytes sent that the client has not shown it read.
     pub fn unread(&self) -> u64 {
         self.sent - self.read

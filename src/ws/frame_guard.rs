@@ -6,30 +6,27 @@
 //! the limit, before any of that payload is buffered. Bytes pass through untouched.
 use actix_web::error::PayloadError;
 use actix_web::web::Bytes;
+use actix_web_actors::ws::ProtocolError;
 use futures_util::Stream;
-use std::cell::Cell;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 /// A header is at most 2 bytes, an 8-byte extended length and a 4-byte mask.
 const MAX_HEADER: usize = 14;
 
-/// Set once the guard has cut a stream for an oversized frame; the session reads it to close
-/// with 1009 rather than as a protocol error.
-#[derive(Clone, Default)]
-pub struct Oversized(Rc<Cell<bool>>);
+/// What the guard's error says when it cuts a stream. actix-web-actors hands a stream error to
+/// the session as `ProtocolError::Io` carrying only its text, so the text is how the session
+/// tells a cut (close 1009) from a broken stream; nothing else puts it on the socket's stream.
+const CUT: &str = "switchboard frame guard: a frame over the size limit";
 
-impl Oversized {
-    pub fn happened(&self) -> bool {
-        self.0.get()
-    }
+/// Whether the session's stream error is the guard cutting an oversized frame.
+pub fn cut_oversized(err: &ProtocolError) -> bool {
+    matches!(err, ProtocolError::Io(e) if e.to_string().contains(CUT))
 }
 
 pub struct FrameGuard<S> {
     inner: S,
     limit: u64,
-    oversized: Oversized,
     /// Header bytes of the frame being read, until the header is complete.
     header: [u8; MAX_HEADER],
     header_len: usize,
@@ -41,19 +38,16 @@ pub struct FrameGuard<S> {
 }
 
 impl<S> FrameGuard<S> {
-    pub fn new(inner: S, limit: usize) -> (Self, Oversized) {
-        let oversized = Oversized::default();
-        let guard = Self {
+    pub fn new(inner: S, limit: usize) -> Self {
+        Self {
             inner,
             limit: limit as u64,
-            oversized: oversized.clone(),
             header: [0; MAX_HEADER],
             header_len: 0,
             payload_left: 0,
             message_len: 0,
             cut: false,
-        };
-        (guard, oversized)
+        }
     }
 
     /// Walks `chunk` frame by frame; `false` once a header declares too much.
@@ -143,8 +137,8 @@ where
                     Poll::Ready(Some(Ok(chunk)))
                 } else {
                     self.cut = true;
-                    self.oversized.0.set(true);
-                    Poll::Ready(Some(Err(PayloadError::Overflow)))
+                    let cut = std::io::Error::other(CUT);
+                    Poll::Ready(Some(Err(PayloadError::Io(cut))))
                 }
             }
             other => other,
@@ -157,7 +151,7 @@ mod tests {
     use super::*;
 
     fn guard() -> FrameGuard<futures_util::stream::Empty<Result<Bytes, PayloadError>>> {
-        FrameGuard::new(futures_util::stream::empty(), 64 * 1024).0
+        FrameGuard::new(futures_util::stream::empty(), 64 * 1024)
     }
 
     /// A masked client frame header declaring `len` bytes.
@@ -176,6 +170,17 @@ mod tests {
         }
         h.extend_from_slice(&[1, 2, 3, 4]);
         h
+    }
+
+    #[test]
+    fn the_session_tells_a_cut_from_a_broken_stream() {
+        // actix-web-actors keeps only the text of a stream error.
+        let seen = |err: PayloadError| ProtocolError::Io(std::io::Error::other(err.to_string()));
+        let cut = PayloadError::Io(std::io::Error::other(CUT));
+        assert!(cut_oversized(&seen(cut)));
+        assert!(!cut_oversized(&seen(PayloadError::Overflow)));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!cut_oversized(&seen(PayloadError::Io(reset))));
     }
 
     #[test]

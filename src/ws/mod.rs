@@ -5,6 +5,7 @@ pub mod frame_budget;
 pub mod frame_guard;
 pub mod session;
 pub mod strangers;
+pub mod traffic;
 
 use crate::client_addr;
 use crate::error::{AppError, ErrorCode};
@@ -69,8 +70,8 @@ fn upgrade(
         .into());
     }
     let ticket = strangers.admit(client)?;
-    let (stream, oversized) = frame_guard::FrameGuard::new(stream, MAX_FRAME_BYTES);
-    let session = session::UserSession::new(state, oversized, ticket, user_budgets);
+    let stream = frame_guard::FrameGuard::new(stream, MAX_FRAME_BYTES);
+    let session = session::UserSession::new(state, ticket, user_budgets);
     actix_web_actors::ws::WsResponseBuilder::new(session, req, stream)
         .frame_size(MAX_FRAME_BYTES)
         .start()

@@ -2,10 +2,11 @@
 //! authenticates the socket, parses each frame once, keeps the heartbeat and the frame budget,
 //! and hands presence to the PresenceHub and calls and signaling to the CallRouter. It
 //! registers with both after `auth` and unregisters when it stops, on every exit path.
-use super::backlog::{self, Backlog};
-use super::frame_budget::{FrameBudget, SharedBudget, UserBudgets};
-use super::frame_guard::Oversized;
+use super::backlog;
+use super::frame_budget::UserBudgets;
+use super::frame_guard;
 use super::strangers::Ticket;
+use super::traffic::{self, Traffic};
 use crate::auth::identity::authenticate;
 use crate::auth::token;
 use crate::calls::router::{ActOnCall, Attach, CallAction, Detach, PlaceCall, RelaySignal};
@@ -28,33 +29,34 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
+/// Most bytes the session actor may take. A socket's context is one allocation of about 420
+/// bytes plus the actor; at 96 it stays in the allocator's 512-byte class, as a bare
+/// actix-web-actors socket does, where 208 bytes took it to 640.
+pub const SESSION_SIZE: usize = 96;
+
 /// Longest status message a user may set.
 const MAX_STATUS_MESSAGE: usize = 140;
 
+/// The actor lives inside its socket's context, one allocation (with actix's and actix-web's
+/// per-socket state) whose allocator size class a few words can tip: keep it within
+/// [`SESSION_SIZE`] (a test checks), boxing what an idle socket does not need.
 pub struct UserSession {
     state: web::Data<AppState>,
     device: DeviceId,
-    /// The socket's user, once `auth` succeeded. Boxed: the actor lives inside its socket's
-    /// context, one allocation whose size class a few words can tip.
+    /// The socket's user, once `auth` succeeded.
     me: Option<Box<Party>>,
     /// What the socket holds until `welcome`, dropped then: an idle authenticated socket
     /// carries none of it.
     arrival: Option<Box<Arrival>>,
     last_heard: Instant,
-    budget: FrameBudget,
-    /// The user's budget, shared by all their sockets: taken at the first frame after
-    /// `welcome`, and let go at a heartbeat once it has refilled (a full budget is the same as
-    /// a new one), so idle users hold none.
-    user_budget: Option<SharedBudget>,
+    /// The frame budgets and the backlog, while there is traffic: made at the first frame in or
+    /// out, dropped at a pong that finds them settled.
+    traffic: Option<Box<Traffic>>,
     user_budgets: web::Data<UserBudgets>,
     /// Closing because its session was revoked (logout, password change, account deletion).
     revoked: bool,
-    /// Whether the frame guard cut the socket's stream for an oversized frame.
-    oversized: Oversized,
     /// A `call.invite` of this device is waiting for the database or the router.
     inviting: bool,
-    /// What the client has been sent and not yet shown it read.
-    backlog: Backlog,
     /// This device as the hubs hold it (it counts the frames they queued for this socket that
     /// it has not written out yet); made at `auth`.
     handle: Option<DeviceHandle>,
@@ -77,11 +79,9 @@ struct Arrival {
 impl UserSession {
     pub fn new(
         state: web::Data<AppState>,
-        oversized: Oversized,
         stranger: Ticket,
         user_budgets: web::Data<UserBudgets>,
     ) -> Self {
-        let budget = FrameBudget::new(state.config.ws_max_frame_rate);
         Self {
             state,
             device: DeviceId::new(),
@@ -93,13 +93,10 @@ impl UserSession {
                 auth_timeout: None,
             })),
             last_heard: Instant::now(),
-            budget,
-            user_budget: None,
+            traffic: None,
             user_budgets,
             revoked: false,
-            oversized,
             inviting: false,
-            backlog: Backlog::default(),
             handle: None,
         }
     }
@@ -110,6 +107,11 @@ impl UserSession {
             description: Some(reason.to_owned()),
         }));
         ctx.stop();
+    }
+
+    fn traffic(&mut self) -> &mut Traffic {
+        let rate = self.state.config.ws_max_frame_rate;
+        self.traffic.get_or_insert_with(|| Traffic::new(rate))
     }
 
     fn close_oversized(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -127,12 +129,14 @@ impl UserSession {
     /// Every frame to the client goes through here: it counts what the client has yet to read,
     /// pings when enough was sent, and closes a socket whose client has fallen too far behind.
     fn text(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: bytestring::ByteString) {
-        let ping = self.backlog.sent(frame.len());
+        let backlog = &mut self.traffic().backlog;
+        let ping = backlog.sent(frame.len());
+        let unread = backlog.unread();
         ctx.text(frame);
         if let Some(payload) = ping {
             ctx.ping(&payload);
         }
-        if self.backlog.unread() > backlog::MAX_UNREAD {
+        if unread > backlog::MAX_UNREAD {
             self.close(ctx, close::NOT_READING, "not reading what it is sent");
         }
     }
@@ -214,7 +218,7 @@ impl UserSession {
         arrival.authenticating = true;
         let registering = arrival.registering.clone();
         let state = self.state.clone();
-        let (device_id, recipient) = (self.device, ctx.address().recipient());
+        let (device_id, recipient) = (self.device, ctx.address().downgrade().recipient());
         let work = async move {
             let identity = authenticate(&state.db, state.config.session_lifetime, &token).await?;
             // Frames the hubs send it wait in the mailbox until this work is done (`ctx.wait`),
@@ -613,17 +617,11 @@ impl Actor for UserSession {
         ctx.run_interval(config.heartbeat_interval, move |session, ctx| {
             // Silent, or sending but not reading (its pings go unanswered).
             let now = Instant::now();
-            if session.last_heard.elapsed() > timeout || session.backlog.stuck_for(now) > timeout {
+            let stuck = traffic::stuck_for(session.traffic.as_deref(), now);
+            if session.last_heard.elapsed() > timeout || stuck > timeout {
                 session.close(ctx, close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
             } else {
-                let refilled = session
-                    .user_budget
-                    .as_ref()
-                    .is_some_and(|b| b.lock().unwrap_or_else(|p| p.into_inner()).is_full());
-                if refilled {
-                    session.user_budget = None;
-                }
-                let payload = session.backlog.ping(now);
+                let payload = session.traffic().backlog.ping(now);
                 ctx.ping(&payload);
             }
         });
@@ -655,7 +653,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
         let message = match item {
             Ok(message) => message,
             Err(ProtocolError::Overflow) => return self.close_oversized(ctx),
-            Err(_) if self.oversized.happened() => return self.close_oversized(ctx),
+            Err(e) if frame_guard::cut_oversized(&e) => return self.close_oversized(ctx),
             Err(e) => {
                 log::debug!("websocket protocol error: {e}");
                 return self.close(ctx, u16::from(CloseCode::Protocol), "protocol error");
@@ -664,19 +662,24 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
         self.last_heard = Instant::now();
         match message {
             ws::Message::Text(text) => {
-                if !self.budget.take() {
+                let rate = self.state.config.ws_max_frame_rate;
+                let traffic = self.traffic.get_or_insert_with(|| Traffic::new(rate));
+                if !traffic.budget.take() {
                     return self.close(
                         ctx,
                         u16::from(CloseCode::Policy),
                         "too many frames per second",
                     );
                 }
-                let user_spent = match (&self.me, &mut self.user_budget) {
-                    (Some(me), budget) => {
-                        let budget = budget.get_or_insert_with(|| self.user_budgets.of(&me.user));
+                let user_spent = match &self.me {
+                    Some(me) => {
+                        let budgets = &self.user_budgets;
+                        let budget = traffic
+                            .user_budget
+                            .get_or_insert_with(|| budgets.of(&me.user));
                         !budget.lock().unwrap_or_else(|p| p.into_inner()).take()
                     }
-                    (None, _) => false,
+                    None => false,
                 };
                 if user_spent {
                     return self.close(
@@ -698,7 +701,14 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
                 "fragmented frames are not supported",
             ),
             ws::Message::Ping(payload) => ctx.pong(&payload),
-            ws::Message::Pong(payload) => self.backlog.pong(&payload),
+            ws::Message::Pong(payload) => {
+                if let Some(traffic) = self.traffic.as_mut() {
+                    traffic.backlog.pong(&payload);
+                    if traffic.settled() {
+                        self.traffic = None;
+                    }
+                }
+            }
             ws::Message::Nop => {}
             ws::Message::Close(reason) => {
                 ctx.close(reason);
@@ -724,5 +734,16 @@ impl Handler<ToDevice> for UserSession {
                 self.close(ctx, kick.code, kick.reason);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_actor_stays_within_its_size() {
+        let size = std::mem::size_of::<UserSession>();
+        assert!(size <= SESSION_SIZE, "{size} bytes");
     }
 }
