@@ -242,6 +242,59 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_PUSH_ALLOW_INSECURE_ENDPOINTS", default_value = "false",
           value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub push_allow_insecure_endpoints: bool,
+
+    /// Join a cluster coordinated through this Redis (redis://host:port/db). Every node of a
+    /// cluster uses the same Postgres database and the same Redis; unset, the broker runs
+    /// alone. See docs/cluster.md.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL", hide_env_values = true, value_parser = redis_url)]
+    pub redis_url: Option<String>,
+
+    /// This node's id in the cluster (letters, digits, `-`, `_`); generated when unset.
+    #[arg(long, env = "SWITCHBOARD_NODE_ID", value_parser = node_id)]
+    pub node_id: Option<String>,
+
+    /// The prefix of every Redis key and channel this cluster uses: clusters sharing one Redis
+    /// need different prefixes.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "switchboard", value_parser = node_id)]
+    pub redis_prefix: String,
+
+    /// How long a node may go without refreshing its registration before the others count it
+    /// as lost and take its users offline.
+    #[arg(long, env = "SWITCHBOARD_NODE_TTL", default_value = "10s", value_parser = node_ttl)]
+    pub node_ttl: Duration,
+}
+
+fn redis_url(s: &str) -> Result<String, String> {
+    let url = s.trim();
+    if ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        Ok(url.to_owned())
+    } else {
+        Err("expected a redis://host:port URL".into())
+    }
+}
+
+fn node_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 1 to 64 letters, digits, '-' or '_'".into())
+    }
+}
+
+fn node_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = duration(s)?;
+    if ttl < Duration::from_secs(1) {
+        Err("a node must be given at least 1s".into())
+    } else {
+        Ok(ttl)
+    }
 }
 
 /// An inclusive range of UDP ports, written `min-max`.

@@ -237,4 +237,8 @@ pub enum StartupError {
     ThreadStopped(&'static str),
     #[error("the VAPID private key kept in the database is not a P-256 private key")]
     VapidKey,
+    #[error("--redis-url needs a Postgres database: every node of a cluster shares one (--database-url is sqlite://)")]
+    ClusterNeedsPostgres,
+    #[error("cannot join the cluster through --redis-url: {0}")]
+    Redis(String),
 }

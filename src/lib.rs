@@ -6,6 +6,7 @@ pub mod availability;
 pub mod calls;
 pub mod census;
 pub mod client_addr;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod descriptors;

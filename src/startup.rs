@@ -5,6 +5,7 @@ use crate::calls::{
     recorder::CallRecorder,
     router::{CallRouter, EndAllCalls, FlushRecords},
 };
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::descriptors;
@@ -32,6 +33,7 @@ fn start_actors(
     db: &Db,
     ice: &Ice,
     push: &Push,
+    cluster: Option<Cluster>,
 ) -> (Addr<PresenceHub>, Addr<CallRouter>) {
     let recorder = CallRecorder::start(db.clone());
     let hub_ctx = Context::<PresenceHub>::new();
@@ -56,6 +58,7 @@ fn start_actors(
         config.max_devices_per_user,
         router.clone().recipient(),
         push.clone(),
+        cluster,
     );
     // The hub lives on the thread that builds the application (the system arbiter).
     hub_ctx.run(hub);
@@ -128,6 +131,8 @@ impl Application {
     /// Errors are one line naming what is wrong.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let config = Arc::new(config);
+        // Before the database: a cluster on SQLite is refused in one line, without a file.
+        let cluster = Cluster::join(&config).await?;
         let blocking = |_| StartupError::ThreadStopped("the blocking pool");
         let db = {
             let (url, size) = (config.database_url.clone(), config.db_pool_size);
@@ -162,7 +167,7 @@ impl Application {
         let address = listener.local_addr().map_err(bind)?;
         let ice = Ice::start(&config, &db, address).await?;
         let push = Push::start(&config, &db).await?;
-        let (presence, router) = start_actors(&config, &db, &ice, &push);
+        let (presence, router) = start_actors(&config, &db, &ice, &push, cluster.clone());
         let state = web::Data::new(AppState {
             login_limiter: LoginLimiter::new(config.login_max_failures, config.login_window),
             registrations: registration_limit(config.registrations_per_hour),
@@ -173,6 +178,7 @@ impl Application {
             router,
             ice: ice.clone(),
             push,
+            cluster,
         });
 
         let (soft, hard) = descriptors::raise_limit();

@@ -3,6 +3,7 @@
 //! hooks through which REST changes reach the realtime side, and the lookups both edges need.
 use crate::auth::{login_limiter::LoginLimiter, password::PasswordHasher};
 use crate::calls::router::{CallRouter, PeersBefriended, PeersSevered};
+use crate::cluster::{directory, Cluster};
 use crate::config::Config;
 use crate::db::{self, users::UserRow, Db};
 use crate::error::{AppError, ErrorCode};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub ice: Ice,
     /// Web Push: the VAPID key, the subscriptions, the sender.
     pub push: Push,
+    /// The cluster this node belongs to (`--redis-url`); `None` when running alone.
+    pub cluster: Option<Cluster>,
 }
 
 impl AppState {
@@ -75,12 +78,32 @@ impl AppState {
         }
     }
 
-    /// Live presence of the online ones among `users`.
+    /// Live presence of the online ones among `users`: in a cluster, on any node (the
+    /// directory), merged with what this node knows; without Redis, what this node knows.
     pub async fn presence_of(&self, users: Vec<UserId>) -> HashMap<UserId, PresenceInfo> {
-        self.presence
+        let elsewhere = match &self.cluster {
+            Some(cluster) => match cluster.read(&users).await {
+                Ok(found) => found,
+                Err(why) => {
+                    log::warn!("presence on other nodes unknown: {why}");
+                    HashMap::new()
+                }
+            },
+            None => HashMap::new(),
+        };
+        let mut online = self
+            .presence
             .send(PresenceOf { users })
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for (user, views) in elsewhere {
+            if let std::collections::hash_map::Entry::Vacant(entry) = online.entry(user) {
+                if let Some(info) = directory::merge(views.iter().map(|(_, v)| v)) {
+                    entry.insert(info);
+                }
+            }
+        }
+        online
     }
 
     /// The callee named `name`, if they are `caller`'s friend (`call.invite` and

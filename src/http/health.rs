@@ -29,17 +29,27 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// The database answers; 503 `unavailable` otherwise.
+/// The database answers, and in a cluster Redis does too; 503 `unavailable` otherwise, the
+/// message saying which.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "probes",
     responses(
-        (status = 200, description = "The database answers.", body = Health),
+        (status = 200, description = "The database (and in a cluster, Redis) answers.", body = Health),
         (status = 503, body = crate::error::ErrorBody, description = "`unavailable`"),
     ),
 )]
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    if let Some(cluster) = &state.cluster {
+        // Local users are still served meanwhile; a load balancer sends new ones elsewhere.
+        cluster.ready().map_err(|why| {
+            AppError::new(
+                crate::error::ErrorCode::Unavailable,
+                format!("not ready: {why}"),
+            )
+        })?;
+    }
     state
         .db
         .run(|conn| {

@@ -3,6 +3,8 @@
 //! the devices concerned, and closes sockets whose session was revoked.
 use crate::auth::token::{self, HashKey};
 use crate::availability::{DndChanged, SetBusy};
+use crate::cluster::bus::FriendChange;
+use crate::cluster::Cluster;
 use crate::db::Db;
 use crate::error::{AppError, ErrorCode};
 use crate::ids::{DeviceId, UserId};
@@ -18,6 +20,9 @@ use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+mod cluster;
+use cluster::Remote;
+
 struct Online {
     username: String,
     /// Connected devices (each knows its session). A handful at most
@@ -26,6 +31,9 @@ struct Online {
     status: ChosenStatus,
     /// Boxed rather than a `String`: a word less keeps the entry in a smaller size class.
     message: Option<Box<str>>,
+    /// When the status was chosen (ms; 0: never, the default). In a cluster the newest choice
+    /// on any node is the user's status.
+    since: i64,
     busy: bool,
     /// Read once per connect and only walked after that (a change is one push or removal), so a
     /// list: no hash table per online user.
@@ -73,6 +81,12 @@ pub struct PresenceHub {
     /// Users who went offline and when, not written to the database yet.
     last_seen: Vec<(UserId, i64)>,
     writing_last_seen: bool,
+    /// The cluster this node belongs to; `None` when the broker runs alone.
+    cluster: Option<Cluster>,
+    /// Other nodes' views of users this hub has a reason to know about: friends of its online
+    /// users, and its own users' devices elsewhere. Fed by the cluster (`cluster.rs`); empty
+    /// when alone.
+    remote: HashMap<UserId, Box<Remote>>,
 }
 
 /// Last-seen times waiting at most while a write is under way; past it (a database that far
@@ -87,8 +101,11 @@ impl PresenceHub {
         max_devices: usize,
         dnd_listener: Recipient<DndChanged>,
         push: Push,
+        cluster: Option<Cluster>,
     ) -> Self {
         Self {
+            cluster,
+            remote: HashMap::new(),
             push,
             users: HashMap::new(),
             severed: SeveredPairs::default(),
@@ -131,6 +148,10 @@ impl PresenceHub {
             return;
         };
         online.devices.swap_remove(at);
+        self.write_view(&user);
+        let Some(online) = self.users.get_mut(&user) else {
+            return;
+        };
         if !online.devices.is_empty() {
             return;
         }
@@ -146,15 +167,28 @@ impl PresenceHub {
             Some(ctx.run_later(grace, move |hub, ctx| hub.go_offline(&user, ctx)));
     }
 
-    /// Pushes `user`'s presence to each online friend.
+    /// Pushes `user`'s presence to each friend online here: from their friend list when the
+    /// user is here, else to the friends who follow them on another node.
     fn fan_out(&self, user: &UserId, info: &PresenceInfo) {
-        let Some(online) = self.users.get(user) else {
-            return;
-        };
         let frame = ServerFrame::Presence(info).encode();
-        for friend in &online.friends {
-            self.deliver_to_user(friend, &frame);
+        if let Some(online) = self.users.get(user) {
+            for friend in &online.friends {
+                self.deliver_to_user(friend, &frame);
+            }
+        } else if let Some(remote) = self.remote.get(user) {
+            for watcher in &remote.watchers {
+                if self.is_friend_here(watcher, user) {
+                    self.deliver_to_user(watcher, &frame);
+                }
+            }
         }
+    }
+
+    /// Whether `user` is online here and has `friend` in their friend list.
+    fn is_friend_here(&self, user: &UserId, friend: &UserId) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|o| o.friends.contains(friend))
     }
 
     fn go_offline(&mut self, user: &UserId, ctx: &mut Context<Self>) {
@@ -165,13 +199,24 @@ impl PresenceHub {
             return;
         }
         let now = now_ms();
-        let info = PresenceInfo {
+        let here = online.info();
+        let offline = PresenceInfo {
             username: online.username.clone(),
             status: PresenceStatus::Offline,
             message: None,
             last_seen: Some(now),
         };
-        self.fan_out(user, &info);
+        // Still online on another node: friends here see that presence instead.
+        match self.remote_presence(user) {
+            Some(elsewhere)
+                if elsewhere.status != here.status || elsewhere.message != here.message =>
+            {
+                self.fan_out(user, &elsewhere)
+            }
+            Some(_) => {}
+            None => self.fan_out(user, &offline),
+        }
+        self.left_node(user);
         self.users.remove(user);
         crate::metrics::get().users_online.dec();
         self.dnd_listener.do_send(DndChanged {
@@ -213,8 +258,8 @@ impl PresenceHub {
         display_name: String,
         username: String,
     ) -> FriendPresence {
-        let presence = match self.users.get(user) {
-            Some(online) => online.info(),
+        let presence = match self.presence(user) {
+            Some(info) => info,
             None => PresenceInfo {
                 username,
                 status: PresenceStatus::Offline,
@@ -233,6 +278,9 @@ impl Actor for PresenceHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(cluster) = &self.cluster {
+            cluster.start(ctx.address().recipient());
+        }
         ctx.run_interval(crate::census::EVERY, |hub, _| {
             let devices = hub.users.values().map(|o| o.devices.len()).sum();
             hub.census.report(
@@ -312,12 +360,17 @@ pub struct PresenceOf {
 pub struct CloseAll;
 
 impl Handler<Connect> for PresenceHub {
-    type Result = Result<HashMap<UserId, PresenceInfo>, AppError>;
+    type Result = ResponseActFuture<Self, Result<HashMap<UserId, PresenceInfo>, AppError>>;
 
     fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        let (user, friends) = (msg.user.clone(), msg.friends.clone());
         let answer = self.connected(msg, ctx);
         self.drop_stuck(ctx);
-        answer
+        match (answer, &self.cluster) {
+            // In a cluster, friends online on other nodes are read from the directory.
+            (Ok(_), Some(_)) => self.read_remote(user, friends),
+            (answer, _) => Box::pin(actix::fut::ready(answer)),
+        }
     }
 }
 
@@ -337,6 +390,7 @@ impl PresenceHub {
                 ),
             ));
         }
+        let before = self.remote_presence(&msg.user);
         let entry = self.users.entry(msg.user.clone());
         let is_new = matches!(entry, std::collections::hash_map::Entry::Vacant(_));
         crate::metrics::get().users_online.add(i64::from(is_new));
@@ -346,6 +400,7 @@ impl PresenceHub {
                 devices: Vec::with_capacity(1),
                 status: ChosenStatus::Online,
                 message: None,
+                since: 0,
                 busy: false,
                 friends: Vec::new(),
                 offline_timer: None,
@@ -366,14 +421,25 @@ impl PresenceHub {
         online.devices.push(msg.device);
         let friends: Vec<UserId> = online.friends.to_vec();
         if is_new {
-            let info = online.info();
-            self.fan_out(&msg.user, &info);
+            // Online on another node already: their friends here knew that.
+            if let Some(info) = self.presence(&msg.user) {
+                if before.is_none_or(|b| b.status != info.status || b.message != info.message) {
+                    self.fan_out(&msg.user, &info);
+                }
+            }
+            self.joined_node(&msg.user);
+        } else {
+            self.write_view(&msg.user);
         }
-        let snapshot = friends
-            .into_iter()
-            .filter_map(|f| self.users.get(&f).map(|o| (f, o.info())))
-            .collect();
-        Ok(snapshot)
+        Ok(self.snapshot(&friends))
+    }
+
+    /// The presence of each online friend among `friends`.
+    fn snapshot(&self, friends: &[UserId]) -> HashMap<UserId, PresenceInfo> {
+        friends
+            .iter()
+            .filter_map(|f| self.presence(f).map(|info| (f.clone(), info)))
+            .collect()
     }
 }
 
@@ -402,6 +468,7 @@ impl PresenceHub {
         let was_dnd = online.status == ChosenStatus::Dnd;
         online.status = msg.status;
         online.message = msg.message.map(String::into_boxed_str);
+        online.since = now_ms();
         let info = online.info();
         let is_dnd = msg.status == ChosenStatus::Dnd;
         if was_dnd != is_dnd {
@@ -410,6 +477,8 @@ impl PresenceHub {
                 dnd: is_dnd,
             });
         }
+        self.publish_view(&msg.user);
+        let info = self.presence(&msg.user).unwrap_or(info);
         self.fan_out(&msg.user, &info);
     }
 }
@@ -443,6 +512,8 @@ impl PresenceHub {
                 Some(ctx.run_later(self.grace, move |hub, ctx| hub.go_offline(&user, ctx)));
         }
         let info = online.info();
+        self.publish_view(&msg.user);
+        let info = self.presence(&msg.user).unwrap_or(info);
         self.fan_out(&msg.user, &info);
     }
 }
@@ -461,9 +532,13 @@ impl PresenceHub {
         let ((a, a_person), (b, b_person)) = (msg.actor, msg.other);
         match msg.change {
             RelationChange::Requested => {
-                self.deliver_to_user(&b, &ServerFrame::FriendRequest { from: &a_person }.encode());
+                let frame = ServerFrame::FriendRequest { from: &a_person }.encode();
+                self.deliver_to_user(&b, &frame);
+                self.tell_node_of(&b, &a, FriendChange::None, Some(&frame));
                 // No open app to show it: ring their closed ones, if they have any.
-                if self.users.get(&b).is_none_or(|o| o.devices.is_empty()) {
+                if self.users.get(&b).is_none_or(|o| o.devices.is_empty())
+                    && self.remote_presence(&b).is_none()
+                {
                     self.push.friend_request(&b, &a_person);
                 }
             }
@@ -478,14 +553,16 @@ impl PresenceHub {
                 }
                 let a_view = self.friend_presence(&a, a_person.display_name, a_person.username);
                 let b_view = self.friend_presence(&b, b_person.display_name, b_person.username);
-                self.deliver_to_user(
-                    &b,
-                    &ServerFrame::FriendAccepted { friend: &a_view }.encode(),
-                );
-                self.deliver_to_user(
-                    &a,
-                    &ServerFrame::FriendAccepted { friend: &b_view }.encode(),
-                );
+                let to_b = ServerFrame::FriendAccepted { friend: &a_view }.encode();
+                let to_a = ServerFrame::FriendAccepted { friend: &b_view }.encode();
+                self.deliver_to_user(&b, &to_b);
+                self.deliver_to_user(&a, &to_a);
+                self.tell_node_of(&b, &a, FriendChange::Added, Some(&to_b));
+                self.tell_node_of(&a, &b, FriendChange::Added, Some(&to_a));
+                // Each one's node elsewhere learns to tell the other about them.
+                for (me, friend) in [(&a, &b), (&b, &a)] {
+                    self.publish_view_to(me, friend);
+                }
             }
             RelationChange::Removed | RelationChange::Blocked => {
                 self.severed.sever(&a, &b, Instant::now());
@@ -497,24 +574,31 @@ impl PresenceHub {
                             were_friends = true;
                         }
                     }
+                    self.unwatch(me, friend);
                 }
                 // Only former friends hear about it: a block must not reveal itself otherwise.
+                // A node elsewhere checks the same for its own devices.
+                let (to_b, to_a) = (
+                    ServerFrame::FriendRemoved {
+                        username: &a_person.username,
+                    }
+                    .encode(),
+                    ServerFrame::FriendRemoved {
+                        username: &b_person.username,
+                    }
+                    .encode(),
+                );
                 if were_friends || msg.change == RelationChange::Removed {
-                    self.deliver_to_user(
-                        &b,
-                        &ServerFrame::FriendRemoved {
-                            username: &a_person.username,
-                        }
-                        .encode(),
-                    );
-                    self.deliver_to_user(
-                        &a,
-                        &ServerFrame::FriendRemoved {
-                            username: &b_person.username,
-                        }
-                        .encode(),
-                    );
+                    self.deliver_to_user(&b, &to_b);
+                    self.deliver_to_user(&a, &to_a);
                 }
+                let change = if msg.change == RelationChange::Removed {
+                    FriendChange::Removed
+                } else {
+                    FriendChange::Blocked
+                };
+                self.tell_node_of(&b, &a, change, Some(&to_b));
+                self.tell_node_of(&a, &b, change, Some(&to_a));
             }
         }
     }
@@ -546,7 +630,7 @@ impl Handler<PresenceOf> for PresenceHub {
         MessageResult(
             msg.users
                 .into_iter()
-                .filter_map(|u| self.users.get(&u).map(|o| (u, o.info())))
+                .filter_map(|u| self.presence(&u).map(|info| (u, info)))
                 .collect(),
         )
     }

@@ -1,0 +1,275 @@
+//! Delivery between nodes over Redis pub/sub. Each user has a channel (`PREFIX:user:USER`)
+//! that every node holding a device of theirs subscribes to; reaching a user elsewhere is one
+//! PUBLISH, whoever holds them. Node events go on `PREFIX:cluster`, which every node hears.
+//!
+//! Nothing here blocks an actor: writes and publishes go through a bounded queue to one task
+//! that sends them in pipelined batches (a full queue drops, logged; the resync after an
+//! outage repairs what was lost), and subscriptions are a wanted set that the subscriber task
+//! catches up with, so churn while Redis is away costs nothing but the set.
+use super::directory::NodeView;
+use super::health::Health;
+use super::keys::Keys;
+use super::ClusterEvent;
+use crate::ids::UserId;
+use actix::Recipient;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// What one node tells others, as JSON on a channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending node: a node ignores what it sent itself.
+    pub from: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// The sender's view of `user` changed (`None`: the sender no longer holds them).
+    Presence {
+        user: String,
+        view: Option<NodeView>,
+    },
+    /// A relation of the channel's user with `friend` changed over REST on the sender: the
+    /// friend list to update, and the frame (already encoded) for the user's devices.
+    Relation {
+        friend: String,
+        change: FriendChange,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frame: Option<String>,
+    },
+    /// On the cluster channel: this node is gone; forget what it held.
+    NodeLost { node: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FriendChange {
+    Added,
+    /// Unfriended: the frame goes to the devices.
+    Removed,
+    /// Blocked: the frame goes only to devices that had them as a friend.
+    Blocked,
+    /// Only a frame (a friend request).
+    None,
+}
+
+/// One unit of outbound work, sent in order.
+pub enum Op {
+    /// This node's directory field of `user` (`None`: remove it).
+    Write { user: String, view: Option<String> },
+    /// The same payload to each channel.
+    Publish {
+        channels: Vec<String>,
+        payload: String,
+    },
+}
+
+/// Writes and publishes waiting for Redis at most; past it they are dropped.
+pub const OUTBOUND: usize = 8192;
+/// Ops sent in one pipeline.
+const BATCH: usize = 256;
+/// A Redis round trip that takes longer than this counts as failed.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The user channels this node should be subscribed to, and a wake-up for the subscriber.
+#[derive(Default)]
+pub struct Subscriptions {
+    wanted: Mutex<HashSet<String>>,
+    changed: Notify,
+}
+
+impl Subscriptions {
+    fn with<T>(&self, f: impl FnOnce(&mut HashSet<String>) -> T) -> T {
+        let mut wanted = match self.wanted.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut wanted)
+    }
+
+    pub fn want(&self, channel: String, on: bool) {
+        let changed = self.with(|w| {
+            if on {
+                w.insert(channel)
+            } else {
+                w.remove(&channel)
+            }
+        });
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// Sends queued ops in pipelined batches, forever.
+pub async fn publisher(
+    mut conn: ConnectionManager,
+    keys: Keys,
+    node: String,
+    mut ops: mpsc::Receiver<Op>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while ops.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for op in batch.drain(..) {
+            match op {
+                Op::Write { user, view } => {
+                    super::directory::write(&mut pipe, &keys, &node, &user, view.as_deref())
+                }
+                Op::Publish { channels, payload } => {
+                    for channel in channels {
+                        pipe.publish(channel, &payload).ignore();
+                    }
+                }
+            }
+        }
+        match tokio::time::timeout(TIMEOUT, pipe.exec_async(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("cluster: a batch of writes and publishes was lost: {e}"),
+            Err(_) => log::warn!("cluster: a batch of writes and publishes timed out"),
+        }
+    }
+}
+
+/// Keeps a pub/sub connection subscribed to the cluster channel and the wanted user channels,
+/// reconnecting forever, and hands what arrives to the presence hub. Every reconnection after
+/// the first asks the hub to resync: what was published meanwhile is lost.
+pub async fn subscriber(
+    client: redis::Client,
+    keys: Keys,
+    node: String,
+    subs: Arc<Subscriptions>,
+    health: Arc<Health>,
+    events: Recipient<ClusterEvent>,
+    ping_every: Duration,
+) {
+    let mut first = true;
+    loop {
+        match session(
+            &client, &keys, &node, &subs, &health, &events, ping_every, first,
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(why) => {
+                log::warn!("cluster: pub/sub connection lost: {why}");
+                health.pubsub(Err(why));
+            }
+        }
+        first = false;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    client: &redis::Client,
+    keys: &Keys,
+    node: &str,
+    subs: &Subscriptions,
+    health: &Health,
+    events: &Recipient<ClusterEvent>,
+    ping_every: Duration,
+    first: bool,
+) -> Result<(), String> {
+    let pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| "connecting timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut sink, mut stream) = pubsub.split();
+    let timed = |what: &'static str| move |_| format!("{what} timed out");
+    tokio::time::timeout(TIMEOUT, sink.subscribe(keys.cluster_channel()))
+        .await
+        .map_err(timed("subscribing"))?
+        .map_err(|e| e.to_string())?;
+    let mut subscribed: HashSet<String> = HashSet::new();
+    catch_up(&mut sink, subs, &mut subscribed).await?;
+    health.pubsub(Ok(()));
+    if !first {
+        log::info!("cluster: pub/sub connection back; resyncing");
+        events.do_send(ClusterEvent::Resync);
+    }
+    let mut ping = tokio::time::interval(ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let Some(message) = message else {
+                    return Err("the connection closed".into());
+                };
+                deliver(keys, node, &message, events);
+            }
+            () = subs.changed.notified() => catch_up(&mut sink, subs, &mut subscribed).await?,
+            _ = ping.tick() => {
+                tokio::time::timeout(TIMEOUT, sink.ping::<redis::Value>())
+                    .await
+                    .map_err(timed("ping"))?
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
+/// Subscribes and unsubscribes until the connection matches the wanted set.
+async fn catch_up(
+    sink: &mut redis::aio::PubSubSink,
+    subs: &Subscriptions,
+    subscribed: &mut HashSet<String>,
+) -> Result<(), String> {
+    let (add, remove): (Vec<String>, Vec<String>) = subs.with(|wanted| {
+        (
+            wanted.difference(subscribed).cloned().collect(),
+            subscribed.difference(wanted).cloned().collect(),
+        )
+    });
+    for chunk in add.chunks(BATCH) {
+        tokio::time::timeout(TIMEOUT, sink.subscribe(chunk))
+            .await
+            .map_err(|_| "subscribing timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        subscribed.extend(chunk.iter().cloned());
+    }
+    for chunk in remove.chunks(BATCH) {
+        tokio::time::timeout(TIMEOUT, sink.unsubscribe(chunk))
+            .await
+            .map_err(|_| "unsubscribing timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        for channel in chunk {
+            subscribed.remove(channel);
+        }
+    }
+    Ok(())
+}
+
+fn deliver(keys: &Keys, node: &str, message: &redis::Msg, events: &Recipient<ClusterEvent>) {
+    let envelope: Envelope = match serde_json::from_slice(message.get_payload_bytes()) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            log::warn!(
+                "cluster: unreadable message on {}: {e}",
+                message.get_channel_name()
+            );
+            return;
+        }
+    };
+    if envelope.from == node {
+        return;
+    }
+    let channel = message.get_channel_name();
+    if let Some(user) = keys.user_of_channel(channel) {
+        events.do_send(ClusterEvent::ForUser {
+            user: UserId::from(user),
+            envelope,
+        });
+    } else if let Body::NodeLost { node: lost } = envelope.body {
+        events.do_send(ClusterEvent::NodeLost { node: lost });
+    }
+}

@@ -1,0 +1,273 @@
+//! Clustering through Redis (docs/cluster.md). `Cluster` is the handle the rest of the broker
+//! sees, `None` in a broker running alone: the presence hub writes its users' views to the
+//! directory and reaches users held by other nodes through their channels; `/readyz` asks it
+//! whether Redis answers; `GET /friends` reads the directory.
+//!
+//! Nothing on the signaling path touches it, and a frame between two devices of one node
+//! never leaves the process.
+pub mod bus;
+pub mod directory;
+pub mod health;
+pub mod keys;
+pub mod node;
+
+use crate::config::{Config, DatabaseUrl};
+use crate::error::StartupError;
+use crate::ids::UserId;
+use actix::{Message, Recipient};
+use bus::{Body, Envelope, Op, Subscriptions};
+use directory::NodeView;
+use health::Health;
+use keys::Keys;
+use node::{Lost, Timings};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::mpsc;
+
+/// What the cluster tells the presence hub.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum ClusterEvent {
+    /// Arrived on `user`'s channel.
+    ForUser { user: UserId, envelope: Envelope },
+    /// A node's registration expired (or it restarted): what it held is gone.
+    NodeLost { node: String },
+    /// Redis is back after an outage, or lost this node's state: write everything again and
+    /// re-read what others hold.
+    Resync,
+}
+
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: String,
+    keys: Keys,
+    client: redis::Client,
+    conn: ConnectionManager,
+    health: Arc<Health>,
+    lost: Lost,
+    subs: Arc<Subscriptions>,
+    ops: mpsc::Sender<Op>,
+    /// Taken by `start`.
+    ops_rx: Mutex<Option<mpsc::Receiver<Op>>>,
+    timings: Timings,
+}
+
+impl Cluster {
+    /// Joins the cluster `--redis-url` names, or `None` without one. Refuses SQLite, and a
+    /// Redis that does not answer at start.
+    pub async fn join(config: &Config) -> Result<Option<Self>, StartupError> {
+        let Some(url) = &config.redis_url else {
+            return Ok(None);
+        };
+        if matches!(config.database_url, DatabaseUrl::Sqlite(_)) {
+            return Err(StartupError::ClusterNeedsPostgres);
+        }
+        let failed = |e: redis::RedisError| StartupError::Redis(e.to_string());
+        let client = redis::Client::open(url.as_str()).map_err(failed)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(bus::TIMEOUT))
+            .set_response_timeout(Some(bus::TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(std::time::Duration::from_secs(1));
+        let mut conn = tokio::time::timeout(
+            bus::TIMEOUT * 2,
+            client.get_connection_manager_with_config(manager),
+        )
+        .await
+        .map_err(|_| StartupError::Redis(format!("{url}: no answer")))?
+        .map_err(failed)?;
+        let node = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
+        let keys = Keys::new(&config.redis_prefix);
+        let timings = Timings::new(config.node_ttl);
+        // A previous run under this id may have left users behind; they are not here now.
+        let left = node::sweep(&mut conn, &keys, &node, &node, timings.expiry, true)
+            .await
+            .map_err(failed)?;
+        if left > 0 {
+            log::info!("cluster: cleared {left} user(s) a previous run of node {node} left");
+            let lost = Envelope {
+                from: node.clone(),
+                body: Body::NodeLost { node: node.clone() },
+            };
+            let payload = serde_json::to_string(&lost).unwrap_or_default();
+            redis::cmd("PUBLISH")
+                .arg(keys.cluster_channel())
+                .arg(payload)
+                .exec_async(&mut conn)
+                .await
+                .map_err(failed)?;
+        }
+        node::refresh(&mut conn, &keys, &node, timings)
+            .await
+            .map_err(failed)?;
+        log::info!(
+            "cluster: node {node} joined (prefix {}, node ttl {:?})",
+            keys.prefix(),
+            config.node_ttl
+        );
+        let (ops, ops_rx) = mpsc::channel(bus::OUTBOUND);
+        Ok(Some(Self {
+            inner: Arc::new(Inner {
+                node,
+                keys,
+                client,
+                conn,
+                health: Arc::new(Health::new()),
+                lost: Arc::new(RwLock::new(HashSet::new())),
+                subs: Arc::default(),
+                ops,
+                ops_rx: Mutex::new(Some(ops_rx)),
+                timings,
+            }),
+        }))
+    }
+
+    /// Starts the tasks that keep the registration, send, and listen, on the current
+    /// arbiter. `events` is the presence hub.
+    pub fn start(&self, events: Recipient<ClusterEvent>) {
+        let inner = &self.inner;
+        let taken = inner.ops_rx.lock().ok().and_then(|mut rx| rx.take());
+        let Some(ops_rx) = taken else {
+            return;
+        };
+        actix::spawn(bus::publisher(
+            inner.conn.clone(),
+            inner.keys.clone(),
+            inner.node.clone(),
+            ops_rx,
+        ));
+        actix::spawn(node::keeper(
+            inner.conn.clone(),
+            inner.keys.clone(),
+            inner.node.clone(),
+            inner.timings,
+            inner.health.clone(),
+            inner.lost.clone(),
+            events.clone(),
+        ));
+        actix::spawn(bus::subscriber(
+            inner.client.clone(),
+            inner.keys.clone(),
+            inner.node.clone(),
+            inner.subs.clone(),
+            inner.health.clone(),
+            events,
+            inner.timings.refresh,
+        ));
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// `Err(why)` while Redis does not answer.
+    pub fn ready(&self) -> Result<(), String> {
+        self.inner.health.ready()
+    }
+
+    /// Whether `node` was found lost by the last census.
+    pub fn is_lost(&self, node: &str) -> bool {
+        node::is_lost(&self.inner.lost, node)
+    }
+
+    /// This node holds (or no longer holds) a device of `user`: listen on their channel.
+    pub fn hold(&self, user: &UserId, held: bool) {
+        let channel = self.inner.keys.user_channel(user.as_str());
+        self.inner.subs.want(channel, held);
+    }
+
+    fn queue(&self, op: Op) {
+        if let Err(e) = self.inner.ops.try_send(op) {
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    log::warn!("cluster: outbound queue full; a write or publish was dropped")
+                }
+                mpsc::error::TrySendError::Closed(_) => {}
+            }
+        }
+    }
+
+    /// This node's view of `user` changed (`None`: it holds them no more): write it to the
+    /// directory and tell `to` (their friends) and the user's own other nodes.
+    pub fn view_changed<'a>(
+        &self,
+        user: &UserId,
+        view: Option<&NodeView>,
+        to: impl IntoIterator<Item = &'a UserId>,
+    ) {
+        let json = view.and_then(|v| serde_json::to_string(v).ok());
+        self.queue(Op::Write {
+            user: user.to_string(),
+            view: json,
+        });
+        let body = Body::Presence {
+            user: user.to_string(),
+            view: view.cloned(),
+        };
+        let mut channels: Vec<String> = to
+            .into_iter()
+            .map(|f| self.inner.keys.user_channel(f.as_str()))
+            .collect();
+        channels.push(self.inner.keys.user_channel(user.as_str()));
+        self.publish(channels, body);
+    }
+
+    /// Writes this node's view of `user` to the directory, telling nobody.
+    pub fn write_view(&self, user: &UserId, view: Option<&NodeView>) {
+        self.queue(Op::Write {
+            user: user.to_string(),
+            view: view.and_then(|v| serde_json::to_string(v).ok()),
+        });
+    }
+
+    /// Sends `body` to whatever nodes hold `to`.
+    pub fn send_to(&self, to: &UserId, body: Body) {
+        self.publish(vec![self.inner.keys.user_channel(to.as_str())], body);
+    }
+
+    fn publish(&self, channels: Vec<String>, body: Body) {
+        let envelope = Envelope {
+            from: self.inner.node.clone(),
+            body,
+        };
+        match serde_json::to_string(&envelope) {
+            Ok(payload) => self.queue(Op::Publish { channels, payload }),
+            Err(e) => log::error!("cluster: cannot encode a message: {e}"),
+        }
+    }
+
+    /// Every other live node's view of each of `users`; an error (Redis away, or slow) says
+    /// why. Bounded by the Redis timeout.
+    pub async fn read(
+        &self,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, Vec<(String, NodeView)>>, String> {
+        self.inner.health.commands_up()?;
+        let mut conn = self.inner.conn.clone();
+        let mut ignored = self
+            .inner
+            .lost
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        ignored.insert(self.inner.node.clone());
+        match tokio::time::timeout(
+            bus::TIMEOUT,
+            directory::read(&mut conn, &self.inner.keys, users, &ignored),
+        )
+        .await
+        {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => Err(format!("redis: {e}")),
+            Err(_) => Err("redis: no answer in time".into()),
+        }
+    }
+}

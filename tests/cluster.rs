@@ -1,0 +1,564 @@
+//! A cluster of real broker processes on one Postgres database, coordinated through Redis:
+//! presence across nodes, a node killed, a node cut off from Redis. Each test has its own key
+//! prefix on the Redis at 127.0.0.1:6379, so they run in parallel; the outage test runs its
+//! own redis-server on a free port.
+mod common;
+
+use common::process::BrokerProcess;
+use common::ws::WsClient;
+use common::{Backend, TestDatabase};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+/// Short, so a lost node is noticed quickly.
+const NODE_TTL: Duration = Duration::from_secs(3);
+
+/// Whether the shared Redis answers. Under CI=true it must (.ci/run starts it); elsewhere
+/// the tests are skipped with a note.
+fn redis_answers() -> bool {
+    let up = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:6379".parse().expect("addr"),
+        Duration::from_secs(1),
+    )
+    .is_ok();
+    if !up {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "Redis on 127.0.0.1:6379 is required under CI=true"
+        );
+        eprintln!("skipping cluster test: no Redis on 127.0.0.1:6379");
+    }
+    up
+}
+
+/// One cluster: its database, its key prefix, its Redis.
+struct Cluster {
+    db: TestDatabase,
+    prefix: String,
+    redis: String,
+}
+
+impl Cluster {
+    /// A fresh Postgres database and prefix on `redis`; `None` when the test must skip.
+    fn new(redis: &str) -> Option<Self> {
+        Backend::postgres()?;
+        Some(Self {
+            db: TestDatabase::new(Backend::Postgres),
+            prefix: format!("sbtest{}", uuid::Uuid::new_v4().simple()),
+            redis: redis.to_owned(),
+        })
+    }
+
+    async fn node(&self) -> BrokerProcess {
+        let ttl = format!("{}s", NODE_TTL.as_secs());
+        BrokerProcess::start_logging(
+            &self.db.url,
+            &[
+                "--redis-url",
+                &self.redis,
+                "--redis-prefix",
+                &self.prefix,
+                "--node-ttl",
+                &ttl,
+                "--presence-grace",
+                "300ms",
+            ],
+            None,
+            "warn,switchboard::cluster=info",
+        )
+        .await
+    }
+}
+
+async fn post(node: &BrokerProcess, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = awc::Client::default().post(node.url(path));
+    if let Some(token) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let mut res = req.send_json(&body).await.expect("request answered");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(node: &BrokerProcess, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = awc::Client::default().get(node.url(path));
+    if let Some(token) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let mut res = req.send().await.expect("request answered");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Registers `name` on `node`: its token.
+async fn register(node: &BrokerProcess, name: &str) -> String {
+    let body = json!({"username": name, "password": format!("password-{name}")});
+    let (status, reply) = post(node, "/api/v1/auth/register", None, body).await;
+    assert_eq!(status, 201, "{reply}");
+    reply["token"].as_str().expect("token").to_owned()
+}
+
+/// Makes `a` and `b` friends, the request on one node and the acceptance on another.
+async fn befriend(
+    asker: &BrokerProcess,
+    a: (&str, &str),
+    accepter: &BrokerProcess,
+    b: (&str, &str),
+) {
+    let (status, reply) = post(
+        asker,
+        "/api/v1/friends/requests",
+        Some(a.1),
+        json!({"username": b.0}),
+    )
+    .await;
+    assert_eq!(status, 201, "{reply}");
+    let (status, reply) = post(
+        accepter,
+        &format!("/api/v1/friends/requests/{}/accept", a.0),
+        Some(b.1),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+async fn socket(node: &BrokerProcess, token: &str) -> (WsClient, Value) {
+    WsClient::login(&node.http.to_string(), token).await
+}
+
+/// The status `welcome` gives for friend `name`.
+fn status_in_welcome<'a>(welcome: &'a Value, name: &str) -> &'a Value {
+    let friends = welcome["friends"].as_array().expect("friends");
+    let friend = friends
+        .iter()
+        .find(|f| f["username"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {welcome}"));
+    &friend["status"]
+}
+
+async fn presence_of(ws: &mut WsClient, name: &str, status: &str) -> Value {
+    ws.recv_where(|f| f["type"] == "presence" && f["username"] == name && f["status"] == status)
+        .await
+}
+
+/// `name`'s presence in `GET /friends` as seen by `token` on `node`.
+async fn listed_presence(node: &BrokerProcess, token: &str, name: &str) -> Value {
+    let (status, body) = get(node, "/api/v1/friends", Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    body["friends"]
+        .as_array()
+        .expect("friends")
+        .iter()
+        .find(|f| f["username"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {body}"))["presence"]
+        .clone()
+}
+
+/// Polls until `check` holds, for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn friends_on_different_nodes_see_each_other_come_go_and_change_status() {
+    if !redis_answers() {
+        return;
+    }
+    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+        return;
+    };
+    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+
+    let (mut amy_ws, welcome) = socket(&n1, &amy).await;
+    assert_eq!(status_in_welcome(&welcome, "ben"), "offline");
+    let (mut ben_ws, welcome) = socket(&n2, &ben).await;
+    assert_eq!(status_in_welcome(&welcome, "amy"), "online", "{welcome}");
+    presence_of(&mut amy_ws, "ben", "online").await;
+
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "away", "message": "lunch"}))
+        .await;
+    let away = presence_of(&mut amy_ws, "ben", "away").await;
+    assert_eq!(away["message"], "lunch");
+    amy_ws
+        .ok(json!({"type": "presence.set", "status": "dnd"}))
+        .await;
+    presence_of(&mut ben_ws, "amy", "dnd").await;
+
+    ben_ws.close().await;
+    let offline = presence_of(&mut amy_ws, "ben", "offline").await;
+    assert!(offline["last_seen"].is_string(), "{offline}");
+}
+
+#[actix_rt::test]
+async fn a_user_with_devices_on_two_nodes_stays_online_until_both_are_gone() {
+    if !redis_answers() {
+        return;
+    }
+    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+        return;
+    };
+    let (n1, n2, n3) = (
+        cluster.node().await,
+        cluster.node().await,
+        cluster.node().await,
+    );
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n1, "ben").await;
+    befriend(&n1, ("amy", &amy), &n1, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (ben_phone, _) = socket(&n2, &ben).await;
+    presence_of(&mut amy_ws, "ben", "online").await;
+    let (mut ben_laptop, welcome) = socket(&n3, &ben).await;
+    assert_eq!(status_in_welcome(&welcome, "amy"), "online");
+
+    // A status chosen on one node is the user's on the other too.
+    ben_laptop
+        .ok(json!({"type": "presence.set", "status": "away"}))
+        .await;
+    presence_of(&mut amy_ws, "ben", "away").await;
+
+    ben_phone.close().await;
+    amy_ws
+        .expect_none(Duration::from_millis(1500), |f| {
+            f["type"] == "presence" && f["username"] == "ben" && f["status"] == "offline"
+        })
+        .await;
+    assert_eq!(listed_presence(&n1, &amy, "ben").await, "away");
+
+    ben_laptop.close().await;
+    presence_of(&mut amy_ws, "ben", "offline").await;
+}
+
+#[actix_rt::test]
+async fn the_friends_list_on_a_third_node_shows_presence_held_on_others() {
+    if !redis_answers() {
+        return;
+    }
+    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+        return;
+    };
+    let (n1, n2, n3) = (
+        cluster.node().await,
+        cluster.node().await,
+        cluster.node().await,
+    );
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    let cat = register(&n3, "cat").await;
+    befriend(&n1, ("amy", &amy), &n2, ("cat", &cat)).await;
+    befriend(&n2, ("ben", &ben), &n3, ("cat", &cat)).await;
+
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    amy_ws
+        .ok(json!({"type": "presence.set", "status": "dnd", "message": "focus"}))
+        .await;
+    let (_ben_ws, _) = socket(&n2, &ben).await;
+
+    // Cat has no socket anywhere; n3 holds neither amy nor ben.
+    eventually(Duration::from_secs(3), "n3 lists amy as dnd", || async {
+        listed_presence(&n3, &cat, "amy").await == "dnd"
+    })
+    .await;
+    assert_eq!(listed_presence(&n3, &cat, "ben").await, "online");
+    let (_, body) = get(&n3, "/api/v1/friends", Some(&cat)).await;
+    let amy_entry = body["friends"]
+        .as_array()
+        .expect("friends")
+        .iter()
+        .find(|f| f["username"] == "amy")
+        .cloned()
+        .expect("amy listed");
+    assert_eq!(amy_entry["status_message"], "focus", "{amy_entry}");
+
+    // A friendship made on one node reaches devices on others: friend.accepted, then
+    // presence both ways.
+    let dan = register(&n3, "dan").await;
+    let (mut dan_ws, _) = socket(&n3, &dan).await;
+    let (status, _) = post(
+        &n2,
+        "/api/v1/friends/requests",
+        Some(&dan),
+        json!({"username": "amy"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    amy_ws.recv_type("friend.request").await;
+    let (status, _) = post(
+        &n2,
+        "/api/v1/friends/requests/dan/accept",
+        Some(&amy),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    dan_ws.recv_type("friend.accepted").await;
+    amy_ws.recv_type("friend.accepted").await;
+    // Each one's node tells the other's about them.
+    presence_of(&mut amy_ws, "dan", "online").await;
+    presence_of(&mut dan_ws, "amy", "dnd").await;
+    dan_ws
+        .ok(json!({"type": "presence.set", "status": "away"}))
+        .await;
+    presence_of(&mut amy_ws, "dan", "away").await;
+    let (status, _) = awc::Client::default()
+        .delete(n1.url("/api/v1/friends/amy"))
+        .insert_header(("Authorization", format!("Bearer {dan}")))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .expect("answered");
+    assert_eq!(status, 204);
+    amy_ws
+        .recv_where(|f| f["type"] == "friend.removed" && f["username"] == "dan")
+        .await;
+    dan_ws
+        .recv_where(|f| f["type"] == "friend.removed" && f["username"] == "amy")
+        .await;
+    dan_ws
+        .ok(json!({"type": "presence.set", "status": "online"}))
+        .await;
+    amy_ws
+        .expect_none(Duration::from_millis(800), |f| {
+            f["type"] == "presence" && f["username"] == "dan"
+        })
+        .await;
+}
+
+#[actix_rt::test]
+async fn a_killed_node_takes_its_users_offline_within_the_node_ttl_and_a_restarted_one_joins() {
+    if !redis_answers() {
+        return;
+    }
+    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+        return;
+    };
+    let (n1, n2, n3) = (
+        cluster.node().await,
+        cluster.node().await,
+        cluster.node().await,
+    );
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    let cat = register(&n3, "cat").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    befriend(&n1, ("cat", &cat), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (_ben_ws, _) = socket(&n2, &ben).await;
+    // Cat has a device on the doomed node and one that survives.
+    let (_cat_doomed, _) = socket(&n2, &cat).await;
+    let (mut cat_ws, welcome) = socket(&n3, &cat).await;
+    assert_eq!(status_in_welcome(&welcome, "ben"), "online", "{welcome}");
+    presence_of(&mut amy_ws, "ben", "online").await;
+
+    let killed = Instant::now();
+    n2.kill();
+    presence_of(&mut amy_ws, "ben", "offline").await;
+    let took = killed.elapsed();
+    assert!(
+        took <= NODE_TTL + Duration::from_millis(500),
+        "ben went offline {took:?} after the kill"
+    );
+    presence_of(&mut cat_ws, "ben", "offline").await;
+    // Ben's friends elsewhere: cat, whose other device lives, is not shown offline to amy.
+    assert_eq!(listed_presence(&n1, &amy, "ben").await, "offline");
+    let (_, body) = get(&n1, "/api/v1/friends", Some(&ben)).await;
+    let cat_entry = body["friends"]
+        .as_array()
+        .expect("friends")
+        .iter()
+        .find(|f| f["username"] == "cat")
+        .cloned()
+        .expect("cat listed");
+    assert_eq!(cat_entry["presence"], "online", "{cat_entry}");
+
+    // A node started again joins the cluster cleanly and its users are seen.
+    let n2 = cluster.node().await;
+    let (_ben_ws, welcome) = socket(&n2, &ben).await;
+    assert_eq!(status_in_welcome(&welcome, "amy"), "online", "{welcome}");
+    assert_eq!(status_in_welcome(&welcome, "cat"), "online", "{welcome}");
+    presence_of(&mut amy_ws, "ben", "online").await;
+    let (status, body) = get(&n2, "/readyz", None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A redis-server of the test's own on a free loopback port, which it can stop and start.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.resume();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (empty: nothing is saved) and waits until it answers.
+    fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (is it installed?)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[actix_rt::test]
+async fn a_redis_outage_keeps_local_users_served_and_the_cluster_converges_when_it_returns() {
+    if !redis_answers() {
+        return;
+    }
+    let mut redis = OwnRedis::start();
+    let Some(cluster) = Cluster::new(&redis.url()) else {
+        return;
+    };
+    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    let cat = register(&n1, "cat").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    befriend(&n1, ("amy", &amy), &n1, ("cat", &cat)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let (mut cat_ws, _) = socket(&n1, &cat).await;
+    presence_of(&mut amy_ws, "ben", "online").await;
+    presence_of(&mut amy_ws, "cat", "online").await;
+    eventually(Duration::from_secs(5), "n1 ready", || async {
+        get(&n1, "/readyz", None).await.0 == 200
+    })
+    .await;
+
+    redis.kill();
+    eventually(Duration::from_secs(5), "n1 reports not ready", || async {
+        let (status, body) = get(&n1, "/readyz", None).await;
+        status == 503 && body["error"] == "unavailable"
+    })
+    .await;
+    let (_, body) = get(&n1, "/readyz", None).await;
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("redis"),
+        "{body}"
+    );
+    // Users of one node are still served by it.
+    cat_ws
+        .ok(json!({"type": "presence.set", "status": "away"}))
+        .await;
+    presence_of(&mut amy_ws, "cat", "away").await;
+    // A change on the other node is lost for now; the REST API answers without hanging.
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "dnd"}))
+        .await;
+    let asked = Instant::now();
+    let (status, _) = get(&n1, "/api/v1/friends", Some(&amy)).await;
+    assert_eq!(status, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "GET /friends hung"
+    );
+    // Longer than the node ttl: nobody is taken offline by the outage itself.
+    actix_rt::time::sleep(NODE_TTL + Duration::from_secs(1)).await;
+
+    redis.resume();
+    eventually(
+        Duration::from_secs(10),
+        "both nodes ready again",
+        || async {
+            get(&n1, "/readyz", None).await.0 == 200 && get(&n2, "/readyz", None).await.0 == 200
+        },
+    )
+    .await;
+    // Converged: the change made during the outage arrives, and the directory holds both.
+    presence_of(&mut amy_ws, "ben", "dnd").await;
+    eventually(Duration::from_secs(5), "n2 lists amy online", || async {
+        listed_presence(&n2, &ben, "amy").await == "online"
+    })
+    .await;
+    eventually(Duration::from_secs(5), "n2 lists cat away", || async {
+        let (_, body) = get(&n2, "/api/v1/friends", Some(&amy)).await;
+        body["friends"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f["username"] == "cat" && f["presence"] == "away")
+        })
+    })
+    .await;
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "online"}))
+        .await;
+    presence_of(&mut amy_ws, "ben", "online").await;
+    // Nobody was shown offline at any point.
+    amy_ws
+        .expect_none(Duration::from_millis(300), |f| {
+            f["type"] == "presence" && f["status"] == "offline"
+        })
+        .await;
+}
+
+#[actix_rt::test]
+async fn a_cluster_node_on_sqlite_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("sb.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", "127.0.0.1:0", "--relay", "false"])
+        .args(["--database-url", &db, "--redis-url", SHARED_REDIS])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("--redis-url needs a Postgres database"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("sb.db").exists(),
+        "no database file is made"
+    );
+}
