@@ -29,10 +29,10 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
-/// Most bytes the session actor may take. A socket's context is one allocation of about 420
-/// bytes plus the actor; at 96 it stays in the allocator's 512-byte class, as a bare
-/// actix-web-actors socket does, where 208 bytes took it to 640.
-pub const SESSION_SIZE: usize = 96;
+/// Most bytes the session actor may take. A socket's context is one allocation of 448 bytes
+/// plus the actor; at 64 it stays in the allocator's 512-byte class, as a bare
+/// actix-web-actors socket does, where 96 bytes took it to 640.
+pub const SESSION_SIZE: usize = 64;
 
 /// Longest status message a user may set.
 const MAX_STATUS_MESSAGE: usize = 140;
@@ -42,9 +42,8 @@ const MAX_STATUS_MESSAGE: usize = 140;
 /// [`SESSION_SIZE`] (a test checks), boxing what an idle socket does not need.
 pub struct UserSession {
     state: web::Data<AppState>,
-    device: DeviceId,
-    /// The socket's user, once `auth` succeeded.
-    me: Option<Box<Party>>,
+    /// The socket's user and device, once `auth` succeeded.
+    me: Option<Box<Me>>,
     /// What the socket holds until `welcome`, dropped then: an idle authenticated socket
     /// carries none of it.
     arrival: Option<Box<Arrival>>,
@@ -52,14 +51,19 @@ pub struct UserSession {
     /// The frame budgets and the backlog, while there is traffic: made at the first frame in or
     /// out, dropped at a pong that finds them settled.
     traffic: Option<Box<Traffic>>,
-    user_budgets: web::Data<UserBudgets>,
     /// Closing because its session was revoked (logout, password change, account deletion).
     revoked: bool,
     /// A `call.invite` of this device is waiting for the database or the router.
     inviting: bool,
-    /// This device as the hubs hold it (it counts the frames they queued for this socket that
-    /// it has not written out yet); made at `auth`.
-    handle: Option<DeviceHandle>,
+}
+
+/// An authenticated socket's user and device.
+struct Me {
+    party: Party,
+    /// This device as the hubs hold it (its id; it counts the frames they queued for this
+    /// socket that it has not written out yet).
+    device: DeviceHandle,
+    user_budgets: web::Data<UserBudgets>,
 }
 
 /// A socket's state between its upgrade and `welcome`.
@@ -68,7 +72,9 @@ struct Arrival {
     authenticating: bool,
     /// Set by the authentication work just before it registers the device with the hub and
     /// the router, so `stopped` unregisters it even if the socket dies before `me` is set.
-    registering: Rc<Cell<Option<UserId>>>,
+    registering: Rc<Cell<Option<(UserId, DeviceId)>>>,
+    /// Handed to `Me` at `welcome`.
+    user_budgets: web::Data<UserBudgets>,
     /// This socket's place among those not authenticated yet, held for its `Drop`, which gives
     /// it back (on `welcome`, when the arrival is dropped).
     _stranger: Ticket,
@@ -84,20 +90,18 @@ impl UserSession {
     ) -> Self {
         Self {
             state,
-            device: DeviceId::new(),
             me: None,
             arrival: Some(Box::new(Arrival {
                 authenticating: false,
                 registering: Rc::default(),
+                user_budgets,
                 _stranger: stranger,
                 auth_timeout: None,
             })),
             last_heard: Instant::now(),
             traffic: None,
-            user_budgets,
             revoked: false,
             inviting: false,
-            handle: None,
         }
     }
 
@@ -218,7 +222,7 @@ impl UserSession {
         arrival.authenticating = true;
         let registering = arrival.registering.clone();
         let state = self.state.clone();
-        let (device_id, recipient) = (self.device, ctx.address().downgrade().recipient());
+        let (device_id, recipient) = (DeviceId::new(), ctx.address().downgrade().recipient());
         let work = async move {
             let identity = authenticate(&state.db, state.config.session_lifetime, &token).await?;
             // Frames the hubs send it wait in the mailbox until this work is done (`ctx.wait`),
@@ -238,7 +242,7 @@ impl UserSession {
                     })
                     .await?
             };
-            registering.set(Some(user.user_id()));
+            registering.set(Some((user.user_id(), device_id)));
             let connected = state
                 .presence
                 .send(Connect {
@@ -299,17 +303,24 @@ impl UserSession {
                     session.close(ctx, close::REVOKED, "session revoked");
                 }
                 Ok(Some((user, friends, calls, missed_calls, token_hash, device))) => {
-                    session.handle = Some(device);
-                    session.me = Some(Box::new(Party::from(&user)));
-                    crate::metrics::get().sockets_authenticated.inc();
                     // Gives back its place among the strangers, and its timeout.
-                    if let Some(timer) = session.arrival.take().and_then(|a| a.auth_timeout) {
+                    let Some(arrival) = session.arrival.take() else {
+                        return;
+                    };
+                    if let Some(timer) = arrival.auth_timeout {
                         ctx.cancel_future(timer);
                     }
+                    let device_id = device.id();
+                    session.me = Some(Box::new(Me {
+                        party: Party::from(&user),
+                        device,
+                        user_budgets: arrival.user_budgets,
+                    }));
+                    crate::metrics::get().sockets_authenticated.inc();
                     let config = &session.state.config;
                     let welcome = ServerFrame::Welcome {
                         user: &UserView::from(&user),
-                        device_id: &session.device,
+                        device_id: &device_id,
                         friends,
                         calls,
                         missed_calls,
@@ -353,7 +364,7 @@ impl UserSession {
                     Err(err) => return self.send_error(ctx, &id, &err),
                 };
                 self.state.presence.do_send(SetStatus {
-                    user: me.user.clone(),
+                    user: me.party.user.clone(),
                     status,
                     message,
                 });
@@ -409,8 +420,8 @@ impl UserSession {
                     SignalKind::Candidate => (None, candidate),
                 };
                 self.state.router.do_send(RelaySignal {
-                    user: me.user.clone(),
-                    device: self.device,
+                    user: me.party.user.clone(),
+                    device: me.device.id(),
                     reference: id,
                     call_id,
                     kind,
@@ -431,7 +442,7 @@ impl UserSession {
     ) {
         let Some(me) = &self.me else { return };
         let callee_name = match people::username(&to) {
-            Ok(name) if name == me.username => {
+            Ok(name) if name == me.party.username => {
                 let err = AppError::new(ErrorCode::CannotCallSelf, "you can't call yourself");
                 return self.send_error(ctx, &id, &err);
             }
@@ -447,7 +458,7 @@ impl UserSession {
         }
         self.inviting = true;
         let state = self.state.clone();
-        let caller_user = me.user.clone();
+        let caller_user = me.party.user.clone();
         // Two steps. The friendship check needs the database: spawned, so the socket keeps
         // delivering frames (a call's signals) meanwhile. Placing the call is the router's
         // alone and quick: waited for, so its `ack` still comes before the `call.ringing` it
@@ -461,13 +472,17 @@ impl UserSession {
                     return session.send_error(ctx, &id, &err);
                 }
             };
-            let Some(caller) = session.me.as_deref().cloned() else {
+            let Some((caller, device)) = session
+                .me
+                .as_deref()
+                .map(|me| (me.party.clone(), me.device.id()))
+            else {
                 session.inviting = false;
                 return;
             };
             let place = session.state.router.send(PlaceCall {
                 caller,
-                device: Some(session.device),
+                device: Some(device),
                 callee,
                 media,
             });
@@ -501,8 +516,8 @@ impl UserSession {
                 | CallAction::End
         );
         let msg = ActOnCall {
-            user: me.user.clone(),
-            device: Some(self.device),
+            user: me.party.user.clone(),
+            device: Some(me.device.id()),
             call_id: call_id.clone(),
             action,
         };
@@ -512,7 +527,10 @@ impl UserSession {
                 // The callee's device gets no `call.accepted`: its call credential rides the ack.
                 Ok(()) if accepting => {
                     if let (Some(reference), Some(me)) = (id.as_ref(), &session.me) {
-                        let servers = session.state.ice.servers(&me.user, Scope::Call(&call_id));
+                        let servers = session
+                            .state
+                            .ice
+                            .servers(&me.party.user, Scope::Call(&call_id));
                         let ack = ServerFrame::Ack {
                             reference,
                             call_id: None,
@@ -632,16 +650,16 @@ impl Actor for UserSession {
         let registered = self
             .me
             .take()
-            .map(|me| me.user)
+            .map(|me| (me.party.user, me.device.id()))
             .or_else(|| self.arrival.as_ref().and_then(|a| a.registering.take()));
-        if let Some(user) = registered {
+        if let Some((user, device)) = registered {
             self.state.presence.do_send(Disconnect {
                 user: user.clone(),
-                device: self.device,
+                device,
             });
             self.state.router.do_send(Detach {
                 user,
-                device: self.device,
+                device,
                 revoked: self.revoked,
             });
         }
@@ -673,10 +691,9 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
                 }
                 let user_spent = match &self.me {
                     Some(me) => {
-                        let budgets = &self.user_budgets;
                         let budget = traffic
                             .user_budget
-                            .get_or_insert_with(|| budgets.of(&me.user));
+                            .get_or_insert_with(|| me.user_budgets.of(&me.party.user));
                         !budget.lock().unwrap_or_else(|p| p.into_inner()).take()
                     }
                     None => false,
@@ -724,8 +741,8 @@ impl Handler<ToDevice> for UserSession {
     fn handle(&mut self, message: ToDevice, ctx: &mut Self::Context) {
         match message {
             ToDevice::Frame(frame) => {
-                if let Some(handle) = &self.handle {
-                    handle.taken(frame.len());
+                if let Some(me) = &self.me {
+                    me.device.taken(frame.len());
                 }
                 self.text(ctx, frame);
             }
