@@ -182,13 +182,18 @@ async fn friends_on_different_nodes_see_each_other_come_go_and_change_status() {
     let (n1, n2) = (cluster.node().await, cluster.node().await);
     let amy = register(&n1, "amy").await;
     let ben = register(&n2, "ben").await;
+    let cat = register(&n1, "cat").await;
     befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    befriend(&n1, ("cat", &cat), &n2, ("ben", &ben)).await;
 
     let (mut amy_ws, welcome) = socket(&n1, &amy).await;
     assert_eq!(status_in_welcome(&welcome, "ben"), "offline");
+    // Two friends on one node: each hears of ben.
+    let (mut cat_ws, _) = socket(&n1, &cat).await;
     let (mut ben_ws, welcome) = socket(&n2, &ben).await;
     assert_eq!(status_in_welcome(&welcome, "amy"), "online", "{welcome}");
     presence_of(&mut amy_ws, "ben", "online").await;
+    presence_of(&mut cat_ws, "ben", "online").await;
 
     ben_ws
         .ok(json!({"type": "presence.set", "status": "away", "message": "lunch"}))
@@ -203,6 +208,7 @@ async fn friends_on_different_nodes_see_each_other_come_go_and_change_status() {
     ben_ws.close().await;
     let offline = presence_of(&mut amy_ws, "ben", "offline").await;
     assert!(offline["last_seen"].is_string(), "{offline}");
+    presence_of(&mut cat_ws, "ben", "offline").await;
 }
 
 #[actix_rt::test]

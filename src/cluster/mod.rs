@@ -173,6 +173,12 @@ impl Cluster {
         self.inner.health.ready()
     }
 
+    /// How long after Redis returns every live node has written its users again: each
+    /// notices at its next refresh (every ttl/4), with room to spare.
+    pub fn settle_time(&self) -> std::time::Duration {
+        self.inner.timings.refresh * 2
+    }
+
     /// Whether `node` was found lost by the last census.
     pub fn is_lost(&self, node: &str) -> bool {
         node::is_lost(&self.inner.lost, node)

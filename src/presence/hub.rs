@@ -87,6 +87,8 @@ pub struct PresenceHub {
     /// users, and its own users' devices elsewhere. Fed by the cluster (`cluster.rs`); empty
     /// when alone.
     remote: HashMap<UserId, Box<Remote>>,
+    /// The directory re-read of a resync, waiting for the other nodes to resync too.
+    reread: Option<SpawnHandle>,
 }
 
 /// Last-seen times waiting at most while a write is under way; past it (a database that far
@@ -106,6 +108,7 @@ impl PresenceHub {
         Self {
             cluster,
             remote: HashMap::new(),
+            reread: None,
             push,
             users: HashMap::new(),
             severed: SeveredPairs::default(),

@@ -177,23 +177,19 @@ impl PresenceHub {
         }
     }
 
-    /// Tells the friends here the merged presence of `user` if it changed.
-    fn announce(
-        &self,
-        user: &UserId,
-        username: &str,
-        before: &Option<PresenceInfo>,
-        after: &Option<PresenceInfo>,
-    ) {
-        if same(before, after) {
+    /// Tells the friends here about `user`'s new presence: their friend list if the user is
+    /// here, else `watchers` (taken before the change, which may have dropped the entry).
+    fn tell_followers(&self, user: &UserId, info: &PresenceInfo, watchers: &[UserId]) {
+        if self.users.contains_key(user) {
+            self.fan_out(user, info);
             return;
         }
-        let info = after
-            .clone()
-            .unwrap_or_else(|| offline(username.to_owned()));
-        // `remote` may have been dropped with the last view: reach the watchers through a
-        // temporary entry-less path.
-        self.fan_out(user, &info);
+        let frame = ServerFrame::Presence(info).encode();
+        for watcher in watchers {
+            if self.is_friend_here(watcher, user) {
+                self.deliver_to_user(watcher, &frame);
+            }
+        }
     }
 
     /// A status chosen on another node, newer than the one here, becomes the one here.
@@ -243,37 +239,28 @@ impl PresenceHub {
                 self.adopt_status(&user, view);
             }
         }
+        // Whoever follows the user here, `to` included, hears of a change.
+        let mut newly = false;
+        let remote = self.remote.entry(user.clone()).or_default();
+        if follows && !remote.watchers.contains(to) {
+            remote.watchers.push(to.clone());
+            newly = true;
+        }
+        let watchers = remote.watchers.clone();
         let username = view.as_ref().map(|v| v.username.clone());
         let (before, after) = self.set_remote(&user, from, view);
-        let username = username
-            .or_else(|| after.as_ref().map(|a| a.username.clone()))
-            .or_else(|| before.as_ref().map(|b| b.username.clone()))
-            .unwrap_or_default();
-        let mut newly = false;
-        if follows {
-            if let Some(remote) = self.remote.get_mut(&user) {
-                if !remote.watchers.contains(to) {
-                    remote.watchers.push(to.clone());
-                    newly = true;
-                }
-            }
-        }
         if same(&before, &after) {
             // Nothing changed for those who knew; one who just started following hears it.
-            if newly {
-                if let Some(info) = &after {
-                    self.deliver_to_user(to, &ServerFrame::Presence(info).encode());
-                }
+            if let (true, Some(info)) = (newly, &after) {
+                self.deliver_to_user(to, &ServerFrame::Presence(info).encode());
             }
             return;
         }
-        if self.users.contains_key(&user) || self.remote.contains_key(&user) {
-            self.announce(&user, &username, &before, &after);
-        } else if follows {
-            // Gone everywhere, and with them the list of who followed: this copy is for `to`.
-            let info = offline(username);
-            self.deliver_to_user(to, &ServerFrame::Presence(&info).encode());
-        }
+        let username = username
+            .or_else(|| before.as_ref().map(|b| b.username.clone()))
+            .unwrap_or_default();
+        let info = after.unwrap_or_else(|| offline(username));
+        self.tell_followers(&user, &info, &watchers);
     }
 
     fn relation_arrived(
@@ -328,44 +315,56 @@ impl PresenceHub {
                 .and_then(|r| r.views.first())
                 .map(|(_, v)| v.username.clone())
                 .unwrap_or_default();
-            let watchers = self.remote.get(&user).map(|r| r.watchers.clone());
+            let watchers = self
+                .remote
+                .get(&user)
+                .map(|r| r.watchers.clone())
+                .unwrap_or_default();
             let (before, after) = self.set_remote(&user, node, None);
-            if same(&before, &after) {
-                continue;
-            }
-            let info = after.unwrap_or_else(|| offline(username));
-            if self.users.contains_key(&user) {
-                self.fan_out(&user, &info);
-            } else {
-                let frame = ServerFrame::Presence(&info).encode();
-                for watcher in watchers.unwrap_or_default() {
-                    if self.is_friend_here(&watcher, &user) {
-                        self.deliver_to_user(&watcher, &frame);
-                    }
-                }
+            if !same(&before, &after) {
+                let info = after.unwrap_or_else(|| offline(username));
+                self.tell_followers(&user, &info, &watchers);
             }
         }
     }
 
-    /// Redis is back, or lost this node's state: write and publish every user here again,
-    /// then re-read every user followed here and tell friends what changed meanwhile.
+    /// Redis is back, or lost this node's state: write and publish every user here again
+    /// now, and once every live node has had the time to do the same, re-read every user
+    /// followed here and tell friends what changed meanwhile. Reading at once would find the
+    /// users of nodes that have not noticed yet missing, and show them offline for a moment.
     fn resync(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        for (user, online) in &self.users {
+            cluster.hold(user, true);
+            cluster.view_changed(user, Some(&online.view()), &online.friends);
+        }
+        log::info!(
+            "cluster: resync: {} user(s) here written again",
+            self.users.len()
+        );
+        if let Some(pending) = self.reread.take() {
+            ctx.cancel_future(pending);
+        }
+        self.reread = Some(ctx.run_later(cluster.settle_time(), |hub, ctx| {
+            hub.reread = None;
+            hub.reread_followed(ctx);
+        }));
+    }
+
+    /// Re-reads every user followed here from the directory (part of a resync).
+    fn reread_followed(&mut self, ctx: &mut Context<Self>) {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
         let mut followed: HashSet<UserId> = self.remote.keys().cloned().collect();
         for (user, online) in &self.users {
-            cluster.hold(user, true);
-            cluster.view_changed(user, Some(&online.view()), &online.friends);
             followed.insert(user.clone());
             followed.extend(online.friends.iter().cloned());
         }
         let users: Vec<UserId> = followed.into_iter().take(RESYNC_READ).collect();
-        log::info!(
-            "cluster: resync: {} user(s) here written again, {} re-read",
-            self.users.len(),
-            users.len()
-        );
+        log::info!("cluster: resync: {} followed user(s) re-read", users.len());
         let read = async move {
             let found = cluster.read(&users).await;
             (users, found)
