@@ -212,6 +212,34 @@ async fn friends_on_different_nodes_see_each_other_come_go_and_change_status() {
 }
 
 #[actix_rt::test]
+async fn a_call_on_one_node_shows_busy_to_friends_on_another() {
+    if !redis_answers() {
+        return;
+    }
+    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+        return;
+    };
+    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n1, "ben").await;
+    let cat = register(&n2, "cat").await;
+    befriend(&n1, ("amy", &amy), &n1, ("ben", &ben)).await;
+    befriend(&n2, ("cat", &cat), &n2, ("amy", &amy)).await;
+    let (mut cat_ws, _) = socket(&n2, &cat).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n1, &ben).await;
+    presence_of(&mut cat_ws, "amy", "online").await;
+
+    let call = common::ws::answered_call(&mut amy_ws, &mut ben_ws, "ben").await;
+    presence_of(&mut cat_ws, "amy", "busy").await;
+    assert_eq!(listed_presence(&n2, &cat, "amy").await, "busy");
+    amy_ws
+        .ok(json!({"type": "call.hangup", "call_id": call}))
+        .await;
+    presence_of(&mut cat_ws, "amy", "online").await;
+}
+
+#[actix_rt::test]
 async fn a_user_with_devices_on_two_nodes_stays_online_until_both_are_gone() {
     if !redis_answers() {
         return;
