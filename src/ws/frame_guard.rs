@@ -21,7 +21,12 @@ const CUT: &str = "switchboard frame guard: a frame over the size limit";
 
 /// Whether the session's stream error is the guard cutting an oversized frame.
 pub fn cut_oversized(err: &ProtocolError) -> bool {
-    matches!(err, ProtocolError::Io(e) if e.to_string().contains(CUT))
+    matches!(err, ProtocolError::Io(e) if is_cut(&e.to_string()))
+}
+
+/// Whether an error's text is the guard's cut.
+pub fn is_cut(text: &str) -> bool {
+    text.contains(CUT)
 }
 
 pub struct FrameGuard<S> {
