@@ -89,6 +89,9 @@ fn built() -> std::sync::MutexGuard<'static, ()> {
                 "tests/fuzz",
                 "--sanitizer",
                 "none",
+                // Unoptimized: a few seconds per target need no speed, and building every
+                // dependency instrumented and optimized took most of this file's 15 minutes.
+                "--dev",
             ])
             .output()
             .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
@@ -126,6 +129,7 @@ fn run(target: &str) {
             "tests/fuzz",
             "--sanitizer",
             "none",
+            "--dev",
             target,
         ])
         .arg(&corpus)
