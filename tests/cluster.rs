@@ -53,23 +53,24 @@ impl Cluster {
     }
 
     async fn node(&self) -> BrokerProcess {
+        self.node_with(&[]).await
+    }
+
+    async fn node_with(&self, extra: &[&str]) -> BrokerProcess {
         let ttl = format!("{}s", NODE_TTL.as_secs());
-        BrokerProcess::start_logging(
-            &self.db.url,
-            &[
-                "--redis-url",
-                &self.redis,
-                "--redis-prefix",
-                &self.prefix,
-                "--node-ttl",
-                &ttl,
-                "--presence-grace",
-                "300ms",
-            ],
-            None,
-            "warn,switchboard::cluster=info",
-        )
-        .await
+        let mut args = vec![
+            "--redis-url",
+            &self.redis,
+            "--redis-prefix",
+            &self.prefix,
+            "--node-ttl",
+            &ttl,
+            "--presence-grace",
+            "300ms",
+        ];
+        args.extend_from_slice(extra);
+        BrokerProcess::start_logging(&self.db.url, &args, None, "warn,switchboard::cluster=info")
+            .await
     }
 }
 
@@ -384,7 +385,7 @@ async fn a_killed_node_takes_its_users_offline_within_the_node_ttl_and_a_restart
     };
     let (n1, n2, n3) = (
         cluster.node().await,
-        cluster.node().await,
+        cluster.node_with(&["--node-id", "doomed"]).await,
         cluster.node().await,
     );
     let amy = register(&n1, "amy").await;
@@ -421,14 +422,18 @@ async fn a_killed_node_takes_its_users_offline_within_the_node_ttl_and_a_restart
         .expect("cat listed");
     assert_eq!(cat_entry["presence"], "online", "{cat_entry}");
 
-    // A node started again joins the cluster cleanly and its users are seen.
-    let n2 = cluster.node().await;
+    // A node started again (same id) joins the cluster cleanly and its users are seen.
+    let n2 = cluster.node_with(&["--node-id", "doomed"]).await;
     let (_ben_ws, welcome) = socket(&n2, &ben).await;
     assert_eq!(status_in_welcome(&welcome, "amy"), "online", "{welcome}");
     assert_eq!(status_in_welcome(&welcome, "cat"), "online", "{welcome}");
     presence_of(&mut amy_ws, "ben", "online").await;
     let (status, body) = get(&n2, "/readyz", None).await;
     assert_eq!(status, 200, "{body}");
+
+    // And it is watched like any node: killed again, it is noticed again.
+    n2.kill();
+    presence_of(&mut amy_ws, "ben", "offline").await;
 }
 
 /// A redis-server of the test's own on a free loopback port, which it can stop and start.

@@ -105,7 +105,8 @@ impl Cluster {
                 .await
                 .map_err(failed)?;
         }
-        node::refresh(&mut conn, &keys, &node, timings)
+        // Always in full: the sweep above unlisted the node, even if its key was still there.
+        node::register(&mut conn, &keys, &node, timings)
             .await
             .map_err(failed)?;
         log::info!(

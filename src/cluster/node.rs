@@ -60,6 +60,18 @@ pub async fn refresh(
     if kept.is_some() {
         return Ok(true);
     }
+    register(conn, keys, node, timings).await?;
+    Ok(false)
+}
+
+/// Writes the registration and lists the node, in one transaction.
+pub async fn register(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    node: &str,
+    timings: Timings,
+) -> redis::RedisResult<()> {
+    let expiry = timings.expiry.as_millis() as u64;
     redis::pipe()
         .atomic()
         .cmd("SET")
@@ -71,8 +83,7 @@ pub async fn refresh(
         .sadd(keys.nodes(), node)
         .ignore()
         .exec_async(conn)
-        .await?;
-    Ok(false)
+        .await
 }
 
 /// The listed nodes whose registration still exists, and those whose has expired.
