@@ -109,11 +109,13 @@ impl Subscriptions {
     }
 }
 
-/// Sends queued ops in pipelined batches, forever.
+/// Sends queued ops in pipelined batches, forever. A batch that fails is dropped and marks
+/// the command connection down, so the next successful refresh resyncs what it carried.
 pub async fn publisher(
     mut conn: ConnectionManager,
     keys: Keys,
     node: String,
+    health: Arc<Health>,
     mut ops: mpsc::Receiver<Op>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -131,11 +133,16 @@ pub async fn publisher(
                 }
             }
         }
-        match tokio::time::timeout(TIMEOUT, pipe.exec_async(&mut conn)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => log::warn!("cluster: a batch of writes and publishes was lost: {e}"),
-            Err(_) => log::warn!("cluster: a batch of writes and publishes timed out"),
+        let failed = match tokio::time::timeout(TIMEOUT, pipe.exec_async(&mut conn)).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "writing timed out".to_owned(),
+        };
+        // Logged once per outage, not once per batch.
+        if health.commands_up().is_ok() {
+            log::warn!("cluster: writes and publishes lost until Redis answers again: {failed}");
         }
+        health.commands(Err(failed));
     }
 }
 

@@ -143,6 +143,7 @@ impl Cluster {
             inner.conn.clone(),
             inner.keys.clone(),
             inner.node.clone(),
+            inner.health.clone(),
             ops_rx,
         ));
         actix::spawn(node::keeper(
