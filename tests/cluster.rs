@@ -74,6 +74,24 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// Removes what the test's nodes left under its prefix (they were killed, not stopped).
+    fn drop(&mut self) {
+        let Ok(mut conn) =
+            redis::Client::open(self.redis.as_str()).and_then(|c| c.get_connection())
+        else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
 async fn post(node: &BrokerProcess, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
     let mut req = awc::Client::default().post(node.url(path));
     if let Some(token) = token {

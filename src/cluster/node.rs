@@ -55,6 +55,8 @@ pub async fn refresh(
         .arg(expiry)
         .pexpire(keys.node_users(node), (expiry * 3) as i64)
         .ignore()
+        .pexpire(keys.nodes(), (expiry * 3) as i64)
+        .ignore()
         .query_async(conn)
         .await?;
     if kept.is_some() {
@@ -81,6 +83,8 @@ pub async fn register(
         .arg(expiry)
         .ignore()
         .sadd(keys.nodes(), node)
+        .ignore()
+        .pexpire(keys.nodes(), (expiry * 3) as i64)
         .ignore()
         .exec_async(conn)
         .await
