@@ -82,6 +82,7 @@ pub struct ShutdownHandle {
     router: Addr<CallRouter>,
     ice: Ice,
     metrics: Option<ServerHandle>,
+    cluster: Option<Cluster>,
 }
 
 impl ShutdownHandle {
@@ -97,8 +98,15 @@ impl ShutdownHandle {
             self.router.send(FlushRecords),
         )
         .await;
-        // Give sessions a moment to write their close frames before connections are dropped.
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Give sessions a moment to write their close frames before connections are dropped;
+        // meanwhile a cluster node leaves, so its users go offline for friends elsewhere now.
+        let pause = actix_web::rt::time::sleep(std::time::Duration::from_millis(200));
+        match &self.cluster {
+            Some(cluster) => {
+                futures_util::future::join(pause, cluster.leave()).await;
+            }
+            None => pause.await,
+        }
         self.ice.close().await;
         if let Some(metrics) = &self.metrics {
             metrics.stop(true).await;
@@ -166,6 +174,10 @@ impl Application {
         let listener = TcpListener::bind(config.listen).map_err(bind)?;
         let address = listener.local_addr().map_err(bind)?;
         let ice = Ice::start(&config, &db, address).await?;
+        if let Some(cluster) = &cluster {
+            let relay = ice.clone();
+            cluster.on_revoke(move |user, sessions| relay.revoke_sessions(user, sessions));
+        }
         let push = Push::start(&config, &db).await?;
         let (presence, router) = start_actors(&config, &db, &ice, &push, cluster.clone());
         let state = web::Data::new(AppState {
@@ -178,8 +190,9 @@ impl Application {
             router,
             ice: ice.clone(),
             push,
-            cluster,
+            cluster: cluster.clone(),
         });
+        let shutdown_cluster = cluster;
 
         let (soft, hard) = descriptors::raise_limit();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -258,6 +271,7 @@ impl Application {
             router: state_router,
             ice,
             metrics,
+            cluster: shutdown_cluster,
         };
         Ok(Self {
             address,

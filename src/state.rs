@@ -40,11 +40,15 @@ pub struct AppState {
 
 impl AppState {
     /// These sessions no longer exist: their relay credentials die, their push subscriptions
-    /// (deleted with them by the database) are forgotten, and their sockets close.
+    /// (deleted with them by the database) are forgotten, and their sockets close, on this
+    /// node and, in a cluster, on every other.
     pub fn sessions_revoked(&self, user: &UserId, token_hashes: Vec<String>) {
         if !token_hashes.is_empty() {
             self.ice.revoke_sessions(user, &token_hashes);
             self.push.unsubscribed(user, &token_hashes);
+            if let Some(cluster) = &self.cluster {
+                cluster.sessions_revoked(user, &token_hashes);
+            }
             self.presence.do_send(RevokeSessions {
                 user: user.clone(),
                 token_hashes,

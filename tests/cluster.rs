@@ -57,7 +57,12 @@ impl Cluster {
     }
 
     async fn node_with(&self, extra: &[&str]) -> BrokerProcess {
-        let ttl = format!("{}s", NODE_TTL.as_secs());
+        self.node_timed(NODE_TTL, "300ms", extra).await
+    }
+
+    /// A node with its own `--node-ttl` and `--presence-grace`.
+    async fn node_timed(&self, node_ttl: Duration, grace: &str, extra: &[&str]) -> BrokerProcess {
+        let ttl = format!("{}s", node_ttl.as_secs());
         let mut args = vec![
             "--redis-url",
             &self.redis,
@@ -66,7 +71,7 @@ impl Cluster {
             "--node-ttl",
             &ttl,
             "--presence-grace",
-            "300ms",
+            grace,
         ];
         args.extend_from_slice(extra);
         BrokerProcess::start_logging(&self.db.url, &args, None, "warn,switchboard::cluster=info")
@@ -110,6 +115,33 @@ async fn get(node: &BrokerProcess, path: &str, token: Option<&str>) -> (u16, Val
     let mut res = req.send().await.expect("request answered");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// `method` on `node` with a JSON body: the status.
+async fn send(
+    node: &BrokerProcess,
+    method: awc::http::Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> u16 {
+    let mut res = awc::Client::default()
+        .request(method, node.url(path))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send_json(&body)
+        .await
+        .expect("request answered");
+    let status = res.status().as_u16();
+    let _ = res.body().await;
+    status
+}
+
+/// Logs `name` in on `node`: a new session's token.
+async fn login(node: &BrokerProcess, name: &str, password: &str) -> String {
+    let body = json!({"username": name, "password": password});
+    let (status, reply) = post(node, "/api/v1/auth/login", None, body).await;
+    assert_eq!(status, 200, "{reply}");
+    reply["token"].as_str().expect("token").to_owned()
 }
 
 /// Registers `name` on `node`: its token.
@@ -618,4 +650,185 @@ async fn a_cluster_node_on_sqlite_is_refused_in_one_line() {
         !dir.path().join("sb.db").exists(),
         "no database file is made"
     );
+}
+
+#[actix_rt::test]
+async fn sessions_revoked_on_one_node_close_their_sockets_on_the_others() {
+    if !redis_answers() {
+        return;
+    }
+    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+        return;
+    };
+    let (n1, n2, n3) = (
+        cluster.node().await,
+        cluster.node().await,
+        cluster.node().await,
+    );
+    let first = register(&n1, "amy").await;
+    let second = login(&n2, "amy", "password-amy").await;
+    let (mut on_n2, _) = socket(&n2, &second).await;
+    let (mut on_n3, _) = socket(&n3, &second).await;
+    let (mut own_on_n1, _) = socket(&n1, &first).await;
+
+    // Logging out everywhere on n1 closes the sockets on n2 and n3 as n1 closes its own.
+    let (status, _) = post(&n1, "/api/v1/auth/logout-all", Some(&first), json!({})).await;
+    assert_eq!(status, 204);
+    let closed = on_n2.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4001, "session revoked")
+    );
+    assert_eq!(on_n3.expect_close().await.code, 4001);
+    assert_eq!(own_on_n1.expect_close().await.code, 4001);
+
+    // A password change on n1 closes every other session's sockets on n2.
+    let other = login(&n2, "amy", "password-amy").await;
+    let kept = login(&n1, "amy", "password-amy").await;
+    let (mut other_ws, _) = socket(&n2, &other).await;
+    let (mut kept_ws, _) = socket(&n2, &kept).await;
+    let changed = send(
+        &n1,
+        awc::http::Method::PUT,
+        "/api/v1/me/password",
+        &kept,
+        json!({"old_password": "password-amy", "new_password": "a new password"}),
+    )
+    .await;
+    assert_eq!(changed, 204);
+    assert_eq!(other_ws.expect_close().await.code, 4001);
+    kept_ws.send(json!({"type": "ping", "id": 1})).await;
+    assert_eq!(
+        kept_ws.recv().await["type"],
+        "pong",
+        "the session kept stays"
+    );
+
+    // Deleting the account on n1 closes its last sockets on n2.
+    let deleted = send(
+        &n1,
+        awc::http::Method::DELETE,
+        "/api/v1/me",
+        &kept,
+        json!({"password": "a new password"}),
+    )
+    .await;
+    assert_eq!(deleted, 204);
+    assert_eq!(kept_ws.expect_close().await.code, 4001);
+}
+
+#[actix_rt::test]
+async fn a_block_between_users_on_different_nodes_stops_presence_both_ways() {
+    if !redis_answers() {
+        return;
+    }
+    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+        return;
+    };
+    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    presence_of(&mut amy_ws, "ben", "online").await;
+
+    let blocked = send(
+        &n1,
+        awc::http::Method::PUT,
+        "/api/v1/blocks/ben",
+        &amy,
+        json!({}),
+    )
+    .await;
+    assert_eq!(blocked, 204);
+    // Nothing closes: both stay connected.
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "away"}))
+        .await;
+    amy_ws
+        .ok(json!({"type": "presence.set", "status": "dnd"}))
+        .await;
+    let quiet = Duration::from_millis(1500);
+    amy_ws
+        .expect_none(quiet, |f| f["type"] == "presence" && f["username"] == "ben")
+        .await;
+    ben_ws
+        .expect_none(quiet, |f| f["type"] == "presence" && f["username"] == "amy")
+        .await;
+    ben_ws.close().await;
+    amy_ws
+        .expect_none(quiet, |f| f["type"] == "presence" && f["username"] == "ben")
+        .await;
+}
+
+#[actix_rt::test]
+async fn a_node_stopped_gracefully_takes_its_users_offline_at_once_not_after_the_ttl() {
+    if !redis_answers() {
+        return;
+    }
+    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+        return;
+    };
+    // A long ttl and grace: offline within seconds can only come from the clean leave.
+    let ttl = Duration::from_secs(30);
+    let n1 = cluster.node_timed(ttl, "10s", &[]).await;
+    let mut n2 = cluster
+        .node_timed(ttl, "10s", &["--node-id", "leaving"])
+        .await;
+    let n3 = cluster.node_timed(ttl, "10s", &[]).await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    let cat = register(&n3, "cat").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    befriend(&n1, ("amy", &amy), &n3, ("cat", &cat)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (_ben_ws, _) = socket(&n2, &ben).await;
+    // Cat has a device on the leaving node and one that stays.
+    let (_cat_leaving, _) = socket(&n2, &cat).await;
+    let (_cat_ws, _) = socket(&n3, &cat).await;
+    presence_of(&mut amy_ws, "ben", "online").await;
+    presence_of(&mut amy_ws, "cat", "online").await;
+
+    let stopped = Instant::now();
+    n2.terminate();
+    assert!(n2.wait_exit(Duration::from_secs(10)).is_some(), "n2 exits");
+    presence_of(&mut amy_ws, "ben", "offline").await;
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(8), "ben offline after {took:?}");
+    assert_eq!(listed_presence(&n1, &amy, "ben").await, "offline");
+    amy_ws
+        .expect_none(Duration::from_millis(1000), |f| {
+            f["type"] == "presence" && f["username"] == "cat"
+        })
+        .await;
+    assert_eq!(listed_presence(&n1, &amy, "cat").await, "online");
+
+    // Nothing of the node is left in Redis.
+    let mut conn = redis::Client::open(SHARED_REDIS)
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{}:nodes", cluster.prefix))
+        .query(&mut conn)
+        .expect("nodes");
+    assert!(!nodes.contains(&"leaving".to_owned()), "{nodes:?}");
+    let registered: bool = redis::cmd("EXISTS")
+        .arg(format!("{}:node:leaving", cluster.prefix))
+        .query(&mut conn)
+        .expect("exists");
+    assert!(!registered);
+    let entries: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:presence:*", cluster.prefix))
+        .query(&mut conn)
+        .expect("keys");
+    assert!(!entries.is_empty(), "amy and cat are online");
+    for entry in entries {
+        let held: bool = redis::cmd("HEXISTS")
+            .arg(&entry)
+            .arg("leaving")
+            .query(&mut conn)
+            .expect("hexists");
+        assert!(!held, "{entry} still has the stopped node's field");
+    }
 }

@@ -16,9 +16,9 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// What one node tells others, as JSON on a channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,8 +45,14 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         frame: Option<String>,
     },
-    /// On the cluster channel: this node is gone; forget what it held.
+    /// On the cluster channel: this node is gone (lost, restarted or stopped); forget what
+    /// it held.
     NodeLost { node: String },
+    /// On the cluster channel: these sessions of `user` (token hashes, as the database keeps
+    /// them) were revoked over REST on the sender: close their sockets and refuse their relay
+    /// credentials. On the cluster channel, not the user's: a relay credential may live on a
+    /// node that holds no device of the user.
+    Revoke { user: String, sessions: Vec<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +69,8 @@ pub enum FriendChange {
 
 /// One unit of outbound work, sent in order.
 pub enum Op {
+    /// The node stops: remove what it holds, tell the others, send nothing more.
+    Leave { done: oneshot::Sender<()> },
     /// This node's directory field of `user` (`None`: remove it).
     Write { user: String, view: Option<String> },
     /// The same payload to each channel.
@@ -72,10 +80,14 @@ pub enum Op {
     },
 }
 
+/// Told of sessions revoked on another node, to refuse their relay credentials here: set
+/// once at start, when the relay is known.
+pub type OnRevoke = Arc<OnceLock<Box<dyn Fn(&UserId, &[String]) + Send + Sync>>>;
+
 /// Writes and publishes waiting for Redis at most; past it they are dropped.
 pub const OUTBOUND: usize = 8192;
-/// Ops sent in one pipeline.
-const BATCH: usize = 256;
+/// Ops sent in one pipeline; also the most sessions one `revoke` message names.
+pub const BATCH: usize = 256;
 /// A Redis round trip that takes longer than this counts as failed.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -109,8 +121,10 @@ impl Subscriptions {
     }
 }
 
-/// Sends queued ops in pipelined batches, forever. A batch that fails is dropped and marks
-/// the command connection down, so the next successful refresh resyncs what it carried.
+/// Sends queued ops in pipelined batches, until the node leaves. A batch that fails is
+/// dropped and marks the command connection down, so the next successful refresh resyncs
+/// what it carried. Leaving comes after every op queued before it, so nothing written before
+/// the leave outlives it, and nothing is written after.
 pub async fn publisher(
     mut conn: ConnectionManager,
     keys: Keys,
@@ -121,6 +135,7 @@ pub async fn publisher(
     let mut batch = Vec::with_capacity(BATCH);
     while ops.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
+        let mut leave = None;
         for op in batch.drain(..) {
             match op {
                 Op::Write { user, view } => {
@@ -131,24 +146,46 @@ pub async fn publisher(
                         pipe.publish(channel, &payload).ignore();
                     }
                 }
+                Op::Leave { done } => {
+                    leave = Some(done);
+                    break;
+                }
             }
         }
-        let failed = match tokio::time::timeout(TIMEOUT, pipe.exec_async(&mut conn)).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "writing timed out".to_owned(),
-        };
-        // Logged once per outage, not once per batch.
-        if health.commands_up().is_ok() {
-            log::warn!("cluster: writes and publishes lost until Redis answers again: {failed}");
+        send(&mut conn, &pipe, &health).await;
+        if let Some(done) = leave {
+            match tokio::time::timeout(TIMEOUT, super::node::leave(&mut conn, &keys, &node)).await {
+                Ok(Ok(n)) => log::info!("cluster: node {node} left; removed {n} user(s)"),
+                Ok(Err(e)) => log::warn!("cluster: leaving failed; the others will sweep: {e}"),
+                Err(_) => log::warn!("cluster: leaving timed out; the others will sweep"),
+            }
+            let _ = done.send(());
+            return;
         }
-        health.commands(Err(failed));
     }
 }
 
+async fn send(conn: &mut ConnectionManager, pipe: &redis::Pipeline, health: &Health) {
+    if pipe.cmd_iter().next().is_none() {
+        return;
+    }
+    let failed = match tokio::time::timeout(TIMEOUT, pipe.exec_async(conn)).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "writing timed out".to_owned(),
+    };
+    // Logged once per outage, not once per batch.
+    if health.commands_up().is_ok() {
+        log::warn!("cluster: writes and publishes lost until Redis answers again: {failed}");
+    }
+    health.commands(Err(failed));
+}
+
 /// Keeps a pub/sub connection subscribed to the cluster channel and the wanted user channels,
-/// reconnecting forever, and hands what arrives to the presence hub. Every reconnection after
-/// the first asks the hub to resync: what was published meanwhile is lost.
+/// reconnecting forever, and hands what arrives to the presence hub (and a revocation to the
+/// relay). Every reconnection after the first asks the hub to resync: what was published
+/// meanwhile is lost.
+#[allow(clippy::too_many_arguments)]
 pub async fn subscriber(
     client: redis::Client,
     keys: Keys,
@@ -156,12 +193,13 @@ pub async fn subscriber(
     subs: Arc<Subscriptions>,
     health: Arc<Health>,
     events: Recipient<ClusterEvent>,
+    revoked: OnRevoke,
     ping_every: Duration,
 ) {
     let mut first = true;
     loop {
         match session(
-            &client, &keys, &node, &subs, &health, &events, ping_every, first,
+            &client, &keys, &node, &subs, &health, &events, &revoked, ping_every, first,
         )
         .await
         {
@@ -184,6 +222,7 @@ async fn session(
     subs: &Subscriptions,
     health: &Health,
     events: &Recipient<ClusterEvent>,
+    revoked: &OnRevoke,
     ping_every: Duration,
     first: bool,
 ) -> Result<(), String> {
@@ -212,7 +251,7 @@ async fn session(
                 let Some(message) = message else {
                     return Err("the connection closed".into());
                 };
-                deliver(keys, node, &message, events);
+                deliver(keys, node, &message, events, revoked);
             }
             () = subs.changed.notified() => catch_up(&mut sink, subs, &mut subscribed).await?,
             _ = ping.tick() => {
@@ -256,7 +295,13 @@ async fn catch_up(
     Ok(())
 }
 
-fn deliver(keys: &Keys, node: &str, message: &redis::Msg, events: &Recipient<ClusterEvent>) {
+fn deliver(
+    keys: &Keys,
+    node: &str,
+    message: &redis::Msg,
+    events: &Recipient<ClusterEvent>,
+    revoked: &OnRevoke,
+) {
     let envelope: Envelope = match serde_json::from_slice(message.get_payload_bytes()) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -276,7 +321,18 @@ fn deliver(keys: &Keys, node: &str, message: &redis::Msg, events: &Recipient<Clu
             user: UserId::from(user),
             envelope,
         });
-    } else if let Body::NodeLost { node: lost } = envelope.body {
-        events.do_send(ClusterEvent::NodeLost { node: lost });
+        return;
+    }
+    match envelope.body {
+        Body::NodeLost { node: lost } => events.do_send(ClusterEvent::NodeLost { node: lost }),
+        Body::Revoke { user, mut sessions } => {
+            sessions.truncate(BATCH);
+            let user = UserId::from(user);
+            if let Some(relay) = revoked.get() {
+                relay(&user, &sessions);
+            }
+            events.do_send(ClusterEvent::Revoked { user, sessions });
+        }
+        Body::Presence { .. } | Body::Relation { .. } => {}
     }
 }

@@ -15,7 +15,7 @@ use crate::config::{Config, DatabaseUrl};
 use crate::error::StartupError;
 use crate::ids::UserId;
 use actix::{Message, Recipient};
-use bus::{Body, Envelope, Op, Subscriptions};
+use bus::{Body, Envelope, OnRevoke, Op, Subscriptions};
 use directory::NodeView;
 use health::Health;
 use keys::Keys;
@@ -33,6 +33,8 @@ pub enum ClusterEvent {
     ForUser { user: UserId, envelope: Envelope },
     /// A node's registration expired (or it restarted): what it held is gone.
     NodeLost { node: String },
+    /// These sessions of `user` were revoked on another node: close their sockets here.
+    Revoked { user: UserId, sessions: Vec<String> },
     /// Redis is back after an outage, or lost this node's state: write everything again and
     /// re-read what others hold.
     Resync,
@@ -54,6 +56,9 @@ struct Inner {
     ops: mpsc::Sender<Op>,
     /// Taken by `start`.
     ops_rx: Mutex<Option<mpsc::Receiver<Op>>>,
+    revoked: OnRevoke,
+    /// The registration keeper, stopped when the node leaves.
+    keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     timings: Timings,
 }
 
@@ -126,6 +131,8 @@ impl Cluster {
                 subs: Arc::default(),
                 ops,
                 ops_rx: Mutex::new(Some(ops_rx)),
+                revoked: Arc::default(),
+                keeper: Mutex::new(None),
                 timings,
             }),
         }))
@@ -146,7 +153,7 @@ impl Cluster {
             inner.health.clone(),
             ops_rx,
         ));
-        actix::spawn(node::keeper(
+        let keeper = actix::spawn(node::keeper(
             inner.conn.clone(),
             inner.keys.clone(),
             inner.node.clone(),
@@ -155,6 +162,9 @@ impl Cluster {
             inner.lost.clone(),
             events.clone(),
         ));
+        if let Ok(mut slot) = inner.keeper.lock() {
+            *slot = Some(keeper);
+        }
         actix::spawn(bus::subscriber(
             inner.client.clone(),
             inner.keys.clone(),
@@ -162,8 +172,50 @@ impl Cluster {
             inner.subs.clone(),
             inner.health.clone(),
             events,
+            inner.revoked.clone(),
             inner.timings.refresh,
         ));
+    }
+
+    /// What refuses the relay credentials of sessions revoked on other nodes (set once, when
+    /// the relay runs).
+    pub fn on_revoke(&self, relay: impl Fn(&UserId, &[String]) + Send + Sync + 'static) {
+        let _ = self.inner.revoked.set(Box::new(relay));
+    }
+
+    /// `user`'s sessions were revoked here: every other node closes their sockets and refuses
+    /// their relay credentials (in messages of at most `bus::BATCH` sessions).
+    pub fn sessions_revoked(&self, user: &UserId, token_hashes: &[String]) {
+        let channel = self.inner.keys.cluster_channel();
+        for chunk in token_hashes.chunks(bus::BATCH) {
+            let body = Body::Revoke {
+                user: user.to_string(),
+                sessions: chunk.to_vec(),
+            };
+            self.publish(vec![channel.clone()], body);
+        }
+    }
+
+    /// The node stops gracefully: once what is queued is written, its registration and
+    /// directory fields go and the others are told, so its users go offline for friends
+    /// elsewhere at once rather than after the ttl. Bounded: with Redis away, it gives up
+    /// after a few seconds and the others sweep the node when its registration expires.
+    pub async fn leave(&self) {
+        let keeper = self.inner.keeper.lock().ok().and_then(|mut k| k.take());
+        if let Some(keeper) = keeper {
+            keeper.abort();
+        }
+        let (done, left) = tokio::sync::oneshot::channel();
+        let limit = bus::TIMEOUT + std::time::Duration::from_secs(1);
+        let asked = tokio::time::timeout(limit, async {
+            if self.inner.ops.send(Op::Leave { done }).await.is_ok() {
+                let _ = left.await;
+            }
+        })
+        .await;
+        if asked.is_err() {
+            log::warn!("cluster: could not leave in time; the others will sweep this node");
+        }
     }
 
     pub fn node(&self) -> &str {

@@ -153,6 +153,33 @@ pub async fn sweep(
         .await
 }
 
+/// This node stops: its registration, its directory fields and its entry in the node set go,
+/// and the others hear `node_lost` at once, as for a node swept, instead of after the ttl.
+/// Returns how many users it held.
+pub async fn leave(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    node: &str,
+) -> redis::RedisResult<i64> {
+    redis::cmd("DEL")
+        .arg(keys.node(node))
+        .exec_async(conn)
+        .await?;
+    let held = sweep(conn, keys, node, node, Duration::ZERO, true).await?;
+    let gone = super::bus::Envelope {
+        from: node.to_owned(),
+        body: super::bus::Body::NodeLost {
+            node: node.to_owned(),
+        },
+    };
+    redis::cmd("PUBLISH")
+        .arg(keys.cluster_channel())
+        .arg(serde_json::to_string(&gone).unwrap_or_default())
+        .exec_async(conn)
+        .await?;
+    Ok(held)
+}
+
 /// The nodes last found lost (listed, registration expired), shared with the directory
 /// reads and the hub: what they held is ignored. A node not known either way counts as live
 /// (one that just joined is seen before the next census).

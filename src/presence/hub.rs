@@ -611,10 +611,18 @@ impl Handler<RevokeSessions> for PresenceHub {
     type Result = ();
 
     fn handle(&mut self, msg: RevokeSessions, _: &mut Context<Self>) {
-        let Some(online) = self.users.get(&msg.user) else {
+        self.close_sessions(&msg.user, &msg.token_hashes);
+    }
+}
+
+impl PresenceHub {
+    /// Closes the sockets of `user` whose session is one of `token_hashes` (revoked here, or
+    /// on another node of the cluster).
+    pub(super) fn close_sessions(&self, user: &UserId, token_hashes: &[String]) {
+        let Some(online) = self.users.get(user) else {
             return;
         };
-        let revoked: HashSet<HashKey> = msg.token_hashes.iter().map(|h| token::key(h)).collect();
+        let revoked: HashSet<HashKey> = token_hashes.iter().map(|h| token::key(h)).collect();
         for device in &online.devices {
             if revoked.contains(device.session_key()) {
                 device.kick(Kick {

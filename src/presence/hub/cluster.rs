@@ -495,9 +495,10 @@ impl Handler<ClusterEvent> for PresenceHub {
                     change,
                     frame,
                 } => self.relation_arrived(&to, UserId::from(friend), change, frame),
-                Body::NodeLost { .. } => {}
+                Body::NodeLost { .. } | Body::Revoke { .. } => {}
             },
             ClusterEvent::NodeLost { node } => self.node_lost(&node),
+            ClusterEvent::Revoked { user, sessions } => self.close_sessions(&user, &sessions),
             ClusterEvent::Resync => self.resync(ctx),
         }
         self.drop_stuck(ctx);
