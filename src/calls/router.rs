@@ -13,7 +13,7 @@ use crate::push::{index::SessionKey, Push};
 use crate::severed::SeveredPairs;
 use crate::time::now_ms;
 use crate::vocabulary::{Direction, LiveState, Media, SignalKind};
-use crate::wire::device::DeviceHandle;
+use crate::wire::device::{DeviceHandle, LiveDevice};
 use crate::wire::protocol::{CallSummary, ClientRef, ServerFrame};
 use actix::prelude::*;
 use serde_json::value::RawValue;
@@ -27,6 +27,33 @@ struct Slot {
     ring_timer: Option<SpawnHandle>,
     /// Reconnect grace timers, caller then callee.
     grace: [Option<SpawnHandle>; 2],
+    /// The devices signals flow between, caller then callee, held strongly from their first
+    /// signal until the call is over (see [`LiveDevice`]); replaced when a side resumes on
+    /// another device.
+    live: [Option<LiveDevice>; 2],
+}
+
+impl Slot {
+    /// Holds the call's device in `role` strongly, if it is connected and not held yet.
+    fn hold(&mut self, devices: &HashMap<UserId, Devices>, role: Role) {
+        if self.held(role).is_some() {
+            return;
+        }
+        let Some(id) = self.call.device(role) else {
+            return;
+        };
+        let user = &self.call.party(role).user;
+        let device = devices
+            .get(user)
+            .and_then(|ds| ds.iter().find(|d| d.id() == *id));
+        self.live[role_index(role)] = device.and_then(DeviceHandle::live);
+    }
+
+    /// The call's device in `role`, if it is held.
+    fn held(&self, role: Role) -> Option<&LiveDevice> {
+        let held = self.live[role_index(role)].as_ref()?;
+        (self.call.device(role) == Some(&held.id())).then_some(held)
+    }
 }
 
 /// A user's connected devices: a handful at most, changed only when one connects or leaves, so a
@@ -593,6 +620,7 @@ impl Handler<PlaceCall> for CallRouter {
             call,
             ring_timer: None,
             grace: [None, None],
+            live: [None, None],
         };
         if !slot.call.is_over() {
             self.user_call
@@ -677,7 +705,7 @@ impl Handler<RelaySignal> for CallRouter {
         let outcome = (|| {
             let slot = self
                 .calls
-                .get(&msg.call_id)
+                .get_mut(&msg.call_id)
                 .filter(|s| s.call.role_of(&msg.user).is_some())
                 .ok_or_else(|| AppError::new(ErrorCode::CallNotFound, "no such call"))?;
             let call = &slot.call;
@@ -688,25 +716,24 @@ impl Handler<RelaySignal> for CallRouter {
                 ));
             }
             let (from, to) = if call.caller_device.as_ref() == Some(&msg.device) {
-                (&call.caller, Role::Callee)
+                (Role::Caller, Role::Callee)
             } else if call.callee_device.as_ref() == Some(&msg.device) {
-                (&call.callee, Role::Caller)
+                (Role::Callee, Role::Caller)
             } else {
                 return Err(AppError::new(
                     ErrorCode::Forbidden,
                     "this device is not the one in the call",
                 ));
             };
+            slot.hold(&self.devices, to);
+            let call = &slot.call;
+            let peer_device = slot.held(to).ok_or_else(|| {
+                AppError::new(ErrorCode::NotConnected, "the other side is reconnecting")
+            })?;
             let peer = call.party(to);
-            let peer_device = call
-                .device(to)
-                .and_then(|d| self.handle_of(&peer.user, d))
-                .ok_or_else(|| {
-                    AppError::new(ErrorCode::NotConnected, "the other side is reconnecting")
-                })?;
             let frame = ServerFrame::Signal {
                 call_id: &call.id,
-                from: &from.username,
+                from: &call.party(from).username,
                 kind: msg.kind,
                 sdp: msg.sdp.as_deref(),
                 candidate: msg.candidate.as_deref(),
@@ -714,7 +741,7 @@ impl Handler<RelaySignal> for CallRouter {
             let frame = frame.encode();
             crate::metrics::get().signal_relayed(frame.len());
             if peer_device.send(frame) {
-                Ok(())
+                Ok(from)
             } else {
                 self.stuck.push((peer.user.clone(), peer_device.id()));
                 Err(AppError::new(
@@ -724,15 +751,27 @@ impl Handler<RelaySignal> for CallRouter {
             }
         })();
         match outcome {
-            Ok(()) => {
+            Ok(from) => {
                 if let Some(reference) = msg.reference.as_ref() {
                     let ack = ServerFrame::Ack {
                         reference,
                         call_id: None,
                         merged: None,
                         ice_servers: None,
-                    };
-                    self.send_to(&msg.user, &msg.device, ack.encode());
+                    }
+                    .encode();
+                    let sender = self.calls.get_mut(&msg.call_id).and_then(|slot| {
+                        slot.hold(&self.devices, from);
+                        slot.held(from)
+                    });
+                    match sender {
+                        Some(sender) => {
+                            if !sender.send(ack) {
+                                self.stuck.push((msg.user.clone(), msg.device));
+                            }
+                        }
+                        None => self.send_to(&msg.user, &msg.device, ack),
+                    }
                 }
             }
             Err(err) => self.reply_error(&msg.user, &msg.device, &msg.reference, &err),

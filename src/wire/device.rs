@@ -90,8 +90,23 @@ impl DeviceHandle {
         &self.0.session_key
     }
 
+    /// The device with its session held strongly, for as long as the result is kept.
+    pub fn live(&self) -> Option<LiveDevice> {
+        let session = self.0.session.upgrade()?;
+        Some(LiveDevice {
+            handle: self.clone(),
+            session,
+        })
+    }
+
     /// Queues `frame` for the device; `false` once it is stuck (the frame is dropped).
     pub fn send(&self, frame: ByteString) -> bool {
+        self.queue(frame, |message| self.0.deliver(message))
+    }
+
+    /// Counts `frame` against the device's queue and hands it to `deliver`, unless the device
+    /// is stuck or this frame makes it so.
+    fn queue(&self, frame: ByteString, deliver: impl FnOnce(ToDevice)) -> bool {
         let device = &*self.0;
         if device.stuck.load(Ordering::Relaxed) {
             return false;
@@ -106,7 +121,7 @@ impl DeviceHandle {
             });
             return false;
         }
-        device.deliver(ToDevice::Frame(frame));
+        deliver(ToDevice::Frame(frame));
         true
     }
 
@@ -118,5 +133,26 @@ impl DeviceHandle {
     /// Tells the session to close its socket.
     pub fn kick(&self, kick: Kick) {
         self.0.deliver(ToDevice::Close(kick));
+    }
+}
+
+/// A device whose session is held strongly. The router keeps one for each device of a call
+/// while the call lives: every signal to a device through its handle would upgrade the weak
+/// recipient (three small allocations per frame). It holds a mailbox sender, which keeps
+/// nothing alive: a stopped session's mailbox refuses what is sent.
+pub struct LiveDevice {
+    handle: DeviceHandle,
+    session: Recipient<ToDevice>,
+}
+
+impl LiveDevice {
+    pub fn id(&self) -> DeviceId {
+        self.handle.id()
+    }
+
+    /// As [`DeviceHandle::send`].
+    pub fn send(&self, frame: ByteString) -> bool {
+        self.handle
+            .queue(frame, |message| self.session.do_send(message))
     }
 }
