@@ -832,3 +832,59 @@ async fn a_node_stopped_gracefully_takes_its_users_offline_at_once_not_after_the
         assert!(!held, "{entry} still has the stopped node's field");
     }
 }
+
+/// The TURN entry of an `ice_servers` list: (host:port, username, credential).
+fn turn_of(servers: &Value) -> (String, String, String) {
+    let entry = servers
+        .as_array()
+        .expect("ice_servers is a list")
+        .iter()
+        .find(|s| s["username"].is_string())
+        .unwrap_or_else(|| panic!("no TURN entry in {servers}"));
+    let url = entry["urls"][0].as_str().expect("url");
+    let addr = url
+        .strip_prefix("turn:")
+        .and_then(|rest| rest.split('?').next())
+        .unwrap_or_else(|| panic!("not a turn: URL: {url}"));
+    (
+        addr.to_owned(),
+        entry["username"].as_str().expect("username").to_owned(),
+        entry["credential"].as_str().expect("credential").to_owned(),
+    )
+}
+
+/// The error code of an allocate with these credentials on a fresh 5-tuple (0: allocated).
+async fn allocate_code(server: &str, username: &str, credential: &str) -> u16 {
+    let mut client = common::stun::StunClient::new(server, username, credential).await;
+    client.challenge().await;
+    client.allocate().await.code()
+}
+
+#[actix_rt::test]
+async fn a_session_revoked_on_one_node_loses_its_relay_credentials_on_another() {
+    if !redis_answers() {
+        return;
+    }
+    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+        return;
+    };
+    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let amy = register(&n1, "amy").await;
+    // The credential is for n1's relay; amy has no socket anywhere.
+    let (status, body) = get(&n1, "/api/v1/ice-servers", Some(&amy)).await;
+    assert_eq!(status, 200, "{body}");
+    let (server, name, credential) = turn_of(&body["ice_servers"]);
+    assert_eq!(allocate_code(&server, &name, &credential).await, 0);
+
+    let (status, _) = post(&n2, "/api/v1/auth/logout", Some(&amy), json!({})).await;
+    assert_eq!(status, 204);
+    eventually(
+        Duration::from_secs(2),
+        "n1's relay refuses a session logged out on n2",
+        || {
+            let (server, name, credential) = (server.clone(), name.clone(), credential.clone());
+            async move { allocate_code(&server, &name, &credential).await == 401 }
+        },
+    )
+    .await;
+}
