@@ -82,11 +82,14 @@ impl Cluster {
 impl Drop for Cluster {
     /// Removes what the test's nodes left under its prefix (they were killed, not stopped).
     fn drop(&mut self) {
-        let Ok(mut conn) =
-            redis::Client::open(self.redis.as_str()).and_then(|c| c.get_connection())
+        // Bounded: a test that fails with its own Redis frozen must fail, not hang here.
+        let wait = Duration::from_secs(2);
+        let Ok(mut conn) = redis::Client::open(self.redis.as_str())
+            .and_then(|c| c.get_connection_with_timeout(wait))
         else {
             return;
         };
+        let _ = conn.set_read_timeout(Some(wait));
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query(&mut conn)
@@ -525,6 +528,16 @@ impl OwnRedis {
         }
     }
 
+    /// SIGSTOP: it keeps its connections but answers nothing, like a Redis that hangs.
+    fn freeze(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: signals the child this struct owns, by its pid.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGSTOP);
+            }
+        }
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -887,4 +900,28 @@ async fn a_session_revoked_on_one_node_loses_its_relay_credentials_on_another() 
         },
     )
     .await;
+}
+
+#[actix_rt::test]
+async fn a_node_stops_within_seconds_while_redis_hangs() {
+    if !redis_answers() {
+        return;
+    }
+    let mut redis = OwnRedis::start();
+    let Some(cluster) = Cluster::new(&redis.url()) else {
+        return;
+    };
+    let mut n1 = cluster.node().await;
+    let amy = register(&n1, "amy").await;
+    let (_amy_ws, _) = socket(&n1, &amy).await;
+    redis.freeze();
+    let stopped = Instant::now();
+    n1.terminate();
+    let exited = n1.wait_exit(Duration::from_secs(15));
+    let took = stopped.elapsed();
+    assert!(exited.is_some(), "still running {took:?} after SIGTERM");
+    // Leaving gives up after 3 s; the rest of the shutdown is quick.
+    assert!(took < Duration::from_secs(7), "the shutdown took {took:?}");
+    // Gone before the cluster's clean-up, which would wait on a frozen Redis forever.
+    redis.kill();
 }
