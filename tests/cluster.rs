@@ -5,6 +5,7 @@
 mod common;
 
 use common::process::BrokerProcess;
+use common::stun::turn_of;
 use common::ws::WsClient;
 use common::{Backend, TestDatabase};
 use serde_json::{json, Value};
@@ -42,6 +43,14 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster on the shared Redis; `None` when the test must skip (never under CI=true).
+    fn shared() -> Option<Self> {
+        if !redis_answers() {
+            return None;
+        }
+        Self::new(SHARED_REDIS)
+    }
+
     /// A fresh Postgres database and prefix on `redis`; `None` when the test must skip.
     fn new(redis: &str) -> Option<Self> {
         Backend::postgres()?;
@@ -54,6 +63,18 @@ impl Cluster {
 
     async fn node(&self) -> BrokerProcess {
         self.node_with(&[]).await
+    }
+
+    /// `N` nodes, started one after the other.
+    async fn nodes<const N: usize>(&self) -> [BrokerProcess; N] {
+        let mut nodes = Vec::with_capacity(N);
+        for _ in 0..N {
+            nodes.push(self.node().await);
+        }
+        match nodes.try_into() {
+            Ok(nodes) => nodes,
+            Err(_) => unreachable!("{N} nodes were started"),
+        }
     }
 
     async fn node_with(&self, extra: &[&str]) -> BrokerProcess {
@@ -227,13 +248,10 @@ where
 
 #[actix_rt::test]
 async fn friends_on_different_nodes_see_each_other_come_go_and_change_status() {
-    if !redis_answers() {
-        return;
-    }
-    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+    let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let [n1, n2] = cluster.nodes().await;
     let amy = register(&n1, "amy").await;
     let ben = register(&n2, "ben").await;
     let cat = register(&n1, "cat").await;
@@ -267,13 +285,10 @@ async fn friends_on_different_nodes_see_each_other_come_go_and_change_status() {
 
 #[actix_rt::test]
 async fn a_call_on_one_node_shows_busy_to_friends_on_another() {
-    if !redis_answers() {
-        return;
-    }
-    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+    let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let [n1, n2] = cluster.nodes().await;
     let amy = register(&n1, "amy").await;
     let ben = register(&n1, "ben").await;
     let cat = register(&n2, "cat").await;
@@ -295,17 +310,10 @@ async fn a_call_on_one_node_shows_busy_to_friends_on_another() {
 
 #[actix_rt::test]
 async fn a_user_with_devices_on_two_nodes_stays_online_until_both_are_gone() {
-    if !redis_answers() {
-        return;
-    }
-    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+    let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let (n1, n2, n3) = (
-        cluster.node().await,
-        cluster.node().await,
-        cluster.node().await,
-    );
+    let [n1, n2, n3] = cluster.nodes().await;
     let amy = register(&n1, "amy").await;
     let ben = register(&n1, "ben").await;
     befriend(&n1, ("amy", &amy), &n1, ("ben", &ben)).await;
@@ -335,17 +343,10 @@ async fn a_user_with_devices_on_two_nodes_stays_online_until_both_are_gone() {
 
 #[actix_rt::test]
 async fn the_friends_list_on_a_third_node_shows_presence_held_on_others() {
-    if !redis_answers() {
-        return;
-    }
-    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+    let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let (n1, n2, n3) = (
-        cluster.node().await,
-        cluster.node().await,
-        cluster.node().await,
-    );
+    let [n1, n2, n3] = cluster.nodes().await;
     let amy = register(&n1, "amy").await;
     let ben = register(&n2, "ben").await;
     let cat = register(&n3, "cat").await;
@@ -430,10 +431,7 @@ async fn the_friends_list_on_a_third_node_shows_presence_held_on_others() {
 
 #[actix_rt::test]
 async fn a_killed_node_takes_its_users_offline_within_the_node_ttl_and_a_restarted_one_joins() {
-    if !redis_answers() {
-        return;
-    }
-    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+    let Some(cluster) = Cluster::shared() else {
         return;
     };
     let (n1, n2, n3) = (
@@ -561,7 +559,7 @@ async fn a_redis_outage_keeps_local_users_served_and_the_cluster_converges_when_
     let Some(cluster) = Cluster::new(&redis.url()) else {
         return;
     };
-    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let [n1, n2] = cluster.nodes().await;
     let amy = register(&n1, "amy").await;
     let ben = register(&n2, "ben").await;
     let cat = register(&n1, "cat").await;
@@ -667,17 +665,10 @@ async fn a_cluster_node_on_sqlite_is_refused_in_one_line() {
 
 #[actix_rt::test]
 async fn sessions_revoked_on_one_node_close_their_sockets_on_the_others() {
-    if !redis_answers() {
-        return;
-    }
-    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+    let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let (n1, n2, n3) = (
-        cluster.node().await,
-        cluster.node().await,
-        cluster.node().await,
-    );
+    let [n1, n2, n3] = cluster.nodes().await;
     let first = register(&n1, "amy").await;
     let second = login(&n2, "amy", "password-amy").await;
     let (mut on_n2, _) = socket(&n2, &second).await;
@@ -732,13 +723,10 @@ async fn sessions_revoked_on_one_node_close_their_sockets_on_the_others() {
 
 #[actix_rt::test]
 async fn a_block_between_users_on_different_nodes_stops_presence_both_ways() {
-    if !redis_answers() {
-        return;
-    }
-    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+    let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let [n1, n2] = cluster.nodes().await;
     let amy = register(&n1, "amy").await;
     let ben = register(&n2, "ben").await;
     befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
@@ -777,10 +765,7 @@ async fn a_block_between_users_on_different_nodes_stops_presence_both_ways() {
 
 #[actix_rt::test]
 async fn a_node_stopped_gracefully_takes_its_users_offline_at_once_not_after_the_ttl() {
-    if !redis_answers() {
-        return;
-    }
-    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+    let Some(cluster) = Cluster::shared() else {
         return;
     };
     // A long ttl and grace: offline within seconds can only come from the clean leave.
@@ -846,26 +831,6 @@ async fn a_node_stopped_gracefully_takes_its_users_offline_at_once_not_after_the
     }
 }
 
-/// The TURN entry of an `ice_servers` list: (host:port, username, credential).
-fn turn_of(servers: &Value) -> (String, String, String) {
-    let entry = servers
-        .as_array()
-        .expect("ice_servers is a list")
-        .iter()
-        .find(|s| s["username"].is_string())
-        .unwrap_or_else(|| panic!("no TURN entry in {servers}"));
-    let url = entry["urls"][0].as_str().expect("url");
-    let addr = url
-        .strip_prefix("turn:")
-        .and_then(|rest| rest.split('?').next())
-        .unwrap_or_else(|| panic!("not a turn: URL: {url}"));
-    (
-        addr.to_owned(),
-        entry["username"].as_str().expect("username").to_owned(),
-        entry["credential"].as_str().expect("credential").to_owned(),
-    )
-}
-
 /// The error code of an allocate with these credentials on a fresh 5-tuple (0: allocated).
 async fn allocate_code(server: &str, username: &str, credential: &str) -> u16 {
     let mut client = common::stun::StunClient::new(server, username, credential).await;
@@ -875,13 +840,10 @@ async fn allocate_code(server: &str, username: &str, credential: &str) -> u16 {
 
 #[actix_rt::test]
 async fn a_session_revoked_on_one_node_loses_its_relay_credentials_on_another() {
-    if !redis_answers() {
-        return;
-    }
-    let Some(cluster) = Cluster::new(SHARED_REDIS) else {
+    let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let (n1, n2) = (cluster.node().await, cluster.node().await);
+    let [n1, n2] = cluster.nodes().await;
     let amy = register(&n1, "amy").await;
     // The credential is for n1's relay; amy has no socket anywhere.
     let (status, body) = get(&n1, "/api/v1/ice-servers", Some(&amy)).await;

@@ -8,6 +8,7 @@
 mod common;
 
 use common::data_channel::{answer_chat, open_chat};
+use common::stun::turn_of;
 use common::stun::StunClient;
 use common::{spawn_app_on, spawn_app_with, Backend, TestApp};
 use serde_json::{json, Value};
@@ -81,27 +82,6 @@ async fn user_id(app: &TestApp, token: &str) -> String {
     let me = app.get("/api/v1/me", token).await;
     assert_eq!(me.status, 200, "{}", me.body);
     me.body["id"].as_str().expect("user id").to_owned()
-}
-
-/// The TURN entry of an `ice_servers` list: (host:port of the first turn: URL, username,
-/// credential).
-fn turn_of(servers: &Value) -> (String, String, String) {
-    let entry = servers
-        .as_array()
-        .expect("ice_servers is a list")
-        .iter()
-        .find(|s| s["username"].is_string())
-        .unwrap_or_else(|| panic!("no TURN entry in {servers}"));
-    let url = entry["urls"][0].as_str().expect("url");
-    let addr = url
-        .strip_prefix("turn:")
-        .and_then(|rest| rest.split('?').next())
-        .unwrap_or_else(|| panic!("not a turn: URL: {url}"));
-    (
-        addr.to_owned(),
-        entry["username"].as_str().expect("username").to_owned(),
-        entry["credential"].as_str().expect("credential").to_owned(),
-    )
 }
 
 /// A TURN client of webrtc-rs on its own loopback socket.

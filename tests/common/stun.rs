@@ -188,3 +188,24 @@ impl StunClient {
             .expect("channel bind answered")
     }
 }
+
+/// The TURN entry of an `ice_servers` list: (host:port of the first turn: URL, username,
+/// credential).
+pub fn turn_of(servers: &serde_json::Value) -> (String, String, String) {
+    let entry = servers
+        .as_array()
+        .expect("ice_servers is a list")
+        .iter()
+        .find(|s| s["username"].is_string())
+        .unwrap_or_else(|| panic!("no TURN entry in {servers}"));
+    let url = entry["urls"][0].as_str().expect("url");
+    let addr = url
+        .strip_prefix("turn:")
+        .and_then(|rest| rest.split('?').next())
+        .unwrap_or_else(|| panic!("not a turn: URL: {url}"));
+    (
+        addr.to_owned(),
+        entry["username"].as_str().expect("username").to_owned(),
+        entry["credential"].as_str().expect("credential").to_owned(),
+    )
+}
