@@ -289,9 +289,14 @@ fn node_id(s: &str) -> Result<String, String> {
 }
 
 fn node_ttl(s: &str) -> Result<Duration, String> {
+    at_least_a_second(s, "a node must be given at least 1s")
+}
+
+/// A duration of at least one second; `refusal` otherwise.
+fn at_least_a_second(s: &str, refusal: &str) -> Result<Duration, String> {
     let ttl = duration(s)?;
     if ttl < Duration::from_secs(1) {
-        Err("a node must be given at least 1s".into())
+        Err(refusal.into())
     } else {
         Ok(ttl)
     }
@@ -357,12 +362,7 @@ fn vapid_subject(s: &str) -> Result<String, String> {
 }
 
 fn credential_ttl(s: &str) -> Result<Duration, String> {
-    let ttl = duration(s)?;
-    if ttl < Duration::from_secs(1) {
-        Err("credentials must live at least 1s".into())
-    } else {
-        Ok(ttl)
-    }
+    at_least_a_second(s, "credentials must live at least 1s")
 }
 
 fn ice_server_url(s: &str) -> Result<String, String> {

@@ -114,8 +114,7 @@ impl UserSession {
     }
 
     fn traffic(&mut self) -> &mut Traffic {
-        let rate = self.state.config.ws_max_frame_rate;
-        self.traffic.get_or_insert_with(|| Traffic::new(rate))
+        traffic::get(&mut self.traffic, self.state.config.ws_max_frame_rate)
     }
 
     fn close_oversized(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -680,8 +679,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for UserSession {
         self.last_heard = Instant::now();
         match message {
             ws::Message::Text(text) => {
-                let rate = self.state.config.ws_max_frame_rate;
-                let traffic = self.traffic.get_or_insert_with(|| Traffic::new(rate));
+                let traffic = traffic::get(&mut self.traffic, self.state.config.ws_max_frame_rate);
                 if !traffic.budget.take() {
                     return self.close(
                         ctx,

@@ -36,6 +36,11 @@ impl Traffic {
     }
 }
 
+/// The traffic in `held`, made if there was none.
+pub fn get(held: &mut Option<Box<Traffic>>, frame_rate: u32) -> &mut Traffic {
+    held.get_or_insert_with(|| Traffic::new(frame_rate))
+}
+
 /// How long the oldest unanswered ping of `traffic` has waited (none: nothing is waiting).
 pub fn stuck_for(traffic: Option<&Traffic>, now: Instant) -> Duration {
     traffic.map_or(Duration::ZERO, |t| t.backlog.stuck_for(now))
