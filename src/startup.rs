@@ -211,8 +211,10 @@ impl Application {
         ));
         let metrics_here = config.metrics_listen.is_none();
         let server = HttpServer::new(move || {
-            // Innermost first: CORS refusals become JSON errors too.
+            // Innermost first: CORS refusals become JSON errors too, and every answer, an
+            // oversized body's 413 included, carries the CORS and security headers.
             App::new()
+                .wrap(from_fn(http::input::refuse_oversized))
                 .wrap(http::security::cors(&state.config.cors_origins))
                 .wrap(ErrorHandlers::new().default_handler(http::jsonify_error))
                 .wrap(http::security::headers())

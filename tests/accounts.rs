@@ -473,6 +473,95 @@ async fn wrong_methods_get_405_with_the_allowed_methods() {
     }
 }
 
+/// A body over the limit gets its whole 413 even while the client is still sending it (the
+/// broker reads the rest first), and the connection then serves the next request. Past the
+/// drain limit the 413 comes at once, without waiting for the body, and the connection closes.
+#[actix_rt::test]
+async fn an_oversized_body_gets_its_413_whole_and_the_connection_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(Backend::Sqlite).await;
+    let head = |length: usize| {
+        format!(
+            "POST /api/v1/auth/login HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\n\r\n",
+            app.address
+        )
+    };
+
+    let mut stream = tokio::net::TcpStream::connect(&app.address)
+        .await
+        .expect("connect");
+    let body = vec![b' '; 900 * 1024];
+    stream
+        .write_all(head(body.len()).as_bytes())
+        .await
+        .expect("head");
+    // All of it goes through: nothing is reset under the client's feet.
+    stream.write_all(&body).await.expect("the whole body");
+    let (status, text) = http_answer(&mut stream).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("\"payload_too_large\""), "{text}");
+    stream
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", app.address).as_bytes())
+        .await
+        .expect("the next request");
+    let (status, text) = http_answer(&mut stream).await;
+    assert_eq!(
+        status, 200,
+        "the same connection serves the next request: {text}"
+    );
+
+    let mut stream = tokio::net::TcpStream::connect(&app.address)
+        .await
+        .expect("connect");
+    stream
+        .write_all(head(2 * 1024 * 1024).as_bytes())
+        .await
+        .expect("head");
+    let (status, text) = http_answer(&mut stream).await;
+    assert_eq!(status, 413, "{text}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the connection is closed after a 413 for a body too long to drain: {closed:?}"
+    );
+
+    /// One HTTP/1.1 answer with a `Content-Length`: its status and its text.
+    async fn http_answer(stream: &mut tokio::net::TcpStream) -> (u16, String) {
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&seen).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .expect("a Content-Length");
+                if seen.len() >= end + 4 + length {
+                    let status = text[9..12].parse().expect("a status");
+                    return (status, text);
+                }
+            }
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+                    .await
+                    .expect("an answer within 10 s")
+                    .expect("read");
+            assert!(read > 0, "closed before a whole answer: {text}");
+            seen.extend_from_slice(&chunk[..read]);
+        }
+    }
+}
+
 /// Sessions expire: a lifetime of one second makes a token useless two seconds later.
 #[actix_rt::test]
 async fn expired_sessions_are_unauthorized() {
