@@ -140,6 +140,20 @@ impl fmt::Display for DeviceId {
     }
 }
 
+/// Read back as written (32 hex digits): device ids travel between nodes of a cluster, never
+/// from clients.
+impl<'de> Deserialize<'de> for DeviceId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        if text.len() != 32 {
+            return Err(serde::de::Error::custom("a device id is 32 hex digits"));
+        }
+        u128::from_str_radix(&text, 16)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl Serialize for DeviceId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)

@@ -35,12 +35,13 @@ fn start_actors(
     push: &Push,
     cluster: Option<Cluster>,
 ) -> (Addr<PresenceHub>, Addr<CallRouter>) {
-    let recorder = CallRecorder::start(db.clone());
+    let recorder = CallRecorder::start(db.clone(), cluster.as_ref().map(Cluster::node));
     let hub_ctx = Context::<PresenceHub>::new();
     let hub_addr = hub_ctx.address();
     let (ring, grace) = (config.ring_timeout, config.reconnect_grace);
     let busy_listener = hub_addr.clone().recipient();
     let (router_ice, router_push) = (ice.clone(), push.clone());
+    let router_cluster = cluster.clone();
     let router = CallRouter::start_in_arbiter(&Arbiter::new().handle(), move |_| {
         CallRouter::new(
             busy_listener,
@@ -49,8 +50,13 @@ fn start_actors(
             grace,
             router_ice,
             router_push,
+            router_cluster,
         )
     });
+    // Before the hub starts the cluster's listener: calls from other nodes go to the router.
+    if let Some(cluster) = &cluster {
+        cluster.route_calls(router.clone().recipient());
+    }
     let hub = PresenceHub::new(
         db.clone(),
         config.presence_grace,
@@ -159,7 +165,10 @@ impl Application {
                 .map_err(blocking)??
         };
         let failed = db
-            .run(|conn| db::calls::fail_open_calls(conn, now_ms()))
+            .run({
+                let owner = cluster.as_ref().map(|c| c.node().to_owned());
+                move |conn| db::calls::fail_open_calls(conn, now_ms(), owner.as_deref())
+            })
             .await
             .map_err(StartupError::Database)?;
         if failed > 0 {

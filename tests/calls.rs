@@ -2,7 +2,7 @@
 //! hangup, reconnect grace, signaling, and the call history they leave behind.
 mod common;
 
-use common::ws::WsClient;
+use common::ws::{WsClient, SDP};
 use common::{spawn_app, spawn_app_on, spawn_app_with, Backend, TestApp};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -43,12 +43,6 @@ async fn a_call_id_no_call_could_have_is_not_found(backend: Backend) {
     let reply = app.get("/api/v1/calls/a%00b", &token).await;
     assert_eq!((reply.status, reply.code()), (404, "call_not_found"));
 }
-
-const SDP: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-a=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
-a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 \
-AB:CD:EF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC\r\n\
-a=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\n";
 
 struct Pair {
     app: TestApp,

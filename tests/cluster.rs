@@ -6,7 +6,7 @@ mod common;
 
 use common::process::BrokerProcess;
 use common::stun::turn_of;
-use common::ws::WsClient;
+use common::ws::{WsClient, SDP};
 use common::{Backend, TestDatabase};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -886,4 +886,249 @@ async fn a_node_stops_within_seconds_while_redis_hangs() {
     assert!(took < Duration::from_secs(7), "the shutdown took {took:?}");
     // Gone before the cluster's clean-up, which would wait on a frozen Redis forever.
     redis.kill();
+}
+
+// ---- calls across nodes ---------------------------------------------------------------------
+
+fn ended(call_id: &str, reason: &str) -> Value {
+    json!({"type": "call.ended", "call_id": call_id, "reason": reason})
+}
+
+/// `caller` invites `callee`: the call id, once `rung` (every socket of the callee) rings.
+async fn invite(caller: &mut WsClient, callee: &str, rung: &mut [&mut WsClient]) -> String {
+    let invited = caller
+        .ok(json!({"type": "call.invite", "to": callee, "media": "video"}))
+        .await;
+    let id = invited["call_id"].as_str().expect("call_id").to_owned();
+    for ws in rung.iter_mut() {
+        let incoming = ws.recv_type("call.incoming").await;
+        assert_eq!(incoming["call_id"], id.as_str(), "{incoming}");
+    }
+    caller.recv_type("call.ringing").await;
+    id
+}
+
+#[actix_rt::test]
+async fn a_call_rings_devices_on_other_nodes_and_signals_flow_between_nodes() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let [n1, n2, n3] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    let cat = register(&n3, "cat").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    befriend(&n3, ("cat", &cat), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_phone, _) = socket(&n2, &ben).await;
+    let (mut ben_laptop, _) = socket(&n3, &ben).await;
+    let (mut cat_ws, welcome) = socket(&n1, &cat).await;
+    assert_eq!(status_in_welcome(&welcome, "ben"), "online", "{welcome}");
+
+    // Both of ben's devices ring, each on its own node; the laptop answers.
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_phone, &mut ben_laptop]).await;
+    let accepted = ben_laptop
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    assert!(
+        accepted["ice_servers"].is_array(),
+        "the callee's ack carries its call credential: {accepted}"
+    );
+    let told = amy_ws.recv_type("call.accepted").await;
+    assert_eq!(
+        (&told["peer"], &told["offerer"]),
+        (&json!("ben"), &json!(true))
+    );
+    assert_eq!(
+        ben_phone.recv_type("call.answered_elsewhere").await["call_id"],
+        id.as_str()
+    );
+    // Both are busy for a friend on a third node.
+    presence_of(&mut cat_ws, "ben", "busy").await;
+
+    // Signals both ways, in order.
+    amy_ws
+        .ok(json!({"type": "signal", "call_id": id, "kind": "offer", "sdp": SDP}))
+        .await;
+    let offer = ben_laptop.recv_type("signal").await;
+    assert_eq!(
+        (&offer["from"], &offer["kind"]),
+        (&json!("amy"), &json!("offer"))
+    );
+    assert_eq!(offer["sdp"], SDP);
+    ben_laptop
+        .ok(json!({"type": "signal", "call_id": id, "kind": "answer", "sdp": SDP}))
+        .await;
+    assert_eq!(amy_ws.recv_type("signal").await["kind"], "answer");
+    for n in 0..30 {
+        let candidate = format!("candidate:{n} 1 udp 1 127.0.0.1 {} typ host", 40_000 + n);
+        amy_ws
+            .send(json!({"type": "signal", "call_id": id, "kind": "candidate",
+                         "candidate": {"candidate": candidate, "sdpMid": "0"}}))
+            .await;
+    }
+    for n in 0..30 {
+        let got = ben_laptop.recv_type("signal").await;
+        let expected = format!("candidate:{n} 1 udp 1 127.0.0.1 {} typ host", 40_000 + n);
+        assert_eq!(got["candidate"]["candidate"], expected.as_str(), "in order");
+    }
+    // The phone that did not answer gets no signal, and cannot act on the call.
+    let refused = ben_phone
+        .request(json!({"type": "signal", "call_id": id, "kind": "answer", "sdp": SDP}))
+        .await;
+    assert_eq!(refused["type"], "error", "{refused}");
+
+    // The callee hangs up on its node; the call ends for both and is in the history.
+    ben_laptop
+        .ok(json!({"type": "call.hangup", "call_id": id}))
+        .await;
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "completed")
+    );
+    presence_of(&mut cat_ws, "ben", "online").await;
+    let (status, history) = get(&n3, "/api/v1/calls", Some(&ben)).await;
+    assert_eq!(status, 200, "{history}");
+    let listed = &history["calls"][0];
+    assert_eq!(
+        (&listed["id"], &listed["outcome"]),
+        (&json!(id), &json!("completed")),
+        "{history}"
+    );
+}
+
+#[actix_rt::test]
+async fn reject_cancel_no_answer_busy_and_glare_work_across_nodes() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let ring = ["--ring-timeout", "2s"];
+    let n1 = cluster.node_with(&ring).await;
+    let n2 = cluster.node_with(&ring).await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    let cat = register(&n2, "cat").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    befriend(&n2, ("cat", &cat), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+
+    // Rejected on the callee's node.
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    ben_ws
+        .ok(json!({"type": "call.reject", "call_id": id}))
+        .await;
+    assert_eq!(amy_ws.recv_type("call.ended").await, ended(&id, "declined"));
+    assert_eq!(ben_ws.recv_type("call.ended").await, ended(&id, "declined"));
+
+    // Cancelled on the caller's.
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    amy_ws
+        .ok(json!({"type": "call.cancel", "call_id": id}))
+        .await;
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&id, "cancelled")
+    );
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "cancelled")
+    );
+
+    // Not answered.
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "no_answer")
+    );
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&id, "no_answer")
+    );
+
+    // The callee invites the caller while being rung: one call, answered (glare).
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    let merged = ben_ws
+        .ok(json!({"type": "call.invite", "to": "amy", "media": "video"}))
+        .await;
+    assert_eq!(
+        (&merged["call_id"], &merged["merged"]),
+        (&json!(id), &json!(true)),
+        "{merged}"
+    );
+    amy_ws.recv_type("call.accepted").await;
+    assert_eq!(
+        ben_ws.recv_type("call.accepted").await["call_id"],
+        id.as_str()
+    );
+    amy_ws
+        .ok(json!({"type": "call.hangup", "call_id": id}))
+        .await;
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&id, "completed")
+    );
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "completed")
+    );
+
+    // In a call on one node, busy for an invite from another: a user is in one call at most.
+    let (mut cat_ws, _) = socket(&n2, &cat).await;
+    let local = common::ws::answered_call(&mut cat_ws, &mut ben_ws, "ben").await;
+    presence_of(&mut amy_ws, "ben", "busy").await;
+    let busy = amy_ws
+        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
+        .await;
+    let busy_id = busy["call_id"].as_str().expect("call_id");
+    assert_eq!(amy_ws.recv_type("call.ended").await, ended(busy_id, "busy"));
+    cat_ws
+        .ok(json!({"type": "call.hangup", "call_id": local}))
+        .await;
+}
+
+#[actix_rt::test]
+async fn a_call_whose_node_is_killed_ends_for_the_side_on_another_node() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let [n1, n2] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+
+    // The node holding the call dies: ben hears that it ended within the node ttl, and is
+    // free to call again.
+    let killed = Instant::now();
+    n1.kill();
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&id, "connection_lost")
+    );
+    assert!(killed.elapsed() < NODE_TTL * 2, "{:?}", killed.elapsed());
+    // Its end is recorded by the node that saw it go: never left active in the history.
+    eventually(
+        Duration::from_secs(5),
+        "the call recorded as connection_lost",
+        || async {
+            let (_, history) = get(&n2, "/api/v1/calls", Some(&ben)).await;
+            history["calls"][0]["outcome"] == "connection_lost"
+        },
+    )
+    .await;
+    let cat = register(&n2, "cat").await;
+    befriend(&n2, ("cat", &cat), &n2, ("ben", &ben)).await;
+    let (mut cat_ws, _) = socket(&n2, &cat).await;
+    let again = ben_ws
+        .ok(json!({"type": "call.invite", "to": "cat", "media": "audio"}))
+        .await;
+    assert!(again["call_id"].is_string(), "{again}");
+    cat_ws.recv_type("call.incoming").await;
 }

@@ -7,10 +7,12 @@ use super::state::Record;
 use crate::db::{self, calls::CallRow, Db, DbConn};
 use crate::error::{AppError, ErrorCode};
 use crate::ids::{CallId, UserId};
+use crate::time::now_ms;
 use crate::vocabulary::Media;
 use actix::prelude::*;
 use diesel::Connection;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// Most records written in one transaction.
@@ -28,16 +30,20 @@ pub struct CallRecorder {
     writing: bool,
     /// Flush requests, answered once the queue is empty and nothing is being written.
     flushed: Vec<oneshot::Sender<()>>,
+    /// In a cluster, this node's id, written as the owner of each call it creates: if the
+    /// node is lost, the others close its calls (`CloseCallsOf`).
+    owner: Option<Arc<str>>,
 }
 
 impl CallRecorder {
     /// One batch at a time: records of one call must land in order (created, answered, ended).
-    pub fn start(db: Db) -> Addr<CallRecorder> {
+    pub fn start(db: Db, owner: Option<&str>) -> Addr<CallRecorder> {
         CallRecorder {
             db,
             queue: VecDeque::new(),
             writing: false,
             flushed: Vec::new(),
+            owner: owner.map(Arc::from),
         }
         .start()
     }
@@ -56,9 +62,9 @@ impl CallRecorder {
         let (batch, waiting): (Vec<Record>, Vec<_>) = self.queue.drain(..n).unzip();
         crate::metrics::get().recorder_queue.sub(n as i64);
         self.writing = true;
-        let db = self.db.clone();
+        let (db, owner) = (self.db.clone(), self.owner.clone());
         let work = actix_web::web::block(move || {
-            let outcome = write_batch(&db, &batch);
+            let outcome = write_batch(&db, &batch, owner.as_deref());
             (batch, outcome)
         });
         ctx.spawn(work.into_actor(self).map(|result, recorder, ctx| {
@@ -148,13 +154,15 @@ fn with_retry(what: &str, mut write: impl FnMut() -> Result<(), AppError>) -> Re
 
 /// Writes a batch in one transaction, folded into the fewest statements. If that fails, each
 /// record is written on its own, so a bad record costs only itself.
-fn write_batch(db: &Db, batch: &[Record]) -> Result<(), Unavailable> {
-    let (rows, updates) = fold(batch);
+fn write_batch(db: &Db, batch: &[Record], owner: Option<&str>) -> Result<(), Unavailable> {
+    let (rows, updates) = fold(batch, owner);
     let together = with_retry("call records", || {
         let mut conn = db.get()?;
         conn.transaction(|conn| {
             db::calls::insert_many(conn, &rows)?;
-            updates.iter().try_for_each(|record| write(conn, record))
+            updates
+                .iter()
+                .try_for_each(|record| write(conn, record, owner))
         })
     });
     if let Err(e) = together {
@@ -172,7 +180,7 @@ fn write_batch(db: &Db, batch: &[Record]) -> Result<(), Unavailable> {
             );
         }
         for record in batch {
-            let alone = with_retry("a call record", || write(&mut *db.get()?, record));
+            let alone = with_retry("a call record", || write(&mut *db.get()?, record, owner));
             if let Err(e) = alone {
                 log::error!("could not record {record:?}: {e}");
             }
@@ -184,7 +192,7 @@ fn write_batch(db: &Db, batch: &[Record]) -> Result<(), Unavailable> {
 /// Calls created in the batch become rows of one multi-row insert that already carry what the
 /// batch later says about them (answered, ended); records about calls created in an earlier
 /// batch stay updates, in order. Records of different calls never touch the same row.
-fn fold(batch: &[Record]) -> (Vec<CallRow>, Vec<&Record>) {
+fn fold<'a>(batch: &'a [Record], owner: Option<&str>) -> (Vec<CallRow>, Vec<&'a Record>) {
     let mut rows: Vec<CallRow> = Vec::new();
     let mut created: HashMap<&CallId, usize> = HashMap::new();
     let mut updates = Vec::new();
@@ -198,7 +206,7 @@ fn fold(batch: &[Record]) -> (Vec<CallRow>, Vec<&Record>) {
                 at,
             } => {
                 created.insert(id, rows.len());
-                rows.push(new_row(id, caller, callee, *media, *at));
+                rows.push(new_row(id, caller, callee, *media, *at, owner));
             }
             Record::Answered { id, at } => match created.get(id) {
                 Some(&i) => rows[i].answered_at = Some(*at),
@@ -222,7 +230,14 @@ fn fold(batch: &[Record]) -> (Vec<CallRow>, Vec<&Record>) {
     (rows, updates)
 }
 
-fn new_row(id: &CallId, caller: &UserId, callee: &UserId, media: Media, at: i64) -> CallRow {
+fn new_row(
+    id: &CallId,
+    caller: &UserId,
+    callee: &UserId,
+    media: Media,
+    at: i64,
+    owner: Option<&str>,
+) -> CallRow {
     CallRow {
         id: id.clone(),
         caller_id: caller.clone(),
@@ -233,10 +248,11 @@ fn new_row(id: &CallId, caller: &UserId, callee: &UserId, media: Media, at: i64)
         ended_at: None,
         outcome: None,
         end_reason: None,
+        owner: owner.map(String::from),
     }
 }
 
-fn write(conn: &mut DbConn, record: &Record) -> Result<(), AppError> {
+fn write(conn: &mut DbConn, record: &Record, owner: Option<&str>) -> Result<(), AppError> {
     match record {
         Record::Created {
             id,
@@ -244,7 +260,7 @@ fn write(conn: &mut DbConn, record: &Record) -> Result<(), AppError> {
             callee,
             media,
             at,
-        } => db::calls::insert(conn, &new_row(id, caller, callee, *media, *at)),
+        } => db::calls::insert(conn, &new_row(id, caller, callee, *media, *at, owner)),
         Record::Answered { id, at } => db::calls::mark_answered(conn, id, *at),
         Record::Ended {
             id,
@@ -267,6 +283,33 @@ impl Handler<Flush> for CallRecorder {
         }
         Box::pin(async move {
             let _ = flushed.await;
+        })
+    }
+}
+
+/// The node `node` is lost: its calls still open are closed as `connection_lost` (every node
+/// that notices does it; the first end recorded stays).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseCallsOf {
+    pub node: String,
+}
+
+impl Handler<CloseCallsOf> for CallRecorder {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: CloseCallsOf, _: &mut Self::Context) -> Self::Result {
+        let db = self.db.clone();
+        Box::pin(async move {
+            let node = msg.node;
+            let closed = db
+                .run(move |conn| db::calls::close_calls_of(conn, &node, now_ms()))
+                .await;
+            match closed {
+                Ok(0) => {}
+                Ok(n) => log::warn!("closed {n} call(s) of a lost node as connection_lost"),
+                Err(e) => log::error!("the calls of a lost node stay open: {e}"),
+            }
         })
     }
 }

@@ -5,6 +5,7 @@
 use super::recorder::{CallRecorder, Flush, WriteRecord};
 use super::state::{Call, CallError, Effect, Event, Invite, Notice, Phase, Record, Role, Target};
 use crate::availability::{DndChanged, SetBusy};
+use crate::cluster::bus::RemoteAction;
 use crate::error::{AppError, ErrorCode};
 use crate::ice::{Ice, Scope};
 use crate::ids::{CallId, DeviceId, UserId};
@@ -22,6 +23,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+mod cluster;
+use cluster::{Elsewhere, Remote};
+
 struct Slot {
     call: Call,
     ring_timer: Option<SpawnHandle>,
@@ -31,6 +35,8 @@ struct Slot {
     /// signal until the call is over (see [`LiveDevice`]); replaced when a side resumes on
     /// another device.
     live: [Option<LiveDevice>; 2],
+    /// Other nodes whose devices of `UserId` rang for the call: told when it is over.
+    nodes: Vec<(String, UserId)>,
 }
 
 impl Slot {
@@ -103,6 +109,9 @@ pub struct CallRouter {
     census: crate::census::Census<3>,
     /// Rings closed apps by Web Push, and learns which sessions have a connected device.
     push: Push,
+    /// The cluster this node is part of, if any, and what the router knows through it.
+    cluster: Option<crate::cluster::Cluster>,
+    remote: Remote,
 }
 
 impl CallRouter {
@@ -113,6 +122,7 @@ impl CallRouter {
         reconnect_grace: Duration,
         ice: Ice,
         push: Push,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> Self {
         Self {
             devices: HashMap::new(),
@@ -131,6 +141,8 @@ impl CallRouter {
             severed: SeveredPairs::default(),
             census: Default::default(),
             push,
+            cluster,
+            remote: Remote::default(),
         }
     }
 
@@ -143,6 +155,8 @@ impl CallRouter {
             if !handle.send(frame) {
                 self.stuck.push((user.clone(), *device));
             }
+        } else {
+            self.send_remote(user, device, &frame);
         }
     }
 
@@ -250,6 +264,7 @@ impl CallRouter {
                             user: party.user.clone(),
                             busy,
                         });
+                        self.publish_busy(&party.user, busy);
                     }
                 }
                 Effect::GrantRelay(role) => {
@@ -269,6 +284,7 @@ impl CallRouter {
                             self.user_call.remove(&party.user);
                         }
                     }
+                    self.forget_remote(&slot.call.id, &slot.nodes);
                 }
             }
         }
@@ -525,14 +541,72 @@ impl CallRouter {
         }
         if let Some(id) = self.user_call.get(&user).cloned() {
             let _ = self.dispatch(&id, Event::DeviceLeft { device, revoked }, ctx);
+        } else {
+            self.forward_left(&user, device, revoked);
         }
     }
 }
 
 impl Handler<PlaceCall> for CallRouter {
-    type Result = Result<Placed, AppError>;
+    type Result = ResponseActFuture<Self, Result<Placed, AppError>>;
 
+    /// In a cluster, the directory is read first (one Redis round trip): is the callee online,
+    /// or busy, on other nodes?
     fn handle(&mut self, msg: PlaceCall, ctx: &mut Context<Self>) -> Self::Result {
+        let device = match self.caller_device(&msg) {
+            Ok(device) => device,
+            Err(err) => return Box::pin(fut::ready(Err(err))),
+        };
+        if let Some(merged) = self.glare_elsewhere(&msg.caller.user, &msg.callee.user, device, ctx)
+        {
+            return Box::pin(merged.into_actor(self));
+        }
+        let Some(cluster) = self.cluster.clone() else {
+            return Box::pin(fut::ready(self.place(msg, device, Ok(None), ctx)));
+        };
+        let callee = msg.callee.user.clone();
+        let read = async move { cluster.read(std::slice::from_ref(&callee)).await };
+        Box::pin(read.into_actor(self).map(move |found, router, ctx| {
+            let elsewhere = found.map(|mut views| {
+                let views = views.remove(&msg.callee.user).unwrap_or_default();
+                Some(Elsewhere::from_views(&views))
+            });
+            let placed = router.place(msg, device, elsewhere, ctx);
+            router.drop_stuck(ctx);
+            placed
+        }))
+    }
+}
+
+impl CallRouter {
+    /// The caller's device that places the call: the one given, else (REST) the most recently
+    /// connected one.
+    fn caller_device(&self, msg: &PlaceCall) -> Result<DeviceId, AppError> {
+        match msg.device {
+            Some(d) => Ok(d),
+            None => self
+                .devices
+                .get(&msg.caller.user)
+                .and_then(|ds| ds.last())
+                .map(|d| d.id())
+                .ok_or_else(|| {
+                    AppError::new(
+                        ErrorCode::NotConnected,
+                        "connect a device over /ws to place calls",
+                    )
+                }),
+        }
+    }
+
+    /// Places the call; `elsewhere` is what the directory says of the callee on other nodes
+    /// (`Ok(None)` alone, `Err` when Redis could not say).
+    fn place(
+        &mut self,
+        msg: PlaceCall,
+        device: DeviceId,
+        elsewhere: Result<Option<Elsewhere>, String>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Placed, AppError> {
         if self.shutting_down {
             return Err(AppError::new(
                 ErrorCode::Unavailable,
@@ -554,20 +628,12 @@ impl Handler<PlaceCall> for CallRouter {
                 "you can only call your friends",
             ));
         }
-        let device = match msg.device {
-            Some(d) => d,
-            None => self
-                .devices
-                .get(&msg.caller.user)
-                .and_then(|ds| ds.last())
-                .map(|d| d.id())
-                .ok_or_else(|| {
-                    AppError::new(
-                        ErrorCode::NotConnected,
-                        "connect a device over /ws to place calls",
-                    )
-                })?,
-        };
+        if self.remote.away(&msg.caller.user).is_some() {
+            return Err(AppError::new(
+                ErrorCode::AlreadyInCall,
+                "you are already in a call",
+            ));
+        }
         if let Some(existing) = self.user_call.get(&msg.caller.user).cloned() {
             // Glare: the callee is already ringing us; join their call instead of a second one.
             let glare = self.calls.get(&existing).is_some_and(|s| {
@@ -597,8 +663,21 @@ impl Handler<PlaceCall> for CallRouter {
             .get(&msg.callee.user)
             .map(|ds| ds.iter().map(|d| d.id()).collect())
             .unwrap_or_default();
-        let busy =
-            self.user_call.contains_key(&msg.callee.user) || self.dnd.contains(&msg.callee.user);
+        let elsewhere = match elsewhere {
+            Ok(elsewhere) => elsewhere,
+            // Redis cannot say: a callee with devices here still rings here.
+            Err(why) if callee_devices.is_empty() => {
+                return Err(AppError::new(
+                    ErrorCode::Unavailable,
+                    format!("the other servers cannot be reached: {why}"),
+                ))
+            }
+            Err(_) => None,
+        };
+        let busy = self.user_call.contains_key(&msg.callee.user)
+            || self.remote.away(&msg.callee.user).is_some()
+            || self.dnd.contains(&msg.callee.user)
+            || elsewhere.as_ref().is_some_and(|e| e.busy);
         let pushable = !busy
             && self.push.can_ring(
                 &msg.callee.user,
@@ -614,6 +693,7 @@ impl Handler<PlaceCall> for CallRouter {
             callee_devices,
             callee_busy: busy,
             callee_pushable: pushable,
+            callee_elsewhere: elsewhere.as_ref().is_some_and(|e| e.online),
         };
         let (call, effects) = Call::invite(invite, now_ms());
         let mut slot = Slot {
@@ -621,7 +701,9 @@ impl Handler<PlaceCall> for CallRouter {
             ring_timer: None,
             grace: [None, None],
             live: [None, None],
+            nodes: Vec::new(),
         };
+        let rings_elsewhere = !slot.call.is_over() && elsewhere.is_some_and(|e| e.online && !busy);
         if !slot.call.is_over() {
             self.user_call
                 .insert(slot.call.caller.user.clone(), id.clone());
@@ -630,6 +712,9 @@ impl Handler<PlaceCall> for CallRouter {
         }
         if !self.execute(&mut slot, effects, ctx) {
             self.calls.insert(id.clone(), slot);
+            if rings_elsewhere {
+                self.ring_elsewhere(&id);
+            }
         }
         Ok(Placed {
             call_id: id,
@@ -644,6 +729,11 @@ impl Handler<ActOnCall> for CallRouter {
     /// Answers once the action is applied, and when it ended the call, once the end is
     /// committed to the database.
     fn handle(&mut self, msg: ActOnCall, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.calls.contains_key(&msg.call_id) {
+            if let Some(forwarded) = self.act_elsewhere(&msg, ctx) {
+                return forwarded;
+            }
+        }
         self.acting = true;
         let outcome = self.act(msg, ctx);
         self.acting = false;
@@ -660,6 +750,48 @@ impl Handler<ActOnCall> for CallRouter {
 }
 
 impl CallRouter {
+    /// An action on a call of this user owned by another node goes there.
+    fn act_elsewhere(
+        &mut self,
+        msg: &ActOnCall,
+        ctx: &mut Context<Self>,
+    ) -> Option<ResponseFuture<Result<(), AppError>>> {
+        let away = self
+            .remote
+            .away(&msg.user)
+            .filter(|a| a.call == msg.call_id)?;
+        let owner = away.owner.clone();
+        let action = match &msg.action {
+            CallAction::Accept => RemoteAction::Accept,
+            CallAction::Reject { reason } => RemoteAction::Reject {
+                reason: reason.clone(),
+            },
+            CallAction::Cancel => RemoteAction::Cancel,
+            CallAction::Hangup { reason } => RemoteAction::Hangup {
+                reason: reason.clone(),
+            },
+            CallAction::End => RemoteAction::End,
+            CallAction::Resume => {
+                return Some(Box::pin(async {
+                    Err(AppError::new(
+                        ErrorCode::InvalidTransition,
+                        "a call is resumed on the server it was placed on",
+                    ))
+                }))
+            }
+        };
+        let Some(device) = msg.device else {
+            return Some(Box::pin(async {
+                Err(AppError::new(
+                    ErrorCode::NotConnected,
+                    "needs a connected device",
+                ))
+            }));
+        };
+        let call = msg.call_id.clone();
+        Some(self.forward_act(&owner, &call, &msg.user, device, action, ctx))
+    }
+
     fn act(&mut self, msg: ActOnCall, ctx: &mut Context<Self>) -> Result<(), AppError> {
         let not_found = || AppError::new(ErrorCode::CallNotFound, "no such call");
         let slot = self.calls.get(&msg.call_id).ok_or_else(not_found)?;
@@ -702,6 +834,23 @@ impl Handler<RelaySignal> for CallRouter {
     type Result = ();
 
     fn handle(&mut self, msg: RelaySignal, ctx: &mut Context<Self>) {
+        if !self.calls.contains_key(&msg.call_id) {
+            let owner = self
+                .remote
+                .away(&msg.user)
+                .filter(|a| a.call == msg.call_id)
+                .map(|a| a.owner.clone());
+            if let Some(owner) = owner {
+                return self.forward_signal(&owner, msg);
+            }
+        }
+        self.relay(msg, ctx);
+    }
+}
+
+impl CallRouter {
+    /// Relays a signal of a call here to the other side, wherever its device is.
+    fn relay(&mut self, msg: RelaySignal, ctx: &mut Context<Self>) {
         let outcome = (|| {
             let slot = self
                 .calls
@@ -727,9 +876,6 @@ impl Handler<RelaySignal> for CallRouter {
             };
             slot.hold(&self.devices, to);
             let call = &slot.call;
-            let peer_device = slot.held(to).ok_or_else(|| {
-                AppError::new(ErrorCode::NotConnected, "the other side is reconnecting")
-            })?;
             let peer = call.party(to);
             let frame = ServerFrame::Signal {
                 call_id: &call.id,
@@ -740,6 +886,20 @@ impl Handler<RelaySignal> for CallRouter {
             };
             let frame = frame.encode();
             crate::metrics::get().signal_relayed(frame.len());
+            let reconnecting =
+                || AppError::new(ErrorCode::NotConnected, "the other side is reconnecting");
+            let Some(peer_device) = slot.held(to) else {
+                // On another node, or gone.
+                let device = call.device(to).ok_or_else(reconnecting)?;
+                let sent = cluster::send_remote(
+                    self.cluster.as_ref(),
+                    &self.remote,
+                    &peer.user,
+                    device,
+                    &frame,
+                );
+                return if sent { Ok(from) } else { Err(reconnecting()) };
+            };
             if peer_device.send(frame) {
                 Ok(from)
             } else {

@@ -191,6 +191,9 @@ pub struct Invite {
     pub callee_busy: bool,
     /// The callee has apps that are closed but can be rung by Web Push.
     pub callee_pushable: bool,
+    /// The callee has devices on other nodes of a cluster: they ring there, and join the
+    /// call as they answer that they do ([`Event::DeviceJoined`]).
+    pub callee_elsewhere: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -212,6 +215,7 @@ impl Call {
             callee_devices: devices,
             callee_busy,
             callee_pushable,
+            callee_elsewhere,
         } = invite;
         let mut call = Call {
             id: id.clone(),
@@ -234,7 +238,7 @@ impl Call {
             media,
             at: now,
         })];
-        if callee_busy || (devices.is_empty() && !callee_pushable) {
+        if callee_busy || (devices.is_empty() && !callee_pushable && !callee_elsewhere) {
             let reason = if callee_busy {
                 EndReason::Busy
             } else {
@@ -535,6 +539,7 @@ mod tests {
             callee_devices,
             callee_busy,
             callee_pushable: false,
+            callee_elsewhere: false,
         }
     }
 
@@ -600,6 +605,29 @@ mod tests {
         let mut pushable = invite(devices.iter().map(|d| dev(d)).collect(), false);
         pushable.callee_pushable = true;
         Call::invite(pushable, 1_000)
+    }
+
+    #[test]
+    fn a_callee_only_on_other_nodes_rings_until_their_devices_join() {
+        let mut elsewhere = invite(vec![], false);
+        elsewhere.callee_elsewhere = true;
+        let (call, fx) = Call::invite(elsewhere, 1_000);
+        assert_eq!(call.phase, Phase::Ringing);
+        assert!(pushes(&fx).is_empty());
+        assert!(fx.contains(&Effect::StartRingTimer));
+        let (call, _) = call
+            .step(Event::DeviceJoined { device: dev("b7") }, 2)
+            .unwrap();
+        let accept = Event::Accept {
+            device: dev("b7"),
+            offerer: Role::Caller,
+            announce: false,
+        };
+        let (call, _) = call.step(accept, 3).unwrap();
+        assert_eq!(call.phase, Phase::Active);
+        // Without devices anywhere it is unavailable at once, as on one node.
+        let (alone, _) = Call::invite(invite(vec![], false), 1_000);
+        assert_eq!(alone.phase, Phase::Ended(EndReason::Unavailable));
     }
 
     #[test]

@@ -9,8 +9,10 @@
 use super::directory::NodeView;
 use super::health::Health;
 use super::keys::Keys;
-use super::ClusterEvent;
-use crate::ids::UserId;
+use super::{CallEvent, ClusterEvent, OnCall};
+use crate::error::ErrorCode;
+use crate::ids::{DeviceId, UserId};
+use crate::vocabulary::{Media, SignalKind};
 use actix::Recipient;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
@@ -53,6 +55,92 @@ pub enum Body {
     /// credentials. On the cluster channel, not the user's: a relay credential may live on a
     /// node that holds no device of the user.
     Revoke { user: String, sessions: Vec<String> },
+    /// On the user's channel: a call router (on any node) has them in a call, or no more.
+    Busy { busy: bool },
+    /// On the callee's channel, from the node that owns the call (the caller's): ring the
+    /// callee's devices here, and answer `call_ringing` on the owner's node channel.
+    CallRing {
+        call: String,
+        callee: String,
+        caller: String,
+        caller_name: String,
+        display_name: String,
+        media: Media,
+    },
+    /// To the owner: these devices of `user` ring for `call`.
+    CallRinging {
+        call: String,
+        user: String,
+        devices: Vec<DeviceId>,
+    },
+    /// From the owner: a frame (already encoded) for a device of `user` on the receiving node.
+    CallFrame {
+        user: String,
+        device: DeviceId,
+        frame: String,
+    },
+    /// To the owner: a device of `user` acted on `call`. With `reply`, the owner answers
+    /// `call_acted` with the same number.
+    CallAct {
+        call: String,
+        user: String,
+        device: DeviceId,
+        action: RemoteAction,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply: Option<u64>,
+    },
+    /// From the owner: how the `call_act` numbered `reply` went (`error`: refused).
+    CallActed {
+        reply: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<RemoteError>,
+    },
+    /// To the owner: a `signal` frame of a device of `user`, to relay. `sdp` and `candidate`
+    /// are the JSON the client sent, as text.
+    CallSignal {
+        call: String,
+        user: String,
+        device: DeviceId,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<serde_json::Value>,
+        kind: SignalKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        candidate: Option<String>,
+    },
+    /// From the owner: `call` is over; the receiving node forgets it for `user`.
+    CallOver { call: String, user: String },
+}
+
+/// What a device on another node did to a call, for its owner to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum RemoteAction {
+    Accept,
+    Reject {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Cancel,
+    Hangup {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    End,
+    /// The callee invited the caller while being rung: the call is answered (glare).
+    Glare,
+    /// The device went away (`revoked`: its session was revoked).
+    Left {
+        revoked: bool,
+    },
+}
+
+/// A refusal, as the owner's router gave it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteError {
+    pub error: ErrorCode,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,21 +273,30 @@ async fn send(conn: &mut ConnectionManager, pipe: &redis::Pipeline, health: &Hea
 /// reconnecting forever, and hands what arrives to the presence hub (and a revocation to the
 /// relay). Every reconnection after the first asks the hub to resync: what was published
 /// meanwhile is lost.
-#[allow(clippy::too_many_arguments)]
+/// Where what arrives goes: presence to the hub, calls to the router, a revocation to the
+/// relay too.
+pub struct Listeners {
+    pub events: Recipient<ClusterEvent>,
+    pub calls: OnCall,
+    pub revoked: OnRevoke,
+}
+
+/// Keeps a pub/sub connection subscribed to the cluster channel, this node's channel and the
+/// wanted user channels, reconnecting forever, and hands what arrives to its listeners. Every
+/// reconnection after the first asks the hub to resync: what was published meanwhile is lost.
 pub async fn subscriber(
     client: redis::Client,
     keys: Keys,
     node: String,
     subs: Arc<Subscriptions>,
     health: Arc<Health>,
-    events: Recipient<ClusterEvent>,
-    revoked: OnRevoke,
+    listeners: Listeners,
     ping_every: Duration,
 ) {
     let mut first = true;
     loop {
         match session(
-            &client, &keys, &node, &subs, &health, &events, &revoked, ping_every, first,
+            &client, &keys, &node, &subs, &health, &listeners, ping_every, first,
         )
         .await
         {
@@ -221,8 +318,7 @@ async fn session(
     node: &str,
     subs: &Subscriptions,
     health: &Health,
-    events: &Recipient<ClusterEvent>,
-    revoked: &OnRevoke,
+    listeners: &Listeners,
     ping_every: Duration,
     first: bool,
 ) -> Result<(), String> {
@@ -232,16 +328,19 @@ async fn session(
         .map_err(|e| e.to_string())?;
     let (mut sink, mut stream) = pubsub.split();
     let timed = |what: &'static str| move |_| format!("{what} timed out");
-    tokio::time::timeout(TIMEOUT, sink.subscribe(keys.cluster_channel()))
-        .await
-        .map_err(timed("subscribing"))?
-        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        TIMEOUT,
+        sink.subscribe(&[keys.cluster_channel(), keys.node_channel(node)]),
+    )
+    .await
+    .map_err(timed("subscribing"))?
+    .map_err(|e| e.to_string())?;
     let mut subscribed: HashSet<String> = HashSet::new();
     catch_up(&mut sink, subs, &mut subscribed).await?;
     health.pubsub(Ok(()));
     if !first {
         log::info!("cluster: pub/sub connection back; resyncing");
-        events.do_send(ClusterEvent::Resync);
+        listeners.events.do_send(ClusterEvent::Resync);
     }
     let mut ping = tokio::time::interval(ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -251,7 +350,7 @@ async fn session(
                 let Some(message) = message else {
                     return Err("the connection closed".into());
                 };
-                deliver(keys, node, &message, events, revoked);
+                deliver(keys, node, &message, listeners);
             }
             () = subs.changed.notified() => catch_up(&mut sink, subs, &mut subscribed).await?,
             _ = ping.tick() => {
@@ -295,13 +394,7 @@ async fn catch_up(
     Ok(())
 }
 
-fn deliver(
-    keys: &Keys,
-    node: &str,
-    message: &redis::Msg,
-    events: &Recipient<ClusterEvent>,
-    revoked: &OnRevoke,
-) {
+fn deliver(keys: &Keys, node: &str, message: &redis::Msg, listeners: &Listeners) {
     let envelope: Envelope = match serde_json::from_slice(message.get_payload_bytes()) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -315,24 +408,51 @@ fn deliver(
     if envelope.from == node {
         return;
     }
+    let to_router = |envelope: Envelope| {
+        if let Some(router) = listeners.calls.get() {
+            router.do_send(CallEvent(envelope));
+        }
+    };
     let channel = message.get_channel_name();
     if let Some(user) = keys.user_of_channel(channel) {
-        events.do_send(ClusterEvent::ForUser {
-            user: UserId::from(user),
-            envelope,
-        });
+        match envelope.body {
+            Body::CallRing { .. } => to_router(envelope),
+            _ => listeners.events.do_send(ClusterEvent::ForUser {
+                user: UserId::from(user),
+                envelope,
+            }),
+        }
         return;
     }
     match envelope.body {
-        Body::NodeLost { node: lost } => events.do_send(ClusterEvent::NodeLost { node: lost }),
+        Body::NodeLost { node: lost } => {
+            to_router(Envelope {
+                from: envelope.from,
+                body: Body::NodeLost { node: lost.clone() },
+            });
+            listeners
+                .events
+                .do_send(ClusterEvent::NodeLost { node: lost });
+        }
         Body::Revoke { user, mut sessions } => {
             sessions.truncate(BATCH);
             let user = UserId::from(user);
-            if let Some(relay) = revoked.get() {
+            if let Some(relay) = listeners.revoked.get() {
                 relay(&user, &sessions);
             }
-            events.do_send(ClusterEvent::Revoked { user, sessions });
+            listeners
+                .events
+                .do_send(ClusterEvent::Revoked { user, sessions });
         }
-        Body::Presence { .. } | Body::Relation { .. } => {}
+        Body::CallRinging { .. }
+        | Body::CallFrame { .. }
+        | Body::CallAct { .. }
+        | Body::CallActed { .. }
+        | Body::CallSignal { .. }
+        | Body::CallOver { .. } => to_router(envelope),
+        Body::Presence { .. }
+        | Body::Relation { .. }
+        | Body::Busy { .. }
+        | Body::CallRing { .. } => {}
     }
 }

@@ -56,6 +56,11 @@ impl Keys {
             .strip_prefix(":user:")
     }
 
+    /// `PREFIX:to:NODE`: what is meant for one node (a call it owns, a device it holds).
+    pub fn node_channel(&self, node: &str) -> String {
+        format!("{}:to:{node}", self.prefix)
+    }
+
     /// `PREFIX:cluster`: node events every node hears (a node lost, a node restarted).
     pub fn cluster_channel(&self) -> String {
         format!("{}:cluster", self.prefix)

@@ -15,14 +15,14 @@ use crate::config::{Config, DatabaseUrl};
 use crate::error::StartupError;
 use crate::ids::UserId;
 use actix::{Message, Recipient};
-use bus::{Body, Envelope, OnRevoke, Op, Subscriptions};
+use bus::{Body, Envelope, Listeners, OnRevoke, Op, Subscriptions};
 use directory::NodeView;
 use health::Health;
 use keys::Keys;
 use node::{Lost, Timings};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::mpsc;
 
 /// What the cluster tells the presence hub.
@@ -39,6 +39,14 @@ pub enum ClusterEvent {
     /// re-read what others hold.
     Resync,
 }
+
+/// What the cluster tells the call router: a call's messages between nodes, and a node lost.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CallEvent(pub Envelope);
+
+/// The call router, set once at start.
+pub type OnCall = Arc<OnceLock<Recipient<CallEvent>>>;
 
 #[derive(Clone)]
 pub struct Cluster {
@@ -57,6 +65,7 @@ struct Inner {
     /// Taken by `start`.
     ops_rx: Mutex<Option<mpsc::Receiver<Op>>>,
     revoked: OnRevoke,
+    calls: OnCall,
     /// The registration keeper, stopped when the node leaves.
     keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     timings: Timings,
@@ -132,6 +141,7 @@ impl Cluster {
                 ops,
                 ops_rx: Mutex::new(Some(ops_rx)),
                 revoked: Arc::default(),
+                calls: Arc::default(),
                 keeper: Mutex::new(None),
                 timings,
             }),
@@ -161,6 +171,7 @@ impl Cluster {
             inner.health.clone(),
             inner.lost.clone(),
             events.clone(),
+            inner.calls.clone(),
         ));
         if let Ok(mut slot) = inner.keeper.lock() {
             *slot = Some(keeper);
@@ -171,8 +182,11 @@ impl Cluster {
             inner.node.clone(),
             inner.subs.clone(),
             inner.health.clone(),
-            events,
-            inner.revoked.clone(),
+            Listeners {
+                events,
+                calls: inner.calls.clone(),
+                revoked: inner.revoked.clone(),
+            },
             inner.timings.refresh,
         ));
     }
@@ -181,6 +195,16 @@ impl Cluster {
     /// the relay runs).
     pub fn on_revoke(&self, relay: impl Fn(&UserId, &[String]) + Send + Sync + 'static) {
         let _ = self.inner.revoked.set(Box::new(relay));
+    }
+
+    /// Where calls' messages from other nodes go (set once, before `start`).
+    pub fn route_calls(&self, router: Recipient<CallEvent>) {
+        let _ = self.inner.calls.set(router);
+    }
+
+    /// Sends `body` to `node` alone.
+    pub fn to_node(&self, node: &str, body: Body) {
+        self.publish(vec![self.inner.keys.node_channel(node)], body);
     }
 
     /// `user`'s sessions were revoked here: every other node closes their sockets and refuses

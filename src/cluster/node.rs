@@ -199,6 +199,7 @@ pub async fn keeper(
     health: Arc<Health>,
     lost_set: Lost,
     events: Recipient<ClusterEvent>,
+    calls: super::OnCall,
 ) {
     let mut refresh = tokio::time::interval(timings.refresh);
     let mut watch = tokio::time::interval(timings.watch);
@@ -246,6 +247,12 @@ pub async fn keeper(
                     if !lost_before.contains(gone) {
                         log::warn!("cluster: node {gone} is lost; its users go offline");
                         events.do_send(ClusterEvent::NodeLost { node: gone.clone() });
+                        if let Some(router) = calls.get() {
+                            router.do_send(super::CallEvent(super::bus::Envelope {
+                                from: node.clone(),
+                                body: super::bus::Body::NodeLost { node: gone.clone() },
+                            }));
+                        }
                     }
                     match sweep(&mut conn, &keys, &node, gone, timings.expiry, false).await {
                         Ok(n) if n > 0 => log::info!("cluster: swept {n} user(s) of lost node {gone}"),

@@ -21,6 +21,8 @@ pub struct CallRow {
     pub outcome: Option<EndReason>,
     /// The free-text detail a client gave (a decline's reason), if any.
     pub end_reason: Option<String>,
+    /// In a cluster, the node whose router holds the call; `None` on a broker alone.
+    pub owner: Option<String>,
 }
 
 pub fn insert(conn: &mut DbConn, row: &CallRow) -> Result<(), AppError> {
@@ -55,6 +57,8 @@ pub fn mark_answered(conn: &mut DbConn, id: &CallId, at: i64) -> Result<(), AppE
     Ok(())
 }
 
+/// Ends a call that is still open; the first end recorded stays (in a cluster, the node that
+/// saw a call's owner lost may record its end while the owner's own record is on its way).
 pub fn mark_ended(
     conn: &mut DbConn,
     id: &CallId,
@@ -62,7 +66,7 @@ pub fn mark_ended(
     outcome: EndReason,
     detail: Option<&str>,
 ) -> Result<(), AppError> {
-    diesel::update(calls::table.find(id))
+    diesel::update(calls::table.find(id).filter(calls::ended_at.is_null()))
         .set((
             calls::ended_at.eq(Some(at)),
             calls::outcome.eq(Some(outcome)),
@@ -72,16 +76,39 @@ pub fn mark_ended(
     Ok(())
 }
 
-/// Closes calls a crash left open as `failed`; returns how many.
-pub fn fail_open_calls(conn: &mut DbConn, now: i64) -> Result<usize, AppError> {
-    Ok(
-        diesel::update(calls::table.filter(calls::ended_at.is_null()))
-            .set((
-                calls::ended_at.eq(Some(now)),
-                calls::outcome.eq(Some(EndReason::Failed)),
-            ))
+/// Closes calls a crash left open as `failed`; returns how many. `owner`: in a cluster, only
+/// this node's (from an earlier run under the same id) and those of no node; the others' calls
+/// are live on them, and a lost node's are closed by [`close_calls_of`].
+pub fn fail_open_calls(
+    conn: &mut DbConn,
+    now: i64,
+    owner: Option<&str>,
+) -> Result<usize, AppError> {
+    let open = calls::table.filter(calls::ended_at.is_null());
+    let end = (
+        calls::ended_at.eq(Some(now)),
+        calls::outcome.eq(Some(EndReason::Failed)),
+    );
+    Ok(match owner {
+        None => diesel::update(open).set(end).execute(conn)?,
+        Some(node) => diesel::update(open.filter(calls::owner.eq(node).or(calls::owner.is_null())))
+            .set(end)
             .execute(conn)?,
+    })
+}
+
+/// Closes the calls still open that lost node `node` held, as `connection_lost`.
+pub fn close_calls_of(conn: &mut DbConn, node: &str, now: i64) -> Result<usize, AppError> {
+    Ok(diesel::update(
+        calls::table
+            .filter(calls::ended_at.is_null())
+            .filter(calls::owner.eq(node)),
     )
+    .set((
+        calls::ended_at.eq(Some(now)),
+        calls::outcome.eq(Some(EndReason::ConnectionLost)),
+    ))
+    .execute(conn)?)
 }
 
 pub fn find(conn: &mut DbConn, id: &CallId) -> Result<Option<CallRow>, AppError> {

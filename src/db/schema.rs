@@ -58,6 +58,7 @@ diesel::table! {
         ended_at -> Nullable<BigInt>,
         outcome -> Nullable<Text>,
         end_reason -> Nullable<Text>,
+        owner -> Nullable<Text>,
     }
 }
 

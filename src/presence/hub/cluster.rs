@@ -7,6 +7,7 @@
 //! changes. Which friends here follow a user held only elsewhere is learnt from the channel a
 //! message arrived on (each friend's channel gets its copy), kept in `Remote::watchers`.
 use super::{Online, PresenceHub};
+use crate::availability::SetBusy;
 use crate::cluster::bus::{Body, Envelope, FriendChange};
 use crate::cluster::directory::{self, NodeView};
 use crate::cluster::ClusterEvent;
@@ -495,7 +496,9 @@ impl Handler<ClusterEvent> for PresenceHub {
                     change,
                     frame,
                 } => self.relation_arrived(&to, UserId::from(friend), change, frame),
-                Body::NodeLost { .. } | Body::Revoke { .. } => {}
+                // A call on another node has this user (held here too) busy, or no more.
+                Body::Busy { busy } => self.busy_set(SetBusy { user: to, busy }, ctx),
+                _ => {}
             },
             ClusterEvent::NodeLost { node } => self.node_lost(&node),
             ClusterEvent::Revoked { user, sessions } => self.close_sessions(&user, &sessions),

@@ -1,0 +1,638 @@
+//! The call router's side of a cluster (docs/cluster.md, "Calls across nodes"). Alone (no
+//! `--redis-url`), nothing here runs and its tables stay empty.
+//!
+//! A call lives on the node that placed it, its *owner* (the caller's node): its state machine
+//! runs there, as on a single broker. The callee's devices on other nodes are *remote devices*
+//! of that router: frames for them go to their node's channel (`call_frame`), and what they do
+//! (accept, reject, hang up, signal, leave) comes back on the owner's channel (`call_act`,
+//! `call_signal`). The node holding them keeps, per user, the call they are in and its owner
+//! (`Away`), so it knows where to send what its devices do.
+use super::{CallRouter, Placed, RelaySignal};
+use crate::cluster::bus::{Body, Envelope, RemoteAction, RemoteError};
+use crate::cluster::directory::{self, NodeView};
+use crate::cluster::{CallEvent, Cluster};
+use crate::error::{AppError, ErrorCode};
+use crate::ids::{CallId, DeviceId, UserId};
+use crate::vocabulary::{EndReason, PresenceStatus};
+use crate::wire::protocol::ServerFrame;
+use actix::prelude::*;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a device's action waits for the owner's answer before it is refused.
+const REPLY_WAIT: Duration = Duration::from_secs(3);
+
+/// Devices of one user that one `call_ringing` may add to a call; more are ignored.
+const MAX_RINGING: usize = 32;
+
+/// The cluster state of one router.
+#[derive(Default)]
+pub(super) struct Remote {
+    /// Owner side: devices on other nodes taking part in this node's calls, with their user
+    /// and node. Only devices of users in a call here, and at most [`MAX_RINGING`] a node.
+    devices: HashMap<DeviceId, (UserId, String)>,
+    /// Device side: users held here who are in a call owned by another node. One entry per
+    /// user at most, for users with a device here when the call rang.
+    away: HashMap<UserId, Away>,
+    /// Actions sent to an owner, waiting for its answer; the accepted ones note the call and
+    /// user whose relay credential to honour here.
+    pending: HashMap<u64, Pending>,
+    next_reply: u64,
+}
+
+/// A call of a user held here, owned by another node.
+pub(super) struct Away {
+    pub call: CallId,
+    pub owner: String,
+    /// Who called: inviting them back while rung is glare.
+    caller: UserId,
+}
+
+struct Pending {
+    answer: oneshot::Sender<Result<(), AppError>>,
+    accepted: Option<(CallId, UserId)>,
+}
+
+/// What the directory says of a callee on other nodes.
+pub(super) struct Elsewhere {
+    /// They have a device on another node.
+    pub online: bool,
+    /// They are in a call or on do-not-disturb there.
+    pub busy: bool,
+}
+
+impl Elsewhere {
+    pub(super) fn from_views(views: &[(String, NodeView)]) -> Self {
+        let merged = directory::merge(views.iter().map(|(_, v)| v));
+        Self {
+            online: views.iter().any(|(_, v)| v.devices > 0),
+            busy: merged
+                .is_some_and(|p| matches!(p.status, PresenceStatus::Busy | PresenceStatus::Dnd)),
+        }
+    }
+}
+
+impl Remote {
+    /// The node that holds `device` of `user` for a call here, if it is remote.
+    pub(super) fn node_of(&self, user: &UserId, device: &DeviceId) -> Option<&str> {
+        self.devices
+            .get(device)
+            .filter(|(u, _)| u == user)
+            .map(|(_, node)| node.as_str())
+    }
+
+    /// The call `user` (held here) is in on another node.
+    pub(super) fn away(&self, user: &UserId) -> Option<&Away> {
+        self.away.get(user)
+    }
+}
+
+impl CallRouter {
+    /// Sends `frame` to a device of a call here that is held by another node; `false` if the
+    /// device is not remote.
+    pub(super) fn send_remote(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        frame: &bytestring::ByteString,
+    ) -> bool {
+        send_remote(self.cluster.as_ref(), &self.remote, user, device, frame)
+    }
+
+    /// Tells every node holding `user` that a call has them busy, or no more.
+    pub(super) fn publish_busy(&self, user: &UserId, busy: bool) {
+        if let Some(cluster) = &self.cluster {
+            cluster.send_to(user, Body::Busy { busy });
+        }
+    }
+
+    /// A call placed here rings the callee's devices on other nodes.
+    pub(super) fn ring_elsewhere(&self, id: &CallId) {
+        let (Some(cluster), Some(slot)) = (&self.cluster, self.calls.get(id)) else {
+            return;
+        };
+        let call = &slot.call;
+        cluster.send_to(
+            &call.callee.user,
+            Body::CallRing {
+                call: call.id.to_string(),
+                callee: call.callee.user.to_string(),
+                caller: call.caller.user.to_string(),
+                caller_name: call.caller.username.clone(),
+                display_name: call.caller.display_name.clone(),
+                media: call.media,
+            },
+        );
+    }
+
+    /// A call here is released: the nodes that rang for it forget it, and its remote devices
+    /// are dropped.
+    pub(super) fn forget_remote(&mut self, id: &CallId, nodes: &[(String, UserId)]) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for (node, user) in nodes {
+            cluster.to_node(
+                node,
+                Body::CallOver {
+                    call: id.to_string(),
+                    user: user.to_string(),
+                },
+            );
+        }
+        let users: Vec<&UserId> = nodes.iter().map(|(_, u)| u).collect();
+        self.remote
+            .devices
+            .retain(|_, (u, _)| !users.contains(&&*u));
+    }
+
+    /// Device side: an action of a device here on a call owned by `owner`, sent there; the
+    /// answer is the owner's.
+    pub(super) fn forward_act(
+        &mut self,
+        owner: &str,
+        call: &CallId,
+        user: &UserId,
+        device: DeviceId,
+        action: RemoteAction,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<(), AppError>> {
+        let Some(cluster) = &self.cluster else {
+            return Box::pin(async { Err(AppError::new(ErrorCode::CallNotFound, "no such call")) });
+        };
+        self.remote.next_reply += 1;
+        let reply = self.remote.next_reply;
+        let (answer, answered) = oneshot::channel();
+        let accepted = (action == RemoteAction::Accept || action == RemoteAction::Glare)
+            .then(|| (call.clone(), user.clone()));
+        self.remote
+            .pending
+            .insert(reply, Pending { answer, accepted });
+        cluster.to_node(
+            owner,
+            Body::CallAct {
+                call: call.to_string(),
+                user: user.to_string(),
+                device,
+                action,
+                reply: Some(reply),
+            },
+        );
+        ctx.run_later(REPLY_WAIT, move |router, _| {
+            router.remote.pending.remove(&reply);
+        });
+        Box::pin(async move {
+            match tokio::time::timeout(REPLY_WAIT, answered).await {
+                Ok(Ok(outcome)) => outcome,
+                _ => Err(AppError::new(
+                    ErrorCode::Unavailable,
+                    "the server holding the call did not answer",
+                )),
+            }
+        })
+    }
+
+    /// Device side: the user invites the caller of the call ringing them from another node
+    /// (glare): the call is answered instead.
+    pub(super) fn glare_elsewhere(
+        &mut self,
+        caller: &UserId,
+        callee: &UserId,
+        device: DeviceId,
+        ctx: &mut Context<Self>,
+    ) -> Option<ResponseFuture<Result<Placed, AppError>>> {
+        let away = self.remote.away(caller).filter(|a| a.caller == *callee)?;
+        let (call, owner) = (away.call.clone(), away.owner.clone());
+        let answered = self.forward_act(&owner, &call, caller, device, RemoteAction::Glare, ctx);
+        Some(Box::pin(async move {
+            answered.await.map(|()| Placed {
+                call_id: call,
+                merged: true,
+            })
+        }))
+    }
+
+    /// Device side: a `signal` frame of a device here, for the call's owner to relay.
+    pub(super) fn forward_signal(&self, owner: &str, msg: RelaySignal) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        cluster.to_node(
+            owner,
+            Body::CallSignal {
+                call: msg.call_id.to_string(),
+                user: msg.user.to_string(),
+                device: msg.device,
+                reference: msg.reference,
+                kind: msg.kind,
+                sdp: msg.sdp.map(|raw| raw.get().to_owned()),
+                candidate: msg.candidate.map(|raw| raw.get().to_owned()),
+            },
+        );
+    }
+
+    /// Device side: a device here in a call owned elsewhere went away.
+    pub(super) fn forward_left(&self, user: &UserId, device: DeviceId, revoked: bool) {
+        let (Some(cluster), Some(away)) = (&self.cluster, self.remote.away(user)) else {
+            return;
+        };
+        let call = &away.call;
+        if revoked {
+            self.ice.revoke(call, user);
+        }
+        cluster.to_node(
+            &away.owner,
+            Body::CallAct {
+                call: call.to_string(),
+                user: user.to_string(),
+                device,
+                action: RemoteAction::Left { revoked },
+                reply: None,
+            },
+        );
+    }
+
+    /// Device side: the node owning calls of users here is gone: their calls end for them
+    /// here. Owner side: devices on it leave their calls (the reconnect grace starts).
+    fn remote_node_lost(&mut self, lost: &str, ctx: &mut Context<Self>) {
+        // Calls it held whose both sides were on it: nobody here was told of them.
+        self.recorder.do_send(super::super::recorder::CloseCallsOf {
+            node: lost.to_owned(),
+        });
+        let orphans: Vec<(UserId, CallId)> = self
+            .remote
+            .away
+            .iter()
+            .filter(|(_, away)| away.owner == lost)
+            .map(|(user, away)| (user.clone(), away.call.clone()))
+            .collect();
+        for (user, call) in orphans {
+            self.remote.away.remove(&user);
+            self.ice.revoke(&call, &user);
+            // Its owner can no longer record the end: this node does, unless it is already
+            // recorded (another node holding the other side may do the same).
+            self.recorder.do_send(super::WriteRecord {
+                record: super::Record::Ended {
+                    id: call.clone(),
+                    at: crate::time::now_ms(),
+                    outcome: EndReason::ConnectionLost,
+                    detail: None,
+                },
+                written: None,
+            });
+            let frame = ServerFrame::CallEnded {
+                call_id: &call,
+                reason: EndReason::ConnectionLost,
+            }
+            .encode();
+            let devices: Vec<DeviceId> = self
+                .devices
+                .get(&user)
+                .map(|ds| ds.iter().map(|d| d.id()).collect())
+                .unwrap_or_default();
+            for device in devices {
+                self.send_to(&user, &device, frame.clone());
+            }
+            self.presence.do_send(crate::availability::SetBusy {
+                user: user.clone(),
+                busy: false,
+            });
+        }
+        let gone: Vec<(DeviceId, UserId)> = self
+            .remote
+            .devices
+            .iter()
+            .filter(|(_, (_, node))| node == lost)
+            .map(|(device, (user, _))| (*device, user.clone()))
+            .collect();
+        for (device, user) in gone {
+            self.remote.devices.remove(&device);
+            if let Some(id) = self.user_call.get(&user).cloned() {
+                let left = super::Event::DeviceLeft {
+                    device,
+                    revoked: false,
+                };
+                let _ = self.dispatch(&id, left, ctx);
+            }
+        }
+    }
+
+    /// Device side: a call placed on another node rings `callee` here.
+    fn rung(&mut self, owner: String, call: CallId, callee: UserId, ring: Ring) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let devices: Vec<DeviceId> = self
+            .devices
+            .get(&callee)
+            .map(|ds| ds.iter().map(|d| d.id()).take(MAX_RINGING).collect())
+            .unwrap_or_default();
+        // In a call here or elsewhere already: the owner saw them busy, or will time out.
+        let engaged =
+            self.user_call.contains_key(&callee) || self.remote.away.contains_key(&callee);
+        if devices.is_empty() || engaged {
+            return;
+        }
+        cluster.to_node(
+            &owner,
+            Body::CallRinging {
+                call: call.to_string(),
+                user: callee.to_string(),
+                devices: devices.clone(),
+            },
+        );
+        let frame = ServerFrame::CallIncoming {
+            call_id: &call,
+            from: &ring.caller_name,
+            display_name: &ring.display_name,
+            media: ring.media,
+        }
+        .encode();
+        for device in &devices {
+            self.send_to(&callee, device, frame.clone());
+        }
+        let away = Away {
+            call,
+            owner,
+            caller: ring.caller,
+        };
+        self.remote.away.insert(callee, away);
+    }
+
+    /// Owner side: devices of the callee on `node` ring for a call here.
+    fn ringing_elsewhere(
+        &mut self,
+        node: String,
+        call: CallId,
+        user: UserId,
+        devices: Vec<DeviceId>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(slot) = self.calls.get_mut(&call) else {
+            // Over already: that node forgets it.
+            if let Some(cluster) = &self.cluster {
+                let over = Body::CallOver {
+                    call: call.to_string(),
+                    user: user.to_string(),
+                };
+                cluster.to_node(&node, over);
+            }
+            return;
+        };
+        if slot.call.callee.user != user {
+            return;
+        }
+        if !slot.nodes.iter().any(|(n, _)| *n == node) {
+            slot.nodes.push((node.clone(), user.clone()));
+        }
+        for device in devices.into_iter().take(MAX_RINGING) {
+            self.remote
+                .devices
+                .insert(device, (user.clone(), node.clone()));
+            let _ = self.dispatch(&call, super::Event::DeviceJoined { device }, ctx);
+        }
+    }
+
+    /// Owner side: a device on another node acted on a call here; answered when asked.
+    fn acted_elsewhere(&mut self, node: String, act: Act, ctx: &mut Context<Self>) {
+        let Act {
+            call,
+            user,
+            device,
+            action,
+            reply,
+        } = act;
+        if self.remote.node_of(&user, &device) != Some(node.as_str()) {
+            // Not a device of this call: refused like a stranger's.
+            self.answer(
+                &node,
+                reply,
+                Err(AppError::new(ErrorCode::CallNotFound, "no such call")),
+            );
+            return;
+        }
+        let action = match action {
+            RemoteAction::Left { revoked } => {
+                self.remote.devices.remove(&device);
+                if self.user_call.get(&user) == Some(&call) {
+                    let left = super::Event::DeviceLeft { device, revoked };
+                    let _ = self.dispatch(&call, left, ctx);
+                }
+                return;
+            }
+            RemoteAction::Glare => {
+                let outcome = self.dispatch(
+                    &call,
+                    super::Event::Accept {
+                        device,
+                        offerer: super::Role::Caller,
+                        announce: true,
+                    },
+                    ctx,
+                );
+                self.answer(&node, reply, outcome);
+                return;
+            }
+            RemoteAction::Accept => super::CallAction::Accept,
+            RemoteAction::Reject { reason } => super::CallAction::Reject { reason },
+            RemoteAction::Cancel => super::CallAction::Cancel,
+            RemoteAction::Hangup { reason } => super::CallAction::Hangup { reason },
+            RemoteAction::End => super::CallAction::End,
+        };
+        let msg = super::ActOnCall {
+            user,
+            device: Some(device),
+            call_id: call,
+            action,
+        };
+        // Answered once an end is committed, as on one node.
+        let answer = <Self as Handler<super::ActOnCall>>::handle(self, msg, ctx);
+        let cluster = self.cluster.clone();
+        actix::spawn(async move {
+            let outcome = answer.await;
+            if let (Some(cluster), Some(reply)) = (cluster, reply) {
+                cluster.to_node(&node, acted(reply, outcome));
+            }
+        });
+    }
+
+    fn answer(&self, node: &str, reply: Option<u64>, outcome: Result<(), AppError>) {
+        if let (Some(cluster), Some(reply)) = (&self.cluster, reply) {
+            cluster.to_node(node, acted(reply, outcome));
+        }
+    }
+
+    /// Owner side: a `signal` from a device on another node, relayed as if sent here.
+    fn signalled_elsewhere(&mut self, node: &str, signal: RelaySignal, ctx: &mut Context<Self>) {
+        if self.remote.node_of(&signal.user, &signal.device) != Some(node) {
+            return;
+        }
+        self.relay(signal, ctx);
+    }
+}
+
+/// [`CallRouter::send_remote`], for where the router is borrowed in parts.
+pub(super) fn send_remote(
+    cluster: Option<&Cluster>,
+    remote: &Remote,
+    user: &UserId,
+    device: &DeviceId,
+    frame: &bytestring::ByteString,
+) -> bool {
+    let (Some(cluster), Some(node)) = (cluster, remote.node_of(user, device)) else {
+        return false;
+    };
+    cluster.to_node(
+        node,
+        Body::CallFrame {
+            user: user.to_string(),
+            device: *device,
+            frame: frame.to_string(),
+        },
+    );
+    true
+}
+
+fn acted(reply: u64, outcome: Result<(), AppError>) -> Body {
+    Body::CallActed {
+        reply,
+        error: outcome.err().map(|e| RemoteError {
+            error: e.code,
+            message: e.message,
+        }),
+    }
+}
+
+/// What a `call_ring` says of the call, for the `call.incoming` frame.
+struct Ring {
+    caller: UserId,
+    caller_name: String,
+    display_name: String,
+    media: crate::vocabulary::Media,
+}
+
+/// A `call_act`, read.
+struct Act {
+    call: CallId,
+    user: UserId,
+    device: DeviceId,
+    action: RemoteAction,
+    reply: Option<u64>,
+}
+
+impl Handler<CallEvent> for CallRouter {
+    type Result = ();
+
+    fn handle(&mut self, CallEvent(Envelope { from, body }): CallEvent, ctx: &mut Context<Self>) {
+        match body {
+            Body::CallRing {
+                call,
+                callee,
+                caller,
+                caller_name,
+                display_name,
+                media,
+            } => self.rung(
+                from,
+                CallId::from(call),
+                UserId::from(callee),
+                Ring {
+                    caller: UserId::from(caller),
+                    caller_name,
+                    display_name,
+                    media,
+                },
+            ),
+            Body::CallRinging {
+                call,
+                user,
+                devices,
+            } => self.ringing_elsewhere(from, CallId::from(call), UserId::from(user), devices, ctx),
+            Body::CallFrame {
+                user,
+                device,
+                frame,
+            } => {
+                let user = UserId::from(user);
+                // Only frames for devices of calls the sender owns.
+                if self.remote.away(&user).is_some_and(|a| a.owner == from) {
+                    self.send_to(&user, &device, frame.into());
+                }
+            }
+            Body::CallAct {
+                call,
+                user,
+                device,
+                action,
+                reply,
+            } => self.acted_elsewhere(
+                from,
+                Act {
+                    call: CallId::from(call),
+                    user: UserId::from(user),
+                    device,
+                    action,
+                    reply,
+                },
+                ctx,
+            ),
+            Body::CallActed { reply, error } => {
+                if let Some(pending) = self.remote.pending.remove(&reply) {
+                    let outcome = match error {
+                        None => {
+                            // The callee's credential for the call is honoured by this node's
+                            // relay, the one its devices are given.
+                            if let Some((call, user)) = &pending.accepted {
+                                self.ice.grant(call, user);
+                            }
+                            Ok(())
+                        }
+                        Some(e) => Err(AppError::new(e.error, e.message)),
+                    };
+                    let _ = pending.answer.send(outcome);
+                }
+            }
+            Body::CallSignal {
+                call,
+                user,
+                device,
+                reference,
+                kind,
+                sdp,
+                candidate,
+            } => {
+                let raw = |text: Option<String>| text.and_then(|t| RawValue::from_string(t).ok());
+                let signal = RelaySignal {
+                    user: UserId::from(user),
+                    device,
+                    reference,
+                    call_id: CallId::from(call),
+                    kind,
+                    sdp: raw(sdp),
+                    candidate: raw(candidate),
+                };
+                self.signalled_elsewhere(&from, signal, ctx);
+            }
+            Body::CallOver { call, user } => {
+                let user = UserId::from(user);
+                let call = CallId::from(call);
+                if self
+                    .remote
+                    .away(&user)
+                    .is_some_and(|a| a.call == call && a.owner == from)
+                {
+                    self.remote.away.remove(&user);
+                    self.ice.revoke(&call, &user);
+                }
+            }
+            Body::NodeLost { node } => self.remote_node_lost(&node, ctx),
+            Body::Presence { .. }
+            | Body::Relation { .. }
+            | Body::Revoke { .. }
+            | Body::Busy { .. } => {}
+        }
+        self.drop_stuck(ctx);
+    }
+}
