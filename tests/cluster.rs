@@ -1132,3 +1132,103 @@ async fn a_call_whose_node_is_killed_ends_for_the_side_on_another_node() {
     assert!(again["call_id"].is_string(), "{again}");
     cat_ws.recv_type("call.incoming").await;
 }
+
+#[actix_rt::test]
+async fn a_participant_resumes_a_call_on_another_node_after_a_drop() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let [n1, n2, n3] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+
+    // The callee's socket drops; it reconnects through the load balancer to a third node,
+    // which lists the call in `welcome`, and resumes it there.
+    ben_ws.close().await;
+    let (mut ben_ws, welcome) = socket(&n3, &ben).await;
+    let listed = &welcome["calls"][0];
+    assert_eq!(
+        (&listed["call_id"], &listed["state"], &listed["peer"]),
+        (&json!(id), &json!("active"), &json!("amy")),
+        "{welcome}"
+    );
+    ben_ws
+        .ok(json!({"type": "call.resume", "call_id": id}))
+        .await;
+    let accepted = ben_ws.recv_type("call.accepted").await;
+    assert_eq!(accepted["offerer"], true, "the side that resumed offers");
+    assert_eq!(
+        amy_ws.recv_type("call.resumed").await["call_id"],
+        id.as_str()
+    );
+    ben_ws
+        .ok(json!({"type": "signal", "call_id": id, "kind": "offer", "sdp": SDP}))
+        .await;
+    assert_eq!(amy_ws.recv_type("signal").await["kind"], "offer");
+    amy_ws
+        .ok(json!({"type": "signal", "call_id": id, "kind": "answer", "sdp": SDP}))
+        .await;
+    assert_eq!(ben_ws.recv_type("signal").await["kind"], "answer");
+
+    // Now the caller drops from the node that holds the call and resumes on another.
+    amy_ws.close().await;
+    let (mut amy_ws, welcome) = socket(&n2, &amy).await;
+    assert_eq!(welcome["calls"][0]["state"], "active", "{welcome}");
+    amy_ws
+        .ok(json!({"type": "call.resume", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+    assert_eq!(
+        ben_ws.recv_type("call.resumed").await["call_id"],
+        id.as_str()
+    );
+    amy_ws
+        .ok(json!({"type": "signal", "call_id": id, "kind": "offer", "sdp": SDP}))
+        .await;
+    assert_eq!(ben_ws.recv_type("signal").await["kind"], "offer");
+    ben_ws
+        .ok(json!({"type": "call.hangup", "call_id": id}))
+        .await;
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "completed")
+    );
+}
+
+#[actix_rt::test]
+async fn a_callee_rung_from_one_node_is_busy_for_an_invite_from_another() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let [n1, n2, n3] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    let cat = register(&n3, "cat").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    befriend(&n3, ("cat", &cat), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let (mut cat_ws, _) = socket(&n3, &cat).await;
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+
+    let second = cat_ws
+        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
+        .await;
+    let second = second["call_id"].as_str().expect("call_id");
+    assert_eq!(cat_ws.recv_type("call.ended").await, ended(second, "busy"));
+    ben_ws
+        .expect_none(Duration::from_millis(500), |f| f["call_id"] == second)
+        .await;
+    ben_ws
+        .ok(json!({"type": "call.reject", "call_id": id}))
+        .await;
+    assert_eq!(amy_ws.recv_type("call.ended").await, ended(&id, "declined"));
+}

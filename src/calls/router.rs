@@ -259,6 +259,9 @@ impl CallRouter {
                     }
                 }
                 Effect::SetBusy(busy) => {
+                    if busy {
+                        self.publish_live(&slot.call, false);
+                    }
                     for party in [&slot.call.caller, &slot.call.callee] {
                         self.presence.do_send(SetBusy {
                             user: party.user.clone(),
@@ -285,6 +288,7 @@ impl CallRouter {
                         }
                     }
                     self.forget_remote(&slot.call.id, &slot.nodes);
+                    self.publish_live(&slot.call, true);
                 }
             }
         }
@@ -482,9 +486,37 @@ pub struct EndAllCalls;
 pub struct FlushRecords;
 
 impl Handler<Attach> for CallRouter {
-    type Result = MessageResult<Attach>;
+    type Result = ResponseActFuture<Self, Vec<CallSummary>>;
 
+    /// In a cluster, a user with no call here is looked up in Redis (their call may be
+    /// owned by another node: the device can resume it here).
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
+        let (user, device) = (msg.user.clone(), msg.device.id());
+        let here = self.attach(msg, ctx);
+        let lookup = match &self.cluster {
+            Some(cluster) if here.is_empty() && !self.user_call.contains_key(&user) => {
+                cluster.clone()
+            }
+            _ => return Box::pin(fut::ready(here)),
+        };
+        let read = async move { lookup.call_of(&user).await.map(|found| (user, found)) };
+        Box::pin(read.into_actor(self).map(move |found, router, _| {
+            match found {
+                Ok((user, found)) => router
+                    .attach_elsewhere(&user, device, found)
+                    .into_iter()
+                    .collect(),
+                Err(why) => {
+                    log::warn!("cluster: a call elsewhere is unknown at connect: {why}");
+                    Vec::new()
+                }
+            }
+        }))
+    }
+}
+
+impl CallRouter {
+    fn attach(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Vec<CallSummary> {
         let device = msg.device.id();
         match self.devices.entry(msg.user.clone()) {
             Entry::Vacant(vacant) => {
@@ -497,7 +529,7 @@ impl Handler<Attach> for CallRouter {
             }
         }
         let Some(id) = self.user_call.get(&msg.user).cloned() else {
-            return MessageResult(vec![]);
+            return vec![];
         };
         let ringing_for_me = self
             .calls
@@ -515,7 +547,7 @@ impl Handler<Attach> for CallRouter {
             });
         }
         let summary = slot.and_then(|s| Self::summary(&s.call, &msg.user));
-        MessageResult(summary.into_iter().collect())
+        summary.into_iter().collect()
     }
 }
 
@@ -565,11 +597,16 @@ impl Handler<PlaceCall> for CallRouter {
             return Box::pin(fut::ready(self.place(msg, device, Ok(None), ctx)));
         };
         let callee = msg.callee.user.clone();
-        let read = async move { cluster.read(std::slice::from_ref(&callee)).await };
+        let read = async move {
+            let views = cluster.read(std::slice::from_ref(&callee)).await?;
+            let call = cluster.call_of(&callee).await?;
+            let owned_elsewhere = call.is_some_and(|(_, live)| live.owner != cluster.node());
+            Ok::<_, String>((views, owned_elsewhere))
+        };
         Box::pin(read.into_actor(self).map(move |found, router, ctx| {
-            let elsewhere = found.map(|mut views| {
+            let elsewhere = found.map(|(mut views, in_call)| {
                 let views = views.remove(&msg.callee.user).unwrap_or_default();
-                Some(Elsewhere::from_views(&views))
+                Some(Elsewhere::from(&views, in_call))
             });
             let placed = router.place(msg, device, elsewhere, ctx);
             router.drop_stuck(ctx);
@@ -711,6 +748,7 @@ impl CallRouter {
                 .insert(slot.call.callee.user.clone(), id.clone());
         }
         if !self.execute(&mut slot, effects, ctx) {
+            self.publish_live(&slot.call, false);
             self.calls.insert(id.clone(), slot);
             if rings_elsewhere {
                 self.ring_elsewhere(&id);
@@ -771,14 +809,7 @@ impl CallRouter {
                 reason: reason.clone(),
             },
             CallAction::End => RemoteAction::End,
-            CallAction::Resume => {
-                return Some(Box::pin(async {
-                    Err(AppError::new(
-                        ErrorCode::InvalidTransition,
-                        "a call is resumed on the server it was placed on",
-                    ))
-                }))
-            }
+            CallAction::Resume => RemoteAction::Resume,
         };
         let Some(device) = msg.device else {
             return Some(Box::pin(async {

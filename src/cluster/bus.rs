@@ -128,6 +128,9 @@ pub enum RemoteAction {
         reason: Option<String>,
     },
     End,
+    /// A device of a participant, connected to the sender, takes the call over (its previous
+    /// device dropped, perhaps with the node it was on).
+    Resume,
     /// The callee invited the caller while being rung: the call is answered (glare).
     Glare,
     /// The device went away (`revoked`: its session was revoked).
@@ -161,6 +164,12 @@ pub enum Op {
     Leave { done: oneshot::Sender<()> },
     /// This node's directory field of `user` (`None`: remove it).
     Write { user: String, view: Option<String> },
+    /// Live call `call` of `users` (`None`: it is over).
+    Call {
+        call: String,
+        users: [String; 2],
+        live: Option<String>,
+    },
     /// The same payload to each channel.
     Publish {
         channels: Vec<String>,
@@ -228,6 +237,9 @@ pub async fn publisher(
             match op {
                 Op::Write { user, view } => {
                     super::directory::write(&mut pipe, &keys, &node, &user, view.as_deref())
+                }
+                Op::Call { call, users, live } => {
+                    super::calls::write(&mut pipe, &keys, &call, &users, live.as_deref())
                 }
                 Op::Publish { channels, payload } => {
                     for channel in channels {

@@ -56,6 +56,16 @@ impl Keys {
             .strip_prefix(":user:")
     }
 
+    /// `PREFIX:call:ID`: a live call and its owner (see `calls.rs`).
+    pub fn call(&self, call: &str) -> String {
+        format!("{}:call:{call}", self.prefix)
+    }
+
+    /// `PREFIX:incall:USER`: the live call a user is in.
+    pub fn in_call(&self, user: &str) -> String {
+        format!("{}:incall:{user}", self.prefix)
+    }
+
     /// `PREFIX:to:NODE`: what is meant for one node (a call it owns, a device it holds).
     pub fn node_channel(&self, node: &str) -> String {
         format!("{}:to:{node}", self.prefix)

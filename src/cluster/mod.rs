@@ -6,6 +6,7 @@
 //! Nothing on the signaling path touches it, and a frame between two devices of one node
 //! never leaves the process.
 pub mod bus;
+pub mod calls;
 pub mod directory;
 pub mod health;
 pub mod keys;
@@ -13,7 +14,7 @@ pub mod node;
 
 use crate::config::{Config, DatabaseUrl};
 use crate::error::StartupError;
-use crate::ids::UserId;
+use crate::ids::{CallId, UserId};
 use actix::{Message, Recipient};
 use bus::{Body, Envelope, Listeners, OnRevoke, Op, Subscriptions};
 use directory::NodeView;
@@ -325,6 +326,35 @@ impl Cluster {
         match serde_json::to_string(&envelope) {
             Ok(payload) => self.queue(Op::Publish { channels, payload }),
             Err(e) => log::error!("cluster: cannot encode a message: {e}"),
+        }
+    }
+
+    /// Call `call` of `users` is live as `live` says, or over (`None`).
+    pub fn call_live(&self, call: &CallId, users: [&UserId; 2], live: Option<&calls::LiveCall>) {
+        self.queue(Op::Call {
+            call: call.to_string(),
+            users: users.map(|u| u.to_string()),
+            live: live.and_then(|l| serde_json::to_string(l).ok()),
+        });
+    }
+
+    /// The live call `user` is in, owned by a node that is not lost; an error says why Redis
+    /// could not tell. Bounded by the Redis timeout.
+    pub async fn call_of(
+        &self,
+        user: &UserId,
+    ) -> Result<Option<(CallId, calls::LiveCall)>, String> {
+        self.inner.health.commands_up()?;
+        let mut conn = self.inner.conn.clone();
+        match tokio::time::timeout(
+            bus::TIMEOUT,
+            calls::of_user(&mut conn, &self.inner.keys, user.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(found)) => Ok(found.filter(|(_, live)| !self.is_lost(&live.owner))),
+            Ok(Err(e)) => Err(format!("redis: {e}")),
+            Err(_) => Err("redis: no answer in time".into()),
         }
     }
 

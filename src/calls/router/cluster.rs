@@ -9,11 +9,14 @@
 //! (`Away`), so it knows where to send what its devices do.
 use super::{CallRouter, Placed, RelaySignal};
 use crate::cluster::bus::{Body, Envelope, RemoteAction, RemoteError};
+use crate::cluster::calls::LiveCall;
 use crate::cluster::directory::{self, NodeView};
 use crate::cluster::{CallEvent, Cluster};
 use crate::error::{AppError, ErrorCode};
 use crate::ids::{CallId, DeviceId, UserId};
+use crate::vocabulary::{Direction, LiveState};
 use crate::vocabulary::{EndReason, PresenceStatus};
+use crate::wire::protocol::CallSummary;
 use crate::wire::protocol::ServerFrame;
 use actix::prelude::*;
 use serde_json::value::RawValue;
@@ -64,12 +67,16 @@ pub(super) struct Elsewhere {
 }
 
 impl Elsewhere {
-    pub(super) fn from_views(views: &[(String, NodeView)]) -> Self {
+    /// From the callee's directory entry, and whether they are in a live call owned by
+    /// another node (one owned here is in the router's own tables).
+    pub(super) fn from(views: &[(String, NodeView)], in_call: bool) -> Self {
         let merged = directory::merge(views.iter().map(|(_, v)| v));
         Self {
             online: views.iter().any(|(_, v)| v.devices > 0),
-            busy: merged
-                .is_some_and(|p| matches!(p.status, PresenceStatus::Busy | PresenceStatus::Dnd)),
+            busy: in_call
+                || merged.is_some_and(|p| {
+                    matches!(p.status, PresenceStatus::Busy | PresenceStatus::Dnd)
+                }),
         }
     }
 }
@@ -106,6 +113,83 @@ impl CallRouter {
         if let Some(cluster) = &self.cluster {
             cluster.send_to(user, Body::Busy { busy });
         }
+    }
+
+    /// Writes a call's owner and state to Redis (`over`: removes them), so that a device of
+    /// its users connecting to another node finds it.
+    pub(super) fn publish_live(&self, call: &super::Call, over: bool) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let live = (!over).then(|| LiveCall {
+            owner: cluster.node().to_owned(),
+            caller: call.caller.user.to_string(),
+            callee: call.callee.user.to_string(),
+            caller_name: call.caller.username.clone(),
+            callee_name: call.callee.username.clone(),
+            media: call.media,
+            active: call.phase == super::Phase::Active,
+        });
+        cluster.call_live(
+            &call.id,
+            [&call.caller.user, &call.callee.user],
+            live.as_ref(),
+        );
+    }
+
+    /// Device side, at connect: the user's call owned by another node, for `welcome`. The
+    /// device can resume it here (and rings, if the call rings for it).
+    pub(super) fn attach_elsewhere(
+        &mut self,
+        user: &UserId,
+        device: DeviceId,
+        found: Option<(CallId, LiveCall)>,
+    ) -> Option<CallSummary> {
+        let cluster = self.cluster.as_ref()?;
+        let (call, live) = found?;
+        if live.owner == cluster.node() || self.user_call.contains_key(user) {
+            return None;
+        }
+        let caller = UserId::from(live.caller.clone());
+        let role = if *user == caller {
+            super::Role::Caller
+        } else {
+            super::Role::Callee
+        };
+        let state = match (live.active, role) {
+            (true, _) => LiveState::Active,
+            (false, super::Role::Callee) => LiveState::Ringing,
+            (false, super::Role::Caller) => LiveState::Calling,
+        };
+        if state == LiveState::Ringing {
+            cluster.to_node(
+                &live.owner,
+                Body::CallRinging {
+                    call: call.to_string(),
+                    user: user.to_string(),
+                    devices: vec![device],
+                },
+            );
+        }
+        let (peer, direction) = match role {
+            super::Role::Caller => (live.callee_name, Direction::Outgoing),
+            super::Role::Callee => (live.caller_name, Direction::Incoming),
+        };
+        self.remote.away.insert(
+            user.clone(),
+            Away {
+                call: call.clone(),
+                owner: live.owner,
+                caller,
+            },
+        );
+        Some(CallSummary {
+            call_id: call,
+            peer,
+            direction,
+            media: live.media,
+            state,
+        })
     }
 
     /// A call placed here rings the callee's devices on other nodes.
@@ -404,6 +488,21 @@ impl CallRouter {
             action,
             reply,
         } = act;
+        if action == RemoteAction::Resume {
+            // A device of a participant, connected to `node`: it becomes the call's there.
+            let slot = self
+                .calls
+                .get_mut(&call)
+                .filter(|s| s.call.role_of(&user).is_some());
+            if let Some(slot) = slot {
+                self.remote
+                    .devices
+                    .insert(device, (user.clone(), node.clone()));
+                if !slot.nodes.iter().any(|(n, u)| *n == node && *u == user) {
+                    slot.nodes.push((node.clone(), user.clone()));
+                }
+            }
+        }
         if self.remote.node_of(&user, &device) != Some(node.as_str()) {
             // Not a device of this call: refused like a stranger's.
             self.answer(
@@ -440,6 +539,7 @@ impl CallRouter {
             RemoteAction::Cancel => super::CallAction::Cancel,
             RemoteAction::Hangup { reason } => super::CallAction::Hangup { reason },
             RemoteAction::End => super::CallAction::End,
+            RemoteAction::Resume => super::CallAction::Resume,
         };
         let msg = super::ActOnCall {
             user,
