@@ -95,8 +95,13 @@ impl Cluster {
             grace,
         ];
         args.extend_from_slice(extra);
-        BrokerProcess::start_logging(&self.db.url, &args, None, "warn,switchboard::cluster=info")
-            .await
+        BrokerProcess::start_logging(
+            &self.db.url,
+            &args,
+            None,
+            "warn,switchboard::cluster=info,switchboard::calls=info",
+        )
+        .await
     }
 }
 
@@ -1231,4 +1236,122 @@ async fn a_callee_rung_from_one_node_is_busy_for_an_invite_from_another() {
         .ok(json!({"type": "call.reject", "call_id": id}))
         .await;
     assert_eq!(amy_ws.recv_type("call.ended").await, ended(&id, "declined"));
+}
+
+/// `name` reconnects to `node` after its node drained and resumes call `id` there; `peer`
+/// (when connected) is told. The new socket.
+async fn resume_on(
+    node: &BrokerProcess,
+    token: &str,
+    id: &str,
+    peer: Option<&mut WsClient>,
+) -> WsClient {
+    let (mut ws, welcome) = socket(node, token).await;
+    let listed = &welcome["calls"][0];
+    assert_eq!(
+        (&listed["call_id"], &listed["state"]),
+        (&json!(id), &json!("active")),
+        "{welcome}"
+    );
+    ws.ok(json!({"type": "call.resume", "call_id": id})).await;
+    assert_eq!(ws.recv_type("call.accepted").await["offerer"], true);
+    if let Some(peer) = peer {
+        assert_eq!(peer.recv_type("call.resumed").await["call_id"], id);
+    }
+    ws
+}
+
+/// An offer from `from` reaches `to`, and an answer comes back.
+async fn signals_flow(from: &mut WsClient, to: &mut WsClient, id: &str) {
+    from.ok(json!({"type": "signal", "call_id": id, "kind": "offer", "sdp": SDP}))
+        .await;
+    assert_eq!(to.recv_type("signal").await["kind"], "offer");
+    to.ok(json!({"type": "signal", "call_id": id, "kind": "answer", "sdp": SDP}))
+        .await;
+    assert_eq!(from.recv_type("signal").await["kind"], "answer");
+}
+
+/// SIGTERM on `node`: every socket in `on_it` is closed with 1012, and it exits.
+async fn drain(mut node: BrokerProcess, on_it: Vec<WsClient>) {
+    node.terminate();
+    for mut ws in on_it {
+        let closed = ws.expect_close().await;
+        assert_eq!(closed.code, 1012, "{}", closed.reason);
+    }
+    assert!(node.wait_exit(Duration::from_secs(10)).is_some(), "exits");
+}
+
+#[actix_rt::test]
+async fn a_rolling_restart_of_every_node_drops_no_call() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let [n1, n2, n3] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    let cat = register(&n3, "cat").await;
+    let dan = register(&n3, "dan").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    befriend(&n3, ("cat", &cat), &n3, ("dan", &dan)).await;
+    // One call across two nodes, one with both sides on one node.
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let (mut cat_ws, _) = socket(&n3, &cat).await;
+    let (mut dan_ws, _) = socket(&n3, &dan).await;
+    let across = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    ben_ws
+        .ok(json!({"type": "call.accept", "call_id": across}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+    let local = common::ws::answered_call(&mut cat_ws, &mut dan_ws, "dan").await;
+
+    // n1 (holding the first call and amy) restarts: amy comes back on n3.
+    drain(n1, vec![amy_ws]).await;
+    let n1 = cluster.node().await;
+    let mut amy_ws = resume_on(&n3, &amy, &across, Some(&mut ben_ws)).await;
+    signals_flow(&mut amy_ws, &mut ben_ws, &across).await;
+
+    // n2 (now holding it, with ben) restarts: ben comes back on the new n1.
+    drain(n2, vec![ben_ws]).await;
+    let n2 = cluster.node().await;
+    let mut ben_ws = resume_on(&n1, &ben, &across, Some(&mut amy_ws)).await;
+    signals_flow(&mut ben_ws, &mut amy_ws, &across).await;
+
+    // n3 restarts with amy and both sides of the other call on it.
+    // Give the census a moment to see the new nodes alive.
+    actix_rt::time::sleep(Duration::from_secs(1)).await;
+    drain(n3, vec![amy_ws, cat_ws, dan_ws]).await;
+    let mut amy_ws = resume_on(&n2, &amy, &across, Some(&mut ben_ws)).await;
+    let mut cat_ws = resume_on(&n1, &cat, &local, None).await;
+    let mut dan_ws = resume_on(&n2, &dan, &local, Some(&mut cat_ws)).await;
+    signals_flow(&mut amy_ws, &mut ben_ws, &across).await;
+    signals_flow(&mut cat_ws, &mut dan_ws, &local).await;
+
+    // Both calls are still the same calls, and end as completed.
+    amy_ws
+        .ok(json!({"type": "call.hangup", "call_id": across}))
+        .await;
+    assert_eq!(
+        ben_ws.recv_type("call.ended").await,
+        ended(&across, "completed")
+    );
+    dan_ws
+        .ok(json!({"type": "call.hangup", "call_id": local}))
+        .await;
+    assert_eq!(
+        cat_ws.recv_type("call.ended").await,
+        ended(&local, "completed")
+    );
+    for (token, id) in [(&ben, &across), (&cat, &local)] {
+        eventually(
+            Duration::from_secs(5),
+            "the call recorded as completed",
+            || async {
+                let (_, history) = get(&n1, "/api/v1/calls", Some(token)).await;
+                history["calls"][0]["id"] == id.as_str()
+                    && history["calls"][0]["outcome"] == "completed"
+            },
+        )
+        .await;
+    }
 }

@@ -287,6 +287,33 @@ impl Handler<Flush> for CallRecorder {
     }
 }
 
+/// Call `call` was handed to node `owner` (this node drains). Written in order with the
+/// records, so it is committed before the shutdown's flush answers, and so before the node
+/// leaves the cluster (after which the others close the calls it still owns).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetOwner {
+    pub call: CallId,
+    pub owner: String,
+}
+
+impl Handler<SetOwner> for CallRecorder {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: SetOwner, _: &mut Self::Context) -> Self::Result {
+        let db = self.db.clone();
+        Box::pin(async move {
+            let SetOwner { call, owner } = msg;
+            let set = db
+                .run(move |conn| db::calls::set_owner(conn, &call, &owner))
+                .await;
+            if let Err(e) = set {
+                log::error!("a handed-over call keeps its old owner in the database: {e}");
+            }
+        })
+    }
+}
+
 /// The node `node` is lost: its calls still open are closed as `connection_lost` (every node
 /// that notices does it; the first end recorded stays).
 #[derive(Message)]

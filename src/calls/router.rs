@@ -287,7 +287,11 @@ impl CallRouter {
                             self.user_call.remove(&party.user);
                         }
                     }
-                    self.forget_remote(&slot.call.id, &slot.nodes);
+                    let reason = match slot.call.phase {
+                        Phase::Ended(reason) => Some(reason),
+                        _ => None,
+                    };
+                    self.forget_remote(&slot.call.id, reason, &slot.nodes);
                     self.publish_live(&slot.call, true);
                 }
             }
@@ -475,7 +479,8 @@ pub struct PeersBefriended {
 }
 
 /// End every call with `server_shutdown`: answers once every participant was sent its
-/// `call.ended` (the records are written by [`FlushRecords`]).
+/// `call.ended` (the records are written by [`FlushRecords`]). A cluster node hands its calls
+/// to another node instead, while one is alive, and answers once their new owner is recorded.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct EndAllCalls;
@@ -1016,16 +1021,50 @@ impl Handler<PeersSevered> for CallRouter {
 }
 
 impl Handler<EndAllCalls> for CallRouter {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: EndAllCalls, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: EndAllCalls, _: &mut Context<Self>) -> Self::Result {
         self.shutting_down = true;
+        // In a cluster, which nodes are alive to take the calls is asked first.
+        let cluster = self.cluster.clone();
+        let counted = async move {
+            if let Some(cluster) = cluster {
+                cluster.count_nodes().await;
+            }
+        };
+        Box::pin(
+            counted
+                .into_actor(self)
+                .then(|(), router, ctx| router.end_or_hand_over(ctx).into_actor(router)),
+        )
+    }
+}
+
+impl CallRouter {
+    fn end_or_hand_over(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = ()> {
         let ids: Vec<CallId> = self.calls.keys().cloned().collect();
+        let mut handed = Vec::new();
         for id in ids {
-            let _ = self.dispatch(&id, Event::Shutdown, ctx);
+            match self.hand_over(&id, ctx) {
+                Some(recorded) => handed.push(recorded),
+                None => {
+                    let _ = self.dispatch(&id, Event::Shutdown, ctx);
+                }
+            }
+        }
+        async move {
+            // Bounded: with the database away the new owners stay unrecorded (logged).
+            let all = futures_util::future::join_all(handed);
+            let _ = tokio::time::timeout(HANDOVER_RECORD_WAIT, all).await;
         }
     }
 }
+
+/// How long shutdown waits for the new owners of handed-over calls to be recorded.
+const HANDOVER_RECORD_WAIT: Duration = Duration::from_secs(3);
 
 impl Handler<FlushRecords> for CallRouter {
     type Result = ResponseFuture<()>;

@@ -111,6 +111,12 @@ pub enum Body {
     },
     /// From the owner: `call` is over; the receiving node forgets it for `user`.
     CallOver { call: String, user: String },
+    /// From a draining owner: the receiving node owns this call from now on.
+    CallHandover {
+        state: Box<super::calls::HandedCall>,
+    },
+    /// From a draining owner: `call` is owned by `owner` from now on.
+    CallOwner { call: String, owner: String },
 }
 
 /// What a device on another node did to a call, for its owner to apply.
@@ -461,7 +467,9 @@ fn deliver(keys: &Keys, node: &str, message: &redis::Msg, listeners: &Listeners)
         | Body::CallAct { .. }
         | Body::CallActed { .. }
         | Body::CallSignal { .. }
-        | Body::CallOver { .. } => to_router(envelope),
+        | Body::CallOver { .. }
+        | Body::CallHandover { .. }
+        | Body::CallOwner { .. } => to_router(envelope),
         Body::Presence { .. }
         | Body::Relation { .. }
         | Body::Busy { .. }

@@ -4,7 +4,7 @@
 //! lists the call, which it can then resume there) and before an invite (a callee in a call
 //! anywhere is busy).
 use super::keys::Keys;
-use crate::ids::CallId;
+use crate::ids::{CallId, DeviceId};
 use crate::vocabulary::Media;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,41 @@ pub struct LiveCall {
     pub media: Media,
     /// Answered.
     pub active: bool,
+}
+
+/// One side of a handed-over call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedParty {
+    pub user: String,
+    pub username: String,
+    pub display_name: String,
+    /// Its device in the call, unless it was on the node that handed the call over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
+}
+
+/// A live call a draining node hands to another (`call_handover`): its state, and where each
+/// of its devices on other nodes is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedCall {
+    pub call: String,
+    pub caller: HandedParty,
+    pub callee: HandedParty,
+    pub media: Media,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<i64>,
+    /// The callee devices still ringing (none once answered).
+    #[serde(default)]
+    pub ringing: Vec<DeviceId>,
+    /// The caller sends the offer.
+    pub caller_offers: bool,
+    /// Devices of the call on nodes other than the one handing it over: (device, user, node).
+    #[serde(default)]
+    pub devices: Vec<(DeviceId, String, String)>,
+    /// Nodes that rang or resumed devices of `user` for the call: (node, user).
+    #[serde(default)]
+    pub nodes: Vec<(String, String)>,
 }
 
 /// How long a live call's keys outlive their last write: the owner deletes them when the call

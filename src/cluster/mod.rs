@@ -61,6 +61,7 @@ struct Inner {
     conn: ConnectionManager,
     health: Arc<Health>,
     lost: Lost,
+    alive: node::Alive,
     subs: Arc<Subscriptions>,
     ops: mpsc::Sender<Op>,
     /// Taken by `start`.
@@ -138,6 +139,7 @@ impl Cluster {
                 conn,
                 health: Arc::new(Health::new()),
                 lost: Arc::new(RwLock::new(HashSet::new())),
+                alive: Arc::default(),
                 subs: Arc::default(),
                 ops,
                 ops_rx: Mutex::new(Some(ops_rx)),
@@ -171,6 +173,7 @@ impl Cluster {
             inner.timings,
             inner.health.clone(),
             inner.lost.clone(),
+            inner.alive.clone(),
             events.clone(),
             inner.calls.clone(),
         ));
@@ -256,6 +259,29 @@ impl Cluster {
     /// notices at its next refresh (every ttl/4), with room to spare.
     pub fn settle_time(&self) -> std::time::Duration {
         self.inner.timings.refresh * 2
+    }
+
+    /// Takes a census of the nodes now (the keeper takes one every ttl/10), so that
+    /// [`other_alive`](Self::other_alive) knows a node that joined a moment ago. Bounded.
+    pub async fn count_nodes(&self) {
+        let mut conn = self.inner.conn.clone();
+        let census = node::census(&mut conn, &self.inner.keys);
+        if let Ok(Ok((alive, _))) = tokio::time::timeout(bus::TIMEOUT, census).await {
+            if let Ok(mut set) = self.inner.alive.write() {
+                *set = alive;
+            }
+        }
+    }
+
+    /// Another node the last census found alive, to hand calls to; `prefer` first if it is.
+    pub fn other_alive(&self, prefer: &[&str]) -> Option<String> {
+        let alive = self.inner.alive.read().ok()?;
+        let me = self.inner.node.as_str();
+        prefer
+            .iter()
+            .find(|n| **n != me && alive.iter().any(|a| a == *n))
+            .map(|n| n.to_string())
+            .or_else(|| alive.iter().find(|n| *n != me).cloned())
     }
 
     /// Whether `node` was found lost by the last census.

@@ -185,6 +185,21 @@ pub async fn leave(
 /// (one that just joined is seen before the next census).
 pub type Lost = Arc<RwLock<HashSet<String>>>;
 
+/// The nodes the last census found alive (this one included).
+pub type Alive = Arc<RwLock<Vec<String>>>;
+
+/// The nodes registered now: (alive, lost).
+pub async fn census(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+) -> redis::RedisResult<(Vec<String>, Vec<String>)> {
+    redis::Script::new(CENSUS)
+        .key(keys.nodes())
+        .arg(keys.prefix())
+        .invoke_async(conn)
+        .await
+}
+
 pub fn is_lost(lost: &Lost, node: &str) -> bool {
     lost.read().is_ok_and(|l| l.contains(node))
 }
@@ -198,6 +213,7 @@ pub async fn keeper(
     timings: Timings,
     health: Arc<Health>,
     lost_set: Lost,
+    alive_set: Alive,
     events: Recipient<ClusterEvent>,
     calls: super::OnCall,
 ) {
@@ -231,12 +247,12 @@ pub async fn keeper(
             _ = watch.tick() => {
                 let census = tokio::time::timeout(
                     super::bus::TIMEOUT,
-                    redis::Script::new(CENSUS)
-                        .key(keys.nodes())
-                        .arg(keys.prefix())
-                        .invoke_async::<(Vec<String>, Vec<String>)>(&mut conn),
+                    census(&mut conn, &keys),
                 ).await;
-                let Ok(Ok((_alive, lost))) = census else { continue };
+                let Ok(Ok((alive, lost))) = census else { continue };
+                if let Ok(mut set) = alive_set.write() {
+                    *set = alive;
+                }
                 if let Ok(mut set) = lost_set.write() {
                     *set = lost.iter().filter(|n| **n != node).cloned().collect();
                 }

@@ -97,6 +97,14 @@ pub fn fail_open_calls(
     })
 }
 
+/// Call `id` is held by `owner` from now on (a draining node handed it over).
+pub fn set_owner(conn: &mut DbConn, id: &CallId, owner: &str) -> Result<(), AppError> {
+    diesel::update(calls::table.find(id))
+        .set(calls::owner.eq(Some(owner)))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Closes the calls still open that lost node `node` held, as `connection_lost`.
 pub fn close_calls_of(conn: &mut DbConn, node: &str, now: i64) -> Result<usize, AppError> {
     Ok(diesel::update(

@@ -652,12 +652,20 @@ impl Handler<CloseAll> for PresenceHub {
 
     /// Closes every socket and records everyone online as last seen now.
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> Self::Result {
+        // A cluster node drains: its clients reconnect to the others, where their calls go on.
+        let kick = match self.cluster {
+            Some(_) => Kick {
+                code: close::RESTART,
+                reason: "server restarting, reconnect",
+            },
+            None => Kick {
+                code: close::SHUTDOWN,
+                reason: "server shutting down",
+            },
+        };
         for online in self.users.values() {
             for device in &online.devices {
-                device.kick(Kick {
-                    code: close::SHUTDOWN,
-                    reason: "server shutting down",
-                });
+                device.kick(kick);
             }
         }
         let users: Vec<UserId> = self.users.keys().cloned().collect();

@@ -14,5 +14,8 @@ pub const NOT_READING: u16 = 4010;
 pub const HEARTBEAT_TIMEOUT: u16 = 4008;
 /// The broker is shutting down (RFC 6455 "going away").
 pub const SHUTDOWN: u16 = 1001;
+/// A cluster node is draining (RFC 6455 "service restart"): reconnect, through the load
+/// balancer, to another node; calls carry on there.
+pub const RESTART: u16 = 1012;
 /// Authentication could not finish (database unavailable): "try again later".
 pub const TRY_AGAIN: u16 = 1013;

@@ -7,9 +7,10 @@
 //! (accept, reject, hang up, signal, leave) comes back on the owner's channel (`call_act`,
 //! `call_signal`). The node holding them keeps, per user, the call they are in and its owner
 //! (`Away`), so it knows where to send what its devices do.
+use super::super::recorder::SetOwner;
 use super::{CallRouter, Placed, RelaySignal};
 use crate::cluster::bus::{Body, Envelope, RemoteAction, RemoteError};
-use crate::cluster::calls::LiveCall;
+use crate::cluster::calls::{HandedCall, HandedParty, LiveCall};
 use crate::cluster::directory::{self, NodeView};
 use crate::cluster::{CallEvent, Cluster};
 use crate::error::{AppError, ErrorCode};
@@ -20,7 +21,7 @@ use crate::wire::protocol::CallSummary;
 use crate::wire::protocol::ServerFrame;
 use actix::prelude::*;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -43,7 +44,13 @@ pub(super) struct Remote {
     /// user whose relay credential to honour here.
     pending: HashMap<u64, Pending>,
     next_reply: u64,
+    /// Owner side: calls that ended lately, with why, for devices that answer `call_ringing`
+    /// after the end (a cancel can overtake it): they are told `call.ended` too.
+    ended: VecDeque<(CallId, EndReason)>,
 }
+
+/// Calls remembered in [`Remote::ended`].
+const ENDED_KEPT: usize = 1024;
 
 /// A call of a user held here, owned by another node.
 pub(super) struct Away {
@@ -118,11 +125,18 @@ impl CallRouter {
     /// Writes a call's owner and state to Redis (`over`: removes them), so that a device of
     /// its users connecting to another node finds it.
     pub(super) fn publish_live(&self, call: &super::Call, over: bool) {
+        if let Some(cluster) = &self.cluster {
+            self.publish_live_as(call, (!over).then(|| cluster.node()));
+        }
+    }
+
+    /// Writes a call's state to Redis as held by `owner` (`None`: removes it).
+    fn publish_live_as(&self, call: &super::Call, owner: Option<&str>) {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        let live = (!over).then(|| LiveCall {
-            owner: cluster.node().to_owned(),
+        let live = owner.map(|owner| LiveCall {
+            owner: owner.to_owned(),
             caller: call.caller.user.to_string(),
             callee: call.callee.user.to_string(),
             caller_name: call.caller.username.clone(),
@@ -213,10 +227,21 @@ impl CallRouter {
 
     /// A call here is released: the nodes that rang for it forget it, and its remote devices
     /// are dropped.
-    pub(super) fn forget_remote(&mut self, id: &CallId, nodes: &[(String, UserId)]) {
+    pub(super) fn forget_remote(
+        &mut self,
+        id: &CallId,
+        reason: Option<EndReason>,
+        nodes: &[(String, UserId)],
+    ) {
         let Some(cluster) = &self.cluster else {
             return;
         };
+        if let Some(reason) = reason {
+            if self.remote.ended.len() == ENDED_KEPT {
+                self.remote.ended.pop_front();
+            }
+            self.remote.ended.push_back((id.clone(), reason));
+        }
         for (node, user) in nodes {
             cluster.to_node(
                 node,
@@ -455,8 +480,25 @@ impl CallRouter {
         ctx: &mut Context<Self>,
     ) {
         let Some(slot) = self.calls.get_mut(&call) else {
-            // Over already: that node forgets it.
+            // Over already: its devices hear how it ended, and that node forgets it.
             if let Some(cluster) = &self.cluster {
+                let reason = self.remote.ended.iter().find(|(c, _)| *c == call);
+                if let Some((_, reason)) = reason {
+                    let frame = ServerFrame::CallEnded {
+                        call_id: &call,
+                        reason: *reason,
+                    }
+                    .encode()
+                    .to_string();
+                    for device in devices.into_iter().take(MAX_RINGING) {
+                        let frame = Body::CallFrame {
+                            user: user.to_string(),
+                            device,
+                            frame: frame.clone(),
+                        };
+                        cluster.to_node(&node, frame);
+                    }
+                }
                 let over = Body::CallOver {
                     call: call.to_string(),
                     user: user.to_string(),
@@ -570,6 +612,194 @@ impl CallRouter {
             return;
         }
         self.relay(signal, ctx);
+    }
+}
+
+impl CallRouter {
+    /// This node drains: call `id` goes to another live node (the one holding the other side's
+    /// device, if any), without a frame to anyone. Its devices here are closed with 1012 next
+    /// and resume on whatever node they reconnect to. `None` alone, or with no other node: the
+    /// call is then ended. The answer is the new owner's record in the database.
+    pub(super) fn hand_over(
+        &mut self,
+        id: &CallId,
+        ctx: &mut Context<Self>,
+    ) -> Option<actix::dev::Request<super::CallRecorder, SetOwner>> {
+        let cluster = self.cluster.clone()?;
+        let slot = self.calls.get(id).filter(|s| !s.call.is_over())?;
+        let call = &slot.call;
+        let parties = [&call.caller.user, &call.callee.user];
+        let remote = &self.remote.devices;
+        let prefer: Vec<&str> = [call.caller_device, call.callee_device]
+            .iter()
+            .flatten()
+            .filter_map(|d| remote.get(d).map(|(_, node)| node.as_str()))
+            .chain(slot.nodes.iter().map(|(node, _)| node.as_str()))
+            .collect();
+        let Some(target) = cluster.other_alive(&prefer) else {
+            log::warn!("no other node is alive to take call {id}: it ends");
+            return None;
+        };
+        let elsewhere = |d: &Option<DeviceId>| d.filter(|d| remote.contains_key(d));
+        let party = |p: &crate::people::Party, device: Option<DeviceId>| HandedParty {
+            user: p.user.to_string(),
+            username: p.username.clone(),
+            display_name: p.display_name.clone(),
+            device,
+        };
+        let state = HandedCall {
+            call: id.to_string(),
+            caller: party(&call.caller, elsewhere(&call.caller_device)),
+            callee: party(&call.callee, elsewhere(&call.callee_device)),
+            media: call.media,
+            created_at: call.created_at,
+            answered_at: call.answered_at,
+            ringing: call
+                .ringing
+                .iter()
+                .filter(|d| remote.contains_key(d))
+                .copied()
+                .collect(),
+            caller_offers: call.offerer == super::Role::Caller,
+            devices: remote
+                .iter()
+                .filter(|(_, (user, _))| parties.contains(&user))
+                .map(|(d, (user, node))| (*d, user.to_string(), node.clone()))
+                .collect(),
+            nodes: slot
+                .nodes
+                .iter()
+                .map(|(node, user)| (node.clone(), user.to_string()))
+                .collect(),
+        };
+        let state = Box::new(state);
+        cluster.to_node(&target, Body::CallHandover { state });
+        let mut told: Vec<&str> = vec![target.as_str()];
+        for (node, _) in &slot.nodes {
+            if !told.contains(&node.as_str()) {
+                told.push(node);
+                let owner = Body::CallOwner {
+                    call: id.to_string(),
+                    owner: target.clone(),
+                };
+                cluster.to_node(node, owner);
+            }
+        }
+        self.publish_live_as(call, Some(&target));
+        // Forgotten here without ending: no frame, no record, no busy change.
+        let slot = self.calls.remove(id)?;
+        for timer in [slot.ring_timer].into_iter().chain(slot.grace).flatten() {
+            ctx.cancel_future(timer);
+        }
+        for user in [&slot.call.caller.user, &slot.call.callee.user] {
+            if self.user_call.get(user) == Some(id) {
+                self.user_call.remove(user);
+            }
+        }
+        let users = [&slot.call.caller.user, &slot.call.callee.user];
+        self.remote
+            .devices
+            .retain(|_, (u, _)| !users.contains(&&*u));
+        log::info!("handing call {id} over to node {target}");
+        Some(self.recorder.send(SetOwner {
+            call: id.clone(),
+            owner: target,
+        }))
+    }
+
+    /// A draining node handed a call over: it is held here from now on. Its devices on this
+    /// node and on live others stay the call's; the ones on the draining node are gone, so
+    /// their side is in the reconnect grace (or, ringing, the other devices still ring).
+    fn adopt(&mut self, from: &str, state: HandedCall, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let id = CallId::from(state.call.clone());
+        let party = |p: &HandedParty| crate::people::Party {
+            user: UserId::from(p.user.clone()),
+            username: p.username.clone(),
+            display_name: p.display_name.clone(),
+        };
+        let (caller, callee) = (party(&state.caller), party(&state.callee));
+        let engaged = |user: &UserId| self.user_call.get(user).is_some_and(|c| *c != id);
+        if self.calls.contains_key(&id) || engaged(&caller.user) || engaged(&callee.user) {
+            log::warn!("call {id} handed over by {from} clashes with a call here; not taken");
+            return;
+        }
+        for (device, user, node) in &state.devices {
+            if node != from && node != cluster.node() && !cluster.is_lost(node) {
+                let user = UserId::from(user.clone());
+                self.remote.devices.insert(*device, (user, node.clone()));
+            }
+        }
+        let known = |device: &DeviceId, user: &UserId| {
+            self.handle_of(user, device).is_some() || self.remote.node_of(user, device).is_some()
+        };
+        let caller_device = state.caller.device.filter(|d| known(d, &caller.user));
+        let callee_device = state.callee.device.filter(|d| known(d, &callee.user));
+        let ringing = state
+            .ringing
+            .iter()
+            .filter(|d| known(d, &callee.user))
+            .copied()
+            .collect();
+        let phase = match state.answered_at {
+            Some(_) => super::Phase::Active,
+            None => super::Phase::Ringing,
+        };
+        for user in [&caller.user, &callee.user] {
+            if self.remote.away(user).is_some_and(|a| a.call == id) {
+                self.remote.away.remove(user);
+            }
+        }
+        let nodes = state
+            .nodes
+            .into_iter()
+            .filter(|(node, _)| node != from && node != cluster.node())
+            .map(|(node, user)| (node, UserId::from(user)))
+            .collect();
+        let call = super::Call {
+            id: id.clone(),
+            caller,
+            callee,
+            media: state.media,
+            created_at: state.created_at,
+            answered_at: state.answered_at,
+            phase,
+            caller_device,
+            callee_device,
+            ringing,
+            offerer: if state.caller_offers {
+                super::Role::Caller
+            } else {
+                super::Role::Callee
+            },
+            pushed: false,
+        };
+        let mut slot = super::Slot {
+            call,
+            ring_timer: None,
+            grace: [None, None],
+            live: [None, None],
+            nodes,
+        };
+        let mut effects = Vec::new();
+        if phase == super::Phase::Ringing {
+            effects.push(super::Effect::StartRingTimer);
+        }
+        for role in [super::Role::Caller, super::Role::Callee] {
+            let has_a_side = phase == super::Phase::Active || role == super::Role::Caller;
+            if has_a_side && slot.call.device(role).is_none() {
+                effects.push(super::Effect::StartGrace(role));
+            }
+        }
+        self.execute(&mut slot, effects, ctx);
+        for user in [&slot.call.caller.user, &slot.call.callee.user] {
+            self.user_call.insert(user.clone(), id.clone());
+        }
+        self.publish_live(&slot.call, false);
+        log::info!("took over call {id} from draining node {from}");
+        self.calls.insert(id, slot);
     }
 }
 
@@ -725,6 +955,15 @@ impl Handler<CallEvent> for CallRouter {
                 {
                     self.remote.away.remove(&user);
                     self.ice.revoke(&call, &user);
+                }
+            }
+            Body::CallHandover { state } => self.adopt(&from, *state, ctx),
+            Body::CallOwner { call, owner } => {
+                let call = CallId::from(call);
+                for away in self.remote.away.values_mut() {
+                    if away.call == call && away.owner == from {
+                        away.owner = owner.clone();
+                    }
                 }
             }
             Body::NodeLost { node } => self.remote_node_lost(&node, ctx),
