@@ -134,8 +134,8 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_RECONNECT_GRACE", default_value = "10s", value_parser = duration)]
     pub reconnect_grace: Duration,
 
-    /// WebSockets one user may have open at once (0: no limit); the next one gets an error
-    /// frame (`too_many_devices`) and close 4009.
+    /// WebSockets one user may have open at once, in a cluster on all nodes together (0: no
+    /// limit); the next one gets an error frame (`too_many_devices`) and close 4009.
     #[arg(long, env = "SWITCHBOARD_MAX_DEVICES_PER_USER", default_value_t = 10)]
     pub max_devices_per_user: usize,
 

@@ -1355,3 +1355,77 @@ async fn a_rolling_restart_of_every_node_drops_no_call() {
         .await;
     }
 }
+
+#[actix_rt::test]
+async fn a_participant_whose_node_is_killed_resumes_on_another_within_the_grace() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let [n1, n2, n3] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+
+    // The callee's node dies with its socket; the call's owner sees the device go when the
+    // node is found lost, and the reconnect grace (10 s) covers the callee's return.
+    n2.kill();
+    drop(ben_ws);
+    let mut ben_ws = resume_on(&n3, &ben, &id, Some(&mut amy_ws)).await;
+    signals_flow(&mut amy_ws, &mut ben_ws, &id).await;
+    // Past the time the owner takes to find the node lost, the call goes on.
+    amy_ws
+        .expect_none(NODE_TTL * 2, |f| f["type"] == "call.ended")
+        .await;
+    signals_flow(&mut ben_ws, &mut amy_ws, &id).await;
+    ben_ws
+        .ok(json!({"type": "call.hangup", "call_id": id}))
+        .await;
+    assert_eq!(
+        amy_ws.recv_type("call.ended").await,
+        ended(&id, "completed")
+    );
+}
+
+#[actix_rt::test]
+async fn the_device_limit_counts_a_users_devices_on_every_node() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let limit = ["--max-devices-per-user", "2"];
+    let n1 = cluster.node_with(&limit).await;
+    let n2 = cluster.node_with(&limit).await;
+    let n3 = cluster.node_with(&limit).await;
+    let amy = register(&n1, "amy").await;
+    let (_phone, _) = socket(&n1, &amy).await;
+    let (laptop, _) = socket(&n2, &amy).await;
+
+    let mut third = WsClient::connect(&n3.http.to_string()).await;
+    third
+        .send(json!({"type": "auth", "id": 1, "token": amy}))
+        .await;
+    let refused = third.recv().await;
+    assert_eq!(refused["error"], "too_many_devices", "{refused}");
+    assert_eq!(third.expect_close().await.code, 4009);
+
+    // Closing one anywhere makes room on any node.
+    laptop.close().await;
+    eventually(
+        Duration::from_secs(5),
+        "room for a device on n3",
+        || async {
+            let mut again = WsClient::connect(&n3.http.to_string()).await;
+            again
+                .send(json!({"type": "auth", "id": 1, "token": amy}))
+                .await;
+            again.recv().await["type"] == "welcome"
+        },
+    )
+    .await;
+}

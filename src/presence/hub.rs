@@ -366,24 +366,48 @@ impl Handler<Connect> for PresenceHub {
     type Result = ResponseActFuture<Self, Result<HashMap<UserId, PresenceInfo>, AppError>>;
 
     fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
-        let (user, friends) = (msg.user.clone(), msg.friends.clone());
-        let answer = self.connected(msg, ctx);
-        self.drop_stuck(ctx);
-        match (answer, &self.cluster) {
-            // In a cluster, friends online on other nodes are read from the directory.
-            (Ok(_), Some(_)) => self.read_remote(user, friends),
-            (answer, _) => Box::pin(actix::fut::ready(answer)),
-        }
+        let Some(cluster) = self.cluster.clone() else {
+            let answer = self.connected(msg, 0, ctx);
+            self.drop_stuck(ctx);
+            return Box::pin(actix::fut::ready(answer));
+        };
+        // In a cluster, the user's devices on other nodes count towards the limit, and
+        // friends online on other nodes are read from the directory.
+        let user = msg.user.clone();
+        let read = async move { cluster.read(std::slice::from_ref(&user)).await };
+        Box::pin(read.into_actor(self).then(move |found, hub, ctx| {
+            let elsewhere = match found {
+                Ok(views) => views
+                    .values()
+                    .flatten()
+                    .map(|(_, view)| view.devices as usize)
+                    .sum(),
+                Err(why) => {
+                    log::warn!("cluster: devices elsewhere unknown at connect: {why}");
+                    0
+                }
+            };
+            let (user, friends) = (msg.user.clone(), msg.friends.clone());
+            let answer = hub.connected(msg, elsewhere, ctx);
+            hub.drop_stuck(ctx);
+            match answer {
+                Ok(_) => hub.read_remote(user, friends),
+                Err(err) => Box::pin(actix::fut::ready(Err(err))),
+            }
+        }))
     }
 }
 
 impl PresenceHub {
+    /// `elsewhere`: the user's devices on other nodes of a cluster, which count towards
+    /// `--max-devices-per-user` too.
     fn connected(
         &mut self,
         msg: Connect,
+        elsewhere: usize,
         ctx: &mut Context<Self>,
     ) -> Result<HashMap<UserId, PresenceInfo>, AppError> {
-        let devices = self.users.get(&msg.user).map_or(0, |o| o.devices.len());
+        let devices = self.users.get(&msg.user).map_or(0, |o| o.devices.len()) + elsewhere;
         if self.max_devices > 0 && devices >= self.max_devices {
             return Err(AppError::new(
                 ErrorCode::TooManyDevices,
