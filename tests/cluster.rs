@@ -1429,3 +1429,55 @@ async fn the_device_limit_counts_a_users_devices_on_every_node() {
     )
     .await;
 }
+
+#[actix_rt::test]
+async fn each_side_of_a_call_across_nodes_gets_a_call_credential_its_relay_honours() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let [n1, n2] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    let ack = ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    let accepted = amy_ws.recv_type("call.accepted").await;
+
+    // The caller's credential names the call on its node's relay, the callee's on its own.
+    let amy_turn = turn_of(&accepted["ice_servers"]);
+    let ben_turn = turn_of(&ack["ice_servers"]);
+    assert_ne!(
+        amy_turn.0, ben_turn.0,
+        "each side is given its own node's relay"
+    );
+    for (_, name, _) in [&amy_turn, &ben_turn] {
+        assert!(
+            name.ends_with(&format!(":{id}")),
+            "a call credential: {name}"
+        );
+    }
+    for (server, name, credential) in [&amy_turn, &ben_turn] {
+        assert_eq!(allocate_code(server, name, credential).await, 0, "{server}");
+    }
+
+    // Once the call is over, neither relay honours them.
+    ben_ws
+        .ok(json!({"type": "call.hangup", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.ended").await;
+    for (server, name, credential) in [amy_turn, ben_turn] {
+        eventually(
+            Duration::from_secs(2),
+            "the call credential refused",
+            || {
+                let (server, name, credential) = (server.clone(), name.clone(), credential.clone());
+                async move { allocate_code(&server, &name, &credential).await != 0 }
+            },
+        )
+        .await;
+    }
+}
