@@ -913,6 +913,40 @@ async fn invite(caller: &mut WsClient, callee: &str, rung: &mut [&mut WsClient])
     id
 }
 
+/// amy on `a` and ben on `b`, friends, in a call amy placed and ben answered.
+struct Across {
+    amy: String,
+    ben: String,
+    amy_ws: WsClient,
+    ben_ws: WsClient,
+    id: String,
+    /// ben's ack of `call.accept`, and amy's `call.accepted`.
+    ack: Value,
+    accepted: Value,
+}
+
+async fn answered_across(a: &BrokerProcess, b: &BrokerProcess) -> Across {
+    let amy = register(a, "amy").await;
+    let ben = register(b, "ben").await;
+    befriend(a, ("amy", &amy), b, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(a, &amy).await;
+    let (mut ben_ws, _) = socket(b, &ben).await;
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    let ack = ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    let accepted = amy_ws.recv_type("call.accepted").await;
+    Across {
+        amy,
+        ben,
+        amy_ws,
+        ben_ws,
+        id,
+        ack,
+        accepted,
+    }
+}
+
 #[actix_rt::test]
 async fn a_call_rings_devices_on_other_nodes_and_signals_flow_between_nodes() {
     let Some(cluster) = Cluster::shared() else {
@@ -1098,16 +1132,13 @@ async fn a_call_whose_node_is_killed_ends_for_the_side_on_another_node() {
         return;
     };
     let [n1, n2] = cluster.nodes().await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
-    let (mut amy_ws, _) = socket(&n1, &amy).await;
-    let (mut ben_ws, _) = socket(&n2, &ben).await;
-    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
-    ben_ws
-        .ok(json!({"type": "call.accept", "call_id": id}))
-        .await;
-    amy_ws.recv_type("call.accepted").await;
+    let Across {
+        ben,
+        amy_ws: _amy_ws,
+        mut ben_ws,
+        id,
+        ..
+    } = answered_across(&n1, &n2).await;
 
     // The node holding the call dies: ben hears that it ended within the node ttl, and is
     // free to call again.
@@ -1144,16 +1175,14 @@ async fn a_participant_resumes_a_call_on_another_node_after_a_drop() {
         return;
     };
     let [n1, n2, n3] = cluster.nodes().await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
-    let (mut amy_ws, _) = socket(&n1, &amy).await;
-    let (mut ben_ws, _) = socket(&n2, &ben).await;
-    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
-    ben_ws
-        .ok(json!({"type": "call.accept", "call_id": id}))
-        .await;
-    amy_ws.recv_type("call.accepted").await;
+    let Across {
+        amy,
+        ben,
+        mut amy_ws,
+        ben_ws,
+        id,
+        ..
+    } = answered_across(&n1, &n2).await;
 
     // The callee's socket drops; it reconnects through the load balancer to a third node,
     // which lists the call in `welcome`, and resumes it there.
@@ -1362,16 +1391,13 @@ async fn a_participant_whose_node_is_killed_resumes_on_another_within_the_grace(
         return;
     };
     let [n1, n2, n3] = cluster.nodes().await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
-    let (mut amy_ws, _) = socket(&n1, &amy).await;
-    let (mut ben_ws, _) = socket(&n2, &ben).await;
-    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
-    ben_ws
-        .ok(json!({"type": "call.accept", "call_id": id}))
-        .await;
-    amy_ws.recv_type("call.accepted").await;
+    let Across {
+        ben,
+        mut amy_ws,
+        ben_ws,
+        id,
+        ..
+    } = answered_across(&n1, &n2).await;
 
     // The callee's node dies with its socket; the call's owner sees the device go when the
     // node is found lost, and the reconnect grace (10 s) covers the callee's return.
@@ -1436,16 +1462,14 @@ async fn each_side_of_a_call_across_nodes_gets_a_call_credential_its_relay_honou
         return;
     };
     let [n1, n2] = cluster.nodes().await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
-    let (mut amy_ws, _) = socket(&n1, &amy).await;
-    let (mut ben_ws, _) = socket(&n2, &ben).await;
-    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
-    let ack = ben_ws
-        .ok(json!({"type": "call.accept", "call_id": id}))
-        .await;
-    let accepted = amy_ws.recv_type("call.accepted").await;
+    let Across {
+        mut amy_ws,
+        mut ben_ws,
+        id,
+        ack,
+        accepted,
+        ..
+    } = answered_across(&n1, &n2).await;
 
     // The caller's credential names the call on its node's relay, the callee's on its own.
     let amy_turn = turn_of(&accepted["ice_servers"]);
