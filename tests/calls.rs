@@ -66,10 +66,6 @@ async fn invite(ws: &mut WsClient, to: &str) -> String {
     ack["call_id"].as_str().expect("call_id").to_owned()
 }
 
-fn ended(call_id: &str, reason: &str) -> Value {
-    json!({"type": "call.ended", "call_id": call_id, "reason": reason})
-}
-
 /// amy calls ben and his device rings: returns both sockets and the call id.
 async fn ringing_call(p: &Pair) -> (WsClient, WsClient, String) {
     let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
@@ -155,8 +151,8 @@ async fn reject_ends_the_call_as_declined_everywhere(backend: Backend) {
     ben_a
         .ok(json!({"type": "call.reject", "call_id": id, "reason": "in a meeting"}))
         .await;
-    assert_eq!(amy_ws.recv_type("call.ended").await, ended(&id, "declined"));
-    assert_eq!(ben_b.recv_type("call.ended").await, ended(&id, "declined"));
+    amy_ws.expect_ended(&id, "declined").await;
+    ben_b.expect_ended(&id, "declined").await;
     let calls = history(&p.app, &p.amy).await;
     assert_eq!(calls["calls"][0]["outcome"], "declined");
     assert_eq!(calls["calls"][0]["end_reason"], "in a meeting");
@@ -204,10 +200,7 @@ async fn cancel_while_ringing_is_a_missed_call_for_the_callee(backend: Backend) 
     amy_ws
         .ok(json!({"type": "call.cancel", "call_id": id}))
         .await;
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&id, "cancelled")
-    );
+    ben_ws.expect_ended(&id, "cancelled").await;
     let calls = history(&p.app, &p.ben).await;
     assert_eq!(calls["missed_count"], 1);
     assert_eq!(calls["calls"][0]["missed"], true);
@@ -229,14 +222,8 @@ async fn unanswered_calls_end_as_no_answer(backend: Backend) {
     let p = pair(backend).await;
     let (mut amy_ws, mut ben_ws, id) = ringing_call(&p).await;
     // The test ring timeout is 800 ms.
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "no_answer")
-    );
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&id, "no_answer")
-    );
+    amy_ws.expect_ended(&id, "no_answer").await;
+    ben_ws.expect_ended(&id, "no_answer").await;
     assert_eq!(history(&p.app, &p.ben).await["missed_count"], 1);
 }
 
@@ -244,10 +231,7 @@ async fn calling_someone_offline_is_unavailable_at_once_and_missed(backend: Back
     let p = pair(backend).await;
     let (mut amy_ws, _) = p.app.ws_login(&p.amy).await;
     let id = invite(&mut amy_ws, "ben").await;
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "unavailable")
-    );
+    amy_ws.expect_ended(&id, "unavailable").await;
     assert_eq!(
         history(&p.app, &p.ben).await["calls"][0]["outcome"],
         "unavailable"
@@ -263,7 +247,7 @@ async fn busy_and_dnd_callees_give_busy_and_a_missed_call(backend: Backend) {
     let (_amy_ws, mut ben_ws, _) = active_call(&p).await;
     let (mut cat_ws, _) = p.app.ws_login(&cat).await;
     let id = invite(&mut cat_ws, "ben").await;
-    assert_eq!(cat_ws.recv_type("call.ended").await, ended(&id, "busy"));
+    cat_ws.expect_ended(&id, "busy").await;
     ben_ws
         .expect_none(Duration::from_millis(200), |f| f["type"] == "call.incoming")
         .await;
@@ -277,7 +261,7 @@ async fn busy_and_dnd_callees_give_busy_and_a_missed_call(backend: Backend) {
         .ok(json!({"type": "presence.set", "status": "dnd"}))
         .await;
     let id = invite(&mut dave_ws, "cat").await;
-    assert_eq!(dave_ws.recv_type("call.ended").await, ended(&id, "busy"));
+    dave_ws.expect_ended(&id, "busy").await;
     cat_ws
         .expect_none(Duration::from_millis(200), |f| f["type"] == "call.incoming")
         .await;
@@ -298,14 +282,8 @@ async fn blocking_the_peer_ends_the_call(backend: Backend) {
     let p = pair(backend).await;
     let (mut amy_ws, mut ben_ws, id) = active_call(&p).await;
     assert_eq!(p.app.put("/api/v1/blocks/amy", &p.ben).await.status, 204);
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "completed")
-    );
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&id, "completed")
-    );
+    amy_ws.expect_ended(&id, "completed").await;
+    ben_ws.expect_ended(&id, "completed").await;
 }
 
 async fn only_friends_can_be_called(backend: Backend) {
@@ -376,14 +354,8 @@ async fn hangup_completes_the_call_for_both_and_busy_presence_follows(backend: B
     ben_ws
         .ok(json!({"type": "call.hangup", "call_id": id, "reason": "bye"}))
         .await;
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "completed")
-    );
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&id, "completed")
-    );
+    amy_ws.expect_ended(&id, "completed").await;
+    ben_ws.expect_ended(&id, "completed").await;
     amy_ws
         .recv_where(|f| {
             f["type"] == "presence" && f["username"] == "ben" && f["status"] == "online"
@@ -424,10 +396,7 @@ async fn a_participant_gone_past_the_grace_ends_the_call_as_connection_lost(back
     let p = pair(backend).await;
     let (mut amy_ws, ben_ws, id) = active_call(&p).await;
     ben_ws.close().await;
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "connection_lost")
-    );
+    amy_ws.expect_ended(&id, "connection_lost").await;
     assert_eq!(
         history(&p.app, &p.amy).await["calls"][0]["outcome"],
         "connection_lost"
@@ -654,7 +623,7 @@ async fn rest_can_start_and_end_calls_through_the_router(backend: Backend) {
             .status,
         204
     );
-    assert_eq!(amy_ws.recv_type("call.ended").await, ended(&id, "declined"));
+    amy_ws.expect_ended(&id, "declined").await;
     let gone = p
         .app
         .post(&format!("/api/v1/calls/{id}/end"), &p.ben, json!({}))
@@ -689,14 +658,8 @@ async fn shutdown_ends_calls_and_records_them() {
     let (mut amy_ws, mut ben_ws, id) = active_call(&p).await;
     let shutdown = p.app.shutdown.clone();
     actix_rt::spawn(async move { shutdown.shutdown().await });
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "server_shutdown")
-    );
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&id, "server_shutdown")
-    );
+    amy_ws.expect_ended(&id, "server_shutdown").await;
+    ben_ws.expect_ended(&id, "server_shutdown").await;
     assert_eq!(amy_ws.expect_close().await.code, 1001);
     let restarted = spawn_app_on(p.app.db.shared(), |_| {}).await;
     let call = restarted.get(&format!("/api/v1/calls/{id}"), &p.amy).await;
@@ -729,10 +692,7 @@ async fn deleting_an_account_ends_its_calls_and_keeps_the_other_partys_history(b
         )
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.body);
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&live, "completed")
-    );
+    ben_ws.expect_ended(&live, "completed").await;
     assert_eq!(amy_ws.expect_close().await.code, 4001);
 
     let ben_history = history(&p.app, &p.ben).await;

@@ -895,10 +895,6 @@ async fn a_node_stops_within_seconds_while_redis_hangs() {
 
 // ---- calls across nodes ---------------------------------------------------------------------
 
-fn ended(call_id: &str, reason: &str) -> Value {
-    json!({"type": "call.ended", "call_id": call_id, "reason": reason})
-}
-
 /// `caller` invites `callee`: the call id, once `rung` (every socket of the callee) rings.
 async fn invite(caller: &mut WsClient, callee: &str, rung: &mut [&mut WsClient]) -> String {
     let invited = caller
@@ -1021,10 +1017,7 @@ async fn a_call_rings_devices_on_other_nodes_and_signals_flow_between_nodes() {
     ben_laptop
         .ok(json!({"type": "call.hangup", "call_id": id}))
         .await;
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "completed")
-    );
+    amy_ws.expect_ended(&id, "completed").await;
     presence_of(&mut cat_ws, "ben", "online").await;
     let (status, history) = get(&n3, "/api/v1/calls", Some(&ben)).await;
     assert_eq!(status, 200, "{history}");
@@ -1057,33 +1050,21 @@ async fn reject_cancel_no_answer_busy_and_glare_work_across_nodes() {
     ben_ws
         .ok(json!({"type": "call.reject", "call_id": id}))
         .await;
-    assert_eq!(amy_ws.recv_type("call.ended").await, ended(&id, "declined"));
-    assert_eq!(ben_ws.recv_type("call.ended").await, ended(&id, "declined"));
+    amy_ws.expect_ended(&id, "declined").await;
+    ben_ws.expect_ended(&id, "declined").await;
 
     // Cancelled on the caller's.
     let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
     amy_ws
         .ok(json!({"type": "call.cancel", "call_id": id}))
         .await;
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&id, "cancelled")
-    );
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "cancelled")
-    );
+    ben_ws.expect_ended(&id, "cancelled").await;
+    amy_ws.expect_ended(&id, "cancelled").await;
 
     // Not answered.
     let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "no_answer")
-    );
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&id, "no_answer")
-    );
+    amy_ws.expect_ended(&id, "no_answer").await;
+    ben_ws.expect_ended(&id, "no_answer").await;
 
     // The callee invites the caller while being rung: one call, answered (glare).
     let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
@@ -1103,14 +1084,8 @@ async fn reject_cancel_no_answer_busy_and_glare_work_across_nodes() {
     amy_ws
         .ok(json!({"type": "call.hangup", "call_id": id}))
         .await;
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&id, "completed")
-    );
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "completed")
-    );
+    ben_ws.expect_ended(&id, "completed").await;
+    amy_ws.expect_ended(&id, "completed").await;
 
     // In a call on one node, busy for an invite from another: a user is in one call at most.
     let (mut cat_ws, _) = socket(&n2, &cat).await;
@@ -1120,7 +1095,7 @@ async fn reject_cancel_no_answer_busy_and_glare_work_across_nodes() {
         .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
         .await;
     let busy_id = busy["call_id"].as_str().expect("call_id");
-    assert_eq!(amy_ws.recv_type("call.ended").await, ended(busy_id, "busy"));
+    amy_ws.expect_ended(busy_id, "busy").await;
     cat_ws
         .ok(json!({"type": "call.hangup", "call_id": local}))
         .await;
@@ -1144,10 +1119,7 @@ async fn a_call_whose_node_is_killed_ends_for_the_side_on_another_node() {
     // free to call again.
     let killed = Instant::now();
     n1.kill();
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&id, "connection_lost")
-    );
+    ben_ws.expect_ended(&id, "connection_lost").await;
     assert!(killed.elapsed() < NODE_TTL * 2, "{:?}", killed.elapsed());
     // Its end is recorded by the node that saw it go: never left active in the history.
     eventually(
@@ -1231,10 +1203,7 @@ async fn a_participant_resumes_a_call_on_another_node_after_a_drop() {
     ben_ws
         .ok(json!({"type": "call.hangup", "call_id": id}))
         .await;
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "completed")
-    );
+    amy_ws.expect_ended(&id, "completed").await;
 }
 
 #[actix_rt::test]
@@ -1257,14 +1226,14 @@ async fn a_callee_rung_from_one_node_is_busy_for_an_invite_from_another() {
         .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
         .await;
     let second = second["call_id"].as_str().expect("call_id");
-    assert_eq!(cat_ws.recv_type("call.ended").await, ended(second, "busy"));
+    cat_ws.expect_ended(second, "busy").await;
     ben_ws
         .expect_none(Duration::from_millis(500), |f| f["call_id"] == second)
         .await;
     ben_ws
         .ok(json!({"type": "call.reject", "call_id": id}))
         .await;
-    assert_eq!(amy_ws.recv_type("call.ended").await, ended(&id, "declined"));
+    amy_ws.expect_ended(&id, "declined").await;
 }
 
 /// `name` reconnects to `node` after its node drained and resumes call `id` there; `peer`
@@ -1360,17 +1329,11 @@ async fn a_rolling_restart_of_every_node_drops_no_call() {
     amy_ws
         .ok(json!({"type": "call.hangup", "call_id": across}))
         .await;
-    assert_eq!(
-        ben_ws.recv_type("call.ended").await,
-        ended(&across, "completed")
-    );
+    ben_ws.expect_ended(&across, "completed").await;
     dan_ws
         .ok(json!({"type": "call.hangup", "call_id": local}))
         .await;
-    assert_eq!(
-        cat_ws.recv_type("call.ended").await,
-        ended(&local, "completed")
-    );
+    cat_ws.expect_ended(&local, "completed").await;
     for (token, id) in [(&ben, &across), (&cat, &local)] {
         eventually(
             Duration::from_secs(5),
@@ -1413,10 +1376,7 @@ async fn a_participant_whose_node_is_killed_resumes_on_another_within_the_grace(
     ben_ws
         .ok(json!({"type": "call.hangup", "call_id": id}))
         .await;
-    assert_eq!(
-        amy_ws.recv_type("call.ended").await,
-        ended(&id, "completed")
-    );
+    amy_ws.expect_ended(&id, "completed").await;
 }
 
 #[actix_rt::test]

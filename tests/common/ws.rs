@@ -122,6 +122,13 @@ impl WsClient {
             .await
     }
 
+    /// Waits for `call.ended` of `call_id`, asserting its reason.
+    pub async fn expect_ended(&mut self, call_id: &str, reason: &str) {
+        let frame = self.recv_type("call.ended").await;
+        let expected = json!({"type": "call.ended", "call_id": call_id, "reason": reason});
+        assert_eq!(frame, expected);
+    }
+
     /// Like `request`, asserting an `ack`.
     pub async fn ok(&mut self, frame: Value) -> Value {
         let reply = self.request(frame).await;
