@@ -10,25 +10,38 @@ use crate::switchboard::{self, TIMEOUT};
 use crate::{progress, ws, Options, Res};
 use futures_util::StreamExt;
 use serde_json::json;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Seen {
-    status: String,
-    at: Instant,
+pub struct Seen {
+    pub status: String,
+    pub at: Instant,
 }
 
 /// Waits for `n` presence frames with `status`; returns each one's delay after `since`.
-async fn collect(
+pub async fn collect(
     events: &mut mpsc::UnboundedReceiver<Seen>,
     n: usize,
     status: &str,
     since: Instant,
 ) -> Res<Vec<u32>> {
+    collect_within(events, n, status, since, Duration::from_secs(20)).await
+}
+
+/// As `collect`, giving up `within` after `since`.
+pub async fn collect_within(
+    events: &mut mpsc::UnboundedReceiver<Seen>,
+    n: usize,
+    status: &str,
+    since: Instant,
+    within: Duration,
+) -> Res<Vec<u32>> {
     let mut delays = Vec::with_capacity(n);
-    let deadline = since + Duration::from_secs(20);
+    let deadline = since + within;
     while delays.len() < n {
         let seen = tokio::time::timeout_at(deadline, events.recv())
             .await
@@ -39,6 +52,92 @@ async fn collect(
         }
     }
     Ok(delays)
+}
+
+/// A user's friends, each connected with one socket, noting every `presence` frame about
+/// that user as it arrives.
+pub struct Friends {
+    pub events: mpsc::UnboundedReceiver<Seen>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Friends {
+    /// Connects every account to `addr` (64 at a time) and returns once all are authenticated.
+    pub async fn connect(addr: SocketAddr, accounts: Vec<Account>, hub_name: &str) -> Res<Self> {
+        let f = accounts.len();
+        let (event_tx, events) = mpsc::unbounded_channel::<Seen>();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Res<()>>();
+        let gate = std::sync::Arc::new(Semaphore::new(64));
+        let mut tasks = Vec::new();
+        for (i, account) in accounts.into_iter().enumerate() {
+            let (events, ready, mut stop, gate) = (
+                event_tx.clone(),
+                ready_tx.clone(),
+                stop_rx.clone(),
+                gate.clone(),
+            );
+            let hub_name = hub_name.to_owned();
+            tasks.push(tokio::spawn(async move {
+                let permit = gate.acquire_owned().await;
+                let mut socket = match switchboard::connect(addr, &account, i).await {
+                    Ok((socket, _)) => {
+                        let _ = ready.send(Ok(()));
+                        socket
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                drop(permit);
+                loop {
+                    tokio::select! {
+                        message = socket.next() => match message {
+                            Some(Ok(Message::Text(text))) => {
+                                let at = Instant::now();
+                                if ws::frame_type(text.as_str()) != "presence" {
+                                    continue;
+                                }
+                                let Ok(frame) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
+                                if frame["username"] == hub_name.as_str() {
+                                    let status = frame["status"].as_str().unwrap_or_default().to_owned();
+                                    let _ = events.send(Seen { status, at });
+                                }
+                            }
+                            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                            Some(Ok(_)) => {}
+                        },
+                        _ = stop.changed() => {
+                            let _ = socket.close(None).await;
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        drop(ready_tx);
+        for _ in 0..f {
+            ready_rx
+                .recv()
+                .await
+                .ok_or("fanout: friends' tasks are gone")??;
+        }
+        Ok(Self {
+            events,
+            stop: stop_tx,
+            tasks,
+        })
+    }
+
+    /// Closes every friend's socket.
+    pub async fn close(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 pub async fn run(options: &Options) -> Res<Report> {
@@ -52,64 +151,7 @@ pub async fn run(options: &Options) -> Res<Report> {
     let pairs = accounts.iter().map(|a| (hub.clone(), a.clone())).collect();
     population::befriend(server.addr, pairs, 8).await?;
 
-    let (event_tx, mut events) = mpsc::unbounded_channel::<Seen>();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Res<()>>();
-    let gate = std::sync::Arc::new(Semaphore::new(64));
-    let mut friends = Vec::new();
-    for (i, account) in accounts.into_iter().enumerate() {
-        let (events, ready, mut stop, gate) = (
-            event_tx.clone(),
-            ready_tx.clone(),
-            stop_rx.clone(),
-            gate.clone(),
-        );
-        let (addr, hub_name) = (server.addr, hub.username.clone());
-        friends.push(tokio::spawn(async move {
-            let permit = gate.acquire_owned().await;
-            let mut socket = match switchboard::connect(addr, &account, i).await {
-                Ok((socket, _)) => {
-                    let _ = ready.send(Ok(()));
-                    socket
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            };
-            drop(permit);
-            loop {
-                tokio::select! {
-                    message = socket.next() => match message {
-                        Some(Ok(Message::Text(text))) => {
-                            let at = Instant::now();
-                            if ws::frame_type(text.as_str()) != "presence" {
-                                continue;
-                            }
-                            let Ok(frame) = serde_json::from_str::<serde_json::Value>(text.as_str()) else { continue };
-                            if frame["username"] == hub_name.as_str() {
-                                let status = frame["status"].as_str().unwrap_or_default().to_owned();
-                                let _ = events.send(Seen { status, at });
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                        Some(Ok(_)) => {}
-                    },
-                    _ = stop.changed() => {
-                        let _ = socket.close(None).await;
-                        return;
-                    }
-                }
-            }
-        }));
-    }
-    drop(ready_tx);
-    for _ in 0..f {
-        ready_rx
-            .recv()
-            .await
-            .ok_or("fanout: friends' tasks are gone")??;
-    }
+    let mut friends = Friends::connect(server.addr, accounts, &hub.username).await?;
     progress(format!(
         "fanout: {f} friends online; {} rounds",
         options.fanout_rounds
@@ -128,24 +170,21 @@ pub async fn run(options: &Options) -> Res<Report> {
         .await?;
         ws::wait_for(&mut socket, "welcome", TIMEOUT).await?;
         welcome.push(micros(since.elapsed()));
-        let delays = collect(&mut events, f, "online", since).await?;
+        let delays = collect(&mut friends.events, f, "online", since).await?;
         online_all.push(delays.iter().copied().max().unwrap_or(0));
         online.extend(delays);
         tokio::time::sleep(Duration::from_millis(200)).await;
 
         let since = Instant::now();
         socket.close(None).await?;
-        let delays = collect(&mut events, f, "offline", since).await?;
+        let delays = collect(&mut friends.events, f, "offline", since).await?;
         offline_all.push(delays.iter().copied().max().unwrap_or(0));
         offline.extend(delays);
         drop(socket);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after = server.sample()?;
-    let _ = stop_tx.send(true);
-    for friend in friends {
-        let _ = friend.await;
-    }
+    friends.close().await;
     server.stop().await?;
 
     let online = Latency::from_micros(&mut online);

@@ -125,7 +125,7 @@ pub async fn run(options: &Options) -> Res<Report> {
             links,
             Load::Open { rate },
             Duration::from_secs(1),
-            pid,
+            &[pid],
             switchboard::is_relayed,
         )
         .await?
@@ -160,7 +160,7 @@ pub async fn run(options: &Options) -> Res<Report> {
             links,
             Load::Open { rate },
             secs,
-            pid,
+            &[pid],
             switchboard::is_relayed,
         )
         .await?;

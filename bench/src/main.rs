@@ -9,6 +9,7 @@
 //! docs/benchmarks.md for the scenarios, options and results.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 mod call_setup;
+mod cluster;
 mod fanout;
 mod http;
 mod idle;
@@ -52,6 +53,10 @@ pub enum Scenario {
     /// Rounds of connect, call, signal, hang up, befriend and unfriend, drop: memory, descriptors
     /// and the broker's tables over time (about 10 minutes; not part of `all`).
     Soak,
+    /// Two broker nodes on one Postgres and one Redis: relay across nodes beside relay on one
+    /// node, presence fan-out across nodes, a killed node's users going offline (about
+    /// 3 minutes; needs Redis and Postgres; not part of `all`).
+    Cluster,
 }
 
 #[derive(Debug, Clone, Parser, Serialize)]
@@ -151,6 +156,34 @@ pub struct Options {
     #[arg(long, default_value_t = 30)]
     pub soak_round_secs: u64,
 
+    /// Cluster: the Redis the nodes share (a fresh key prefix per run, deleted afterwards).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Cluster: the nodes' `--node-ttl` (a killed node's users go offline within it).
+    #[arg(long, default_value = "10s")]
+    pub node_ttl: String,
+    /// Cluster: calls with both devices on one node, and as many across the two nodes.
+    #[arg(long, default_value_t = 100)]
+    pub cluster_calls: usize,
+    /// Cluster: open-loop rates in frames/s (each run on both placements).
+    #[arg(long, value_delimiter = ',', default_values_t = [1000.0, 5000.0, 10000.0])]
+    pub cluster_rates: Vec<f64>,
+    /// Cluster: seconds per phase.
+    #[arg(long, default_value_t = 10)]
+    pub cluster_secs: u64,
+    /// Cluster: rounds of every load on both placements (medians are taken over them).
+    #[arg(long, default_value_t = 2)]
+    pub cluster_rounds: usize,
+    /// Cluster: friends on node B of the user on node A.
+    #[arg(long, default_value_t = 1000)]
+    pub cluster_friends: usize,
+    /// Cluster: `presence.set` rounds of that user.
+    #[arg(long, default_value_t = 20)]
+    pub cluster_fanout_rounds: usize,
+    /// Cluster: nodes killed with SIGKILL, one after the other.
+    #[arg(long, default_value_t = 3)]
+    pub cluster_kills: usize,
+
     #[arg(skip)]
     #[serde(skip)]
     pub resolved_workdir: PathBuf,
@@ -174,6 +207,14 @@ impl Options {
         self.soak_sockets = 20;
         self.soak_rounds = 3;
         self.soak_round_secs = 1;
+        self.cluster_calls = 4;
+        self.cluster_rates = vec![200.0];
+        self.cluster_secs = 1;
+        self.cluster_rounds = 1;
+        self.cluster_friends = 20;
+        self.cluster_fanout_rounds = 2;
+        self.cluster_kills = 1;
+        self.node_ttl = "1s".to_owned();
     }
 
     pub fn server_bin(&self) -> Res<PathBuf> {
@@ -250,7 +291,7 @@ async fn run(mut options: Options) -> Res<()> {
         )
         .into());
     }
-    // `all` stands for every scenario but the soak, which may be named beside it.
+    // `all` stands for every scenario but the soak and the cluster, which may be named beside it.
     let mut scenarios = Vec::new();
     for scenario in &options.scenarios {
         match scenario {
@@ -283,6 +324,7 @@ async fn run(mut options: Options) -> Res<()> {
             Scenario::Fanout => vec![fanout::run(&options).await?],
             Scenario::Isolation => vec![isolation::run(&options).await?],
             Scenario::Soak => vec![soak::run(&options).await?],
+            Scenario::Cluster => cluster::run(&options).await?,
             Scenario::All => vec![],
         };
         for mut report in reports {

@@ -47,7 +47,7 @@ async fn phases(
         let warm = Load::Closed {
             window: options.relay_window,
         };
-        links = traffic::run(links, warm, Duration::from_secs(1), pid, is_relayed)
+        links = traffic::run(links, warm, Duration::from_secs(1), &[pid], is_relayed)
             .await?
             .0;
     }
@@ -56,7 +56,7 @@ async fn phases(
         if peerjs_heartbeat {
             peerjs::heartbeat(&mut links).await?;
         }
-        let (back, result) = traffic::run(links, load, secs, pid, is_relayed).await?;
+        let (back, result) = traffic::run(links, load, secs, &[pid], is_relayed).await?;
         progress(format!("  {}", result.line()));
         links = back;
         results.push(result);

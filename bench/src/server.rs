@@ -255,6 +255,13 @@ impl ServerProcess {
         procstat::sample(Some(self.pid))
     }
 
+    /// SIGKILL at once, as a crash: no drain, no goodbye to the cluster.
+    pub fn kill(mut self) -> Res<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM (the broker shuts down gracefully), then SIGKILL after 10 s.
     pub async fn stop(mut self) -> Res<()> {
         self.terminate().await

@@ -109,16 +109,26 @@ pub fn is_relayed(text: &str) -> bool {
 }
 
 /// Connects both accounts of each pair and puts every pair in an active call: the links the
-/// relay engine drives. `first_index` spreads the sockets' source addresses.
+/// relay engine drives.
 pub async fn call_links(
     addr: SocketAddr,
+    pairs: &[(Account, Account)],
+) -> Res<Vec<crate::traffic::Link>> {
+    call_links_between(addr, addr, pairs).await
+}
+
+/// As `call_links`, with each caller connected to `caller_addr` and each callee to
+/// `callee_addr` (two nodes of a cluster: the callee's only device is on the other node).
+pub async fn call_links_between(
+    caller_addr: SocketAddr,
+    callee_addr: SocketAddr,
     pairs: &[(Account, Account)],
 ) -> Res<Vec<crate::traffic::Link>> {
     let mut tasks = Vec::new();
     for (i, (caller, callee)) in pairs.iter().cloned().enumerate() {
         tasks.push(tokio::spawn(async move {
-            let (mut a, _) = connect(addr, &caller, 2 * i).await?;
-            let (mut b, _) = connect(addr, &callee, 2 * i + 1).await?;
+            let (mut a, _) = connect(caller_addr, &caller, 2 * i).await?;
+            let (mut b, _) = connect(callee_addr, &callee, 2 * i + 1).await?;
             let call_id = establish_call(&mut a, &mut b, &callee.username).await?;
             Ok::<_, crate::Error>(crate::traffic::Link {
                 a,

@@ -114,16 +114,17 @@ struct Received {
     errors: u64,
 }
 
-/// Runs `load` for `duration` over `links`; returns the links for the next phase.
+/// Runs `load` for `duration` over `links`; returns the links for the next phase. The server's
+/// CPU is the sum over `server_pids` (every node of a cluster).
 pub async fn run(
     links: Vec<Link>,
     load: Load,
     duration: Duration,
-    server_pid: u32,
+    server_pids: &[u32],
     is_relayed: fn(&str) -> bool,
 ) -> Res<(Vec<Link>, PhaseResult)> {
     let flows_n = links.len() * 2;
-    let before: ProcSample = procstat::sample(Some(server_pid))?;
+    let before = servers_sample(server_pids)?;
     let generator_before = procstat::sample(None)?;
     let start = Instant::now();
     let deadline = start + duration;
@@ -195,7 +196,7 @@ pub async fn run(
         streams.push(stream);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let after = procstat::sample(Some(server_pid))?;
+    let after = servers_sample(server_pids)?;
     let generator_after = procstat::sample(None)?;
 
     // Reassemble the links: flow 2i is a -> b (a's sink, b's stream), flow 2i+1 is b -> a.
@@ -240,6 +241,17 @@ pub async fn run(
         max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
     };
     Ok((links, result))
+}
+
+/// CPU seconds and RSS summed over the servers' processes.
+fn servers_sample(pids: &[u32]) -> Res<ProcSample> {
+    let mut total = ProcSample::default();
+    for &pid in pids {
+        let one = procstat::sample(Some(pid))?;
+        total.cpu_seconds += one.cpu_seconds;
+        total.rss_kib += one.rss_kib;
+    }
+    Ok(total)
 }
 
 async fn send(
