@@ -38,7 +38,7 @@ pub type Res<T> = Result<T, Error>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
-    /// Every scenario below but the soak, in this order.
+    /// Every scenario below but the soak and the cluster, in this order.
     All,
     /// N authenticated sockets held open with heartbeats: RSS per connection, idle CPU.
     Idle,
