@@ -1465,3 +1465,84 @@ async fn each_side_of_a_call_across_nodes_gets_a_call_credential_its_relay_honou
         .await;
     }
 }
+
+#[actix_rt::test]
+async fn invites_that_cross_between_nodes_become_one_call() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let [n1, n2] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    for round in 0..5 {
+        let (mut amy_ws, _) = socket(&n1, &amy).await;
+        let (mut ben_ws, _) = socket(&n2, &ben).await;
+        // Both invite at once, neither waiting for the other's ring.
+        let invite =
+            |to: &str| json!({"type": "call.invite", "id": "x", "to": to, "media": "audio"});
+        amy_ws.send(invite("ben")).await;
+        ben_ws.send(invite("amy")).await;
+        let is_ack = |f: &Value| f["ref"] == "x";
+        let (amy_ack, ben_ack) = (
+            amy_ws.recv_where(is_ack).await,
+            ben_ws.recv_where(is_ack).await,
+        );
+        assert_eq!(amy_ack["type"], "ack", "{amy_ack}");
+        assert_eq!(ben_ack["type"], "ack", "{ben_ack}");
+        assert_eq!(
+            amy_ack["call_id"], ben_ack["call_id"],
+            "one call, round {round}"
+        );
+        let merged = [&amy_ack, &ben_ack]
+            .iter()
+            .filter(|a| a["merged"] == true)
+            .count();
+        assert_eq!(merged, 1, "{amy_ack} {ben_ack}");
+        let id = amy_ack["call_id"].as_str().expect("call_id").to_owned();
+        amy_ws.recv_type("call.accepted").await;
+        ben_ws.recv_type("call.accepted").await;
+        amy_ws
+            .ok(json!({"type": "call.hangup", "call_id": id}))
+            .await;
+        ben_ws.expect_ended(&id, "completed").await;
+        amy_ws.close().await;
+        ben_ws.close().await;
+    }
+}
+
+#[actix_rt::test]
+async fn two_invites_to_one_user_from_two_nodes_ring_once() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let [n1, n2, n3] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    let cat = register(&n3, "cat").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    befriend(&n3, ("cat", &cat), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let (mut cat_ws, _) = socket(&n3, &cat).await;
+    let invite = json!({"type": "call.invite", "id": "x", "to": "ben", "media": "audio"});
+    amy_ws.send(invite.clone()).await;
+    cat_ws.send(invite).await;
+    let is_ack = |f: &Value| f["ref"] == "x";
+    let amy_id = amy_ws.recv_where(is_ack).await["call_id"].clone();
+    let cat_id = cat_ws.recv_where(is_ack).await["call_id"].clone();
+    // Exactly one rings ben; the other is busy at once.
+    let incoming = ben_ws.recv_type("call.incoming").await;
+    let (ringing, busy_ws, busy_id) = if incoming["call_id"] == amy_id {
+        (amy_id, &mut cat_ws, cat_id)
+    } else {
+        (cat_id, &mut amy_ws, amy_id)
+    };
+    assert_eq!(incoming["call_id"], ringing);
+    busy_ws
+        .expect_ended(busy_id.as_str().expect("call_id"), "busy")
+        .await;
+    ben_ws
+        .expect_none(Duration::from_millis(500), |f| f["type"] == "call.incoming")
+        .await;
+}

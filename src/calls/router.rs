@@ -366,6 +366,14 @@ impl Actor for CallRouter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.cluster.is_some() {
+            // Live calls' keys expire unless written again (crate::cluster::calls).
+            ctx.run_interval(crate::cluster::calls::CALL_REFRESH, |router, _| {
+                for slot in router.calls.values() {
+                    router.publish_live(&slot.call, false);
+                }
+            });
+        }
         ctx.run_interval(crate::census::EVERY, |router, _| {
             let devices = router.devices.values().map(|d| d.len()).sum();
             router.census.report(
@@ -598,22 +606,29 @@ impl Handler<PlaceCall> for CallRouter {
         {
             return Box::pin(merged.into_actor(self));
         }
+        let id = CallId::new();
         let Some(cluster) = self.cluster.clone() else {
-            return Box::pin(fut::ready(self.place(msg, device, Ok(None), ctx)));
+            return Box::pin(fut::ready(self.place(msg, device, id, Ok(None), ctx)));
         };
-        let callee = msg.callee.user.clone();
+        // Both users are reserved for the call in Redis, atomically, before anything rings:
+        // a user is never in two calls, and invites that cross between nodes meet (glare).
+        let live = cluster::LiveCall {
+            owner: cluster.node().to_owned(),
+            caller: msg.caller.user.to_string(),
+            callee: msg.callee.user.to_string(),
+            caller_name: msg.caller.username.clone(),
+            callee_name: msg.callee.username.clone(),
+            media: msg.media,
+            active: false,
+        };
+        let (callee, reserving) = (msg.callee.user.clone(), id.clone());
         let read = async move {
             let views = cluster.read(std::slice::from_ref(&callee)).await?;
-            let call = cluster.call_of(&callee).await?;
-            let owned_elsewhere = call.is_some_and(|(_, live)| live.owner != cluster.node());
-            Ok::<_, String>((views, owned_elsewhere))
+            let reserved = cluster.reserve(&reserving, &live).await?;
+            Ok::<_, String>((views, reserved))
         };
-        Box::pin(read.into_actor(self).map(move |found, router, ctx| {
-            let elsewhere = found.map(|(mut views, in_call)| {
-                let views = views.remove(&msg.callee.user).unwrap_or_default();
-                Some(Elsewhere::from(&views, in_call))
-            });
-            let placed = router.place(msg, device, elsewhere, ctx);
+        Box::pin(read.into_actor(self).then(move |found, router, ctx| {
+            let placed = router.place_reserved(msg, device, id, found, ctx);
             router.drop_stuck(ctx);
             placed
         }))
@@ -646,6 +661,7 @@ impl CallRouter {
         &mut self,
         msg: PlaceCall,
         device: DeviceId,
+        id: CallId,
         elsewhere: Result<Option<Elsewhere>, String>,
         ctx: &mut Context<Self>,
     ) -> Result<Placed, AppError> {
@@ -725,7 +741,6 @@ impl CallRouter {
                 &msg.callee.user,
                 &open_sessions(&self.devices, &msg.callee.user),
             );
-        let id = CallId::new();
         let invite = Invite {
             id: id.clone(),
             caller: msg.caller,

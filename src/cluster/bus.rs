@@ -174,7 +174,8 @@ pub enum Op {
     Call {
         call: String,
         users: [String; 2],
-        live: Option<String>,
+        /// The call's JSON, and its `incall` value.
+        live: Option<(String, String)>,
     },
     /// The same payload to each channel.
     Publish {
@@ -245,7 +246,10 @@ pub async fn publisher(
                     super::directory::write(&mut pipe, &keys, &node, &user, view.as_deref())
                 }
                 Op::Call { call, users, live } => {
-                    super::calls::write(&mut pipe, &keys, &call, &users, live.as_deref())
+                    let live = live
+                        .as_ref()
+                        .map(|(json, held)| (json.as_str(), held.as_str()));
+                    super::calls::write(&mut pipe, &keys, &call, &users, live)
                 }
                 Op::Publish { channels, payload } => {
                     for channel in channels {
@@ -287,10 +291,6 @@ async fn send(conn: &mut ConnectionManager, pipe: &redis::Pipeline, health: &Hea
     health.commands(Err(failed));
 }
 
-/// Keeps a pub/sub connection subscribed to the cluster channel and the wanted user channels,
-/// reconnecting forever, and hands what arrives to the presence hub (and a revocation to the
-/// relay). Every reconnection after the first asks the hub to resync: what was published
-/// meanwhile is lost.
 /// Where what arrives goes: presence to the hub, calls to the router, a revocation to the
 /// relay too.
 pub struct Listeners {

@@ -57,16 +57,96 @@ pub struct HandedCall {
     pub nodes: Vec<(String, String)>,
 }
 
-/// How long a live call's keys outlive their last write: the owner deletes them when the call
-/// ends; this only bounds what a lost owner leaves (readers also skip calls of lost nodes).
-pub const CALL_TTL_MS: u64 = 24 * 3600 * 1000;
+/// How long a live call's keys outlive their last write. The owner deletes them when the call
+/// ends and writes them again every [`CALL_REFRESH`]; this bounds what a lost owner, or an end
+/// written while Redis was unreachable, leaves (readers also skip calls of lost nodes).
+pub const CALL_TTL_MS: u64 = 3 * 60 * 1000;
+/// How often an owner writes its live calls again.
+pub const CALL_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What `PREFIX:incall:USER` holds: `CALL OWNER CALLER CALLEE`, so that the reservation
+/// script can tell glare from busy without another key.
+pub fn in_call_value(call: &str, live: &LiveCall) -> String {
+    format!("{call} {} {} {}", live.owner, live.caller, live.callee)
+}
 
 /// Deletes `KEYS[1]` only if it still names call `ARGV[1]`: a user's next call may have been
 /// written meanwhile.
 const FORGET: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local held = redis.call('GET', KEYS[1])
+if held and string.match(held, '^(%S+)') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
+
+/// Reserves both users for a new call, atomically: `KEYS[1]`/`KEYS[2]` are the caller's and
+/// the callee's `incall` keys, `ARGV[1]` the value to set, `ARGV[2]` the expiry (ms),
+/// `ARGV[3]`/`ARGV[4]` the caller and callee ids, `ARGV[5]` the key prefix. A reservation
+/// whose owner node is gone counts as free. Answers `{'ok'}`, `{'busy'}` (the callee is in a
+/// call), `{'engaged'}` (the caller is), or `{'glare', CALL, OWNER}`: the callee is calling
+/// the caller already, in call CALL held by OWNER.
+const RESERVE: &str = r"
+local function live(v)
+  if not v then return nil end
+  local call, owner, caller, callee = string.match(v, '^(%S+) (%S+) (%S+) (%S+)$')
+  if not call then return nil end
+  if redis.call('EXISTS', ARGV[5] .. ':node:' .. owner) == 0 then return nil end
+  return {call, owner, caller, callee}
+end
+local theirs = live(redis.call('GET', KEYS[2]))
+if theirs then
+  if theirs[3] == ARGV[4] and theirs[4] == ARGV[3] then
+    return {'glare', theirs[1], theirs[2]}
+  end
+  return {'busy'}
+end
+if live(redis.call('GET', KEYS[1])) then return {'engaged'} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {'ok'}
+";
+
+/// How a reservation went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserved {
+    Ok,
+    /// The callee is in a call (ringing included).
+    Busy,
+    /// The caller is in a call held elsewhere.
+    Engaged,
+    /// The callee is calling the caller: that call, and its owner.
+    Glare {
+        call: CallId,
+        owner: String,
+    },
+}
+
+/// Reserves `live`'s two users for call `call` (see [`RESERVE`]).
+pub async fn reserve(
+    conn: &mut ConnectionManager,
+    keys: &Keys,
+    call: &str,
+    live: &LiveCall,
+) -> redis::RedisResult<Reserved> {
+    let answer: Vec<String> = redis::Script::new(RESERVE)
+        .key(keys.in_call(&live.caller))
+        .key(keys.in_call(&live.callee))
+        .arg(in_call_value(call, live))
+        .arg(CALL_TTL_MS)
+        .arg(&live.caller)
+        .arg(&live.callee)
+        .arg(keys.prefix())
+        .invoke_async(conn)
+        .await?;
+    Ok(match answer.as_slice() {
+        [ok] if ok == "ok" => Reserved::Ok,
+        [engaged] if engaged == "engaged" => Reserved::Engaged,
+        [glare, call, owner] if glare == "glare" => Reserved::Glare {
+            call: CallId::from(call.clone()),
+            owner: owner.clone(),
+        },
+        _ => Reserved::Busy,
+    })
+}
 
 /// Adds to `pipe` the writes that make `live` call `call` of `users` (`None`: it is over).
 pub fn write(
@@ -74,10 +154,10 @@ pub fn write(
     keys: &Keys,
     call: &str,
     users: &[String; 2],
-    live: Option<&str>,
+    live: Option<(&str, &str)>,
 ) {
     match live {
-        Some(json) => {
+        Some((json, in_call)) => {
             pipe.cmd("SET")
                 .arg(keys.call(call))
                 .arg(json)
@@ -87,7 +167,7 @@ pub fn write(
             for user in users {
                 pipe.cmd("SET")
                     .arg(keys.in_call(user))
-                    .arg(call)
+                    .arg(in_call)
                     .arg("PX")
                     .arg(CALL_TTL_MS)
                     .ignore();
@@ -113,11 +193,11 @@ pub async fn of_user(
     keys: &Keys,
     user: &str,
 ) -> redis::RedisResult<Option<(CallId, LiveCall)>> {
-    let call: Option<String> = redis::cmd("GET")
+    let held: Option<String> = redis::cmd("GET")
         .arg(keys.in_call(user))
         .query_async(conn)
         .await?;
-    let Some(call) = call else {
+    let Some(call) = held.and_then(|v| v.split(' ').next().map(String::from)) else {
         return Ok(None);
     };
     let json: Option<String> = redis::cmd("GET")

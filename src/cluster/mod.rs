@@ -357,11 +357,33 @@ impl Cluster {
 
     /// Call `call` of `users` is live as `live` says, or over (`None`).
     pub fn call_live(&self, call: &CallId, users: [&UserId; 2], live: Option<&calls::LiveCall>) {
-        self.queue(Op::Call {
-            call: call.to_string(),
-            users: users.map(|u| u.to_string()),
-            live: live.and_then(|l| serde_json::to_string(l).ok()),
+        let id = call.to_string();
+        let live = live.and_then(|l| {
+            let json = serde_json::to_string(l).ok()?;
+            Some((json, calls::in_call_value(&id, l)))
         });
+        self.queue(Op::Call {
+            call: id,
+            users: users.map(|u| u.to_string()),
+            live,
+        });
+    }
+
+    /// Reserves the two users of a new call atomically (see `calls::reserve`). Bounded by
+    /// the Redis timeout.
+    pub async fn reserve(
+        &self,
+        call: &CallId,
+        live: &calls::LiveCall,
+    ) -> Result<calls::Reserved, String> {
+        self.inner.health.commands_up()?;
+        let mut conn = self.inner.conn.clone();
+        let reserved = calls::reserve(&mut conn, &self.inner.keys, call.as_str(), live);
+        match tokio::time::timeout(bus::TIMEOUT, reserved).await {
+            Ok(Ok(reserved)) => Ok(reserved),
+            Ok(Err(e)) => Err(format!("redis: {e}")),
+            Err(_) => Err("redis: no answer in time".into()),
+        }
     }
 
     /// The live call `user` is in, owned by a node that is not lost; an error says why Redis

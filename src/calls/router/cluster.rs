@@ -10,7 +10,8 @@
 use super::super::recorder::SetOwner;
 use super::{CallRouter, Placed, RelaySignal};
 use crate::cluster::bus::{Body, Envelope, RemoteAction, RemoteError};
-use crate::cluster::calls::{HandedCall, HandedParty, LiveCall};
+pub(super) use crate::cluster::calls::LiveCall;
+use crate::cluster::calls::{HandedCall, HandedParty, Reserved};
 use crate::cluster::directory::{self, NodeView};
 use crate::cluster::{CallEvent, Cluster};
 use crate::error::{AppError, ErrorCode};
@@ -64,6 +65,9 @@ struct Pending {
     answer: oneshot::Sender<Result<(), AppError>>,
     accepted: Option<(CallId, UserId)>,
 }
+
+/// Other nodes' views of some users, as the directory read gives them.
+pub(super) type Directory = HashMap<UserId, Vec<(String, NodeView)>>;
 
 /// What the directory says of a callee on other nodes.
 pub(super) struct Elsewhere {
@@ -303,6 +307,68 @@ impl CallRouter {
         })
     }
 
+    /// Places a call once its users' reservation in Redis answered (`found`: the callee's
+    /// directory entry and the reservation, or why Redis could not say).
+    pub(super) fn place_reserved(
+        &mut self,
+        msg: super::PlaceCall,
+        device: DeviceId,
+        id: CallId,
+        found: Result<(Directory, Reserved), String>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Placed, AppError>> {
+        let ready = |placed| -> ResponseActFuture<Self, Result<Placed, AppError>> {
+            Box::pin(actix::fut::ready(placed))
+        };
+        let (mut views, reserved) = match found {
+            Ok(found) => found,
+            Err(why) => return ready(self.place(msg, device, id, Err(why), ctx)),
+        };
+        let views = views.remove(&msg.callee.user).unwrap_or_default();
+        let me = self.cluster.as_ref().map(|c| c.node().to_owned());
+        match reserved {
+            Reserved::Glare { call, owner } if Some(&owner) != me.as_ref() => {
+                // The callee is calling the caller from another node: answer that call.
+                let (caller, callee) = (msg.caller.user.clone(), msg.callee.user.clone());
+                let away = Away {
+                    call: call.clone(),
+                    owner: owner.clone(),
+                    caller: callee,
+                };
+                self.remote.away.insert(caller.clone(), away);
+                let answered =
+                    self.forward_act(&owner, &call, &caller, device, RemoteAction::Glare, ctx);
+                Box::pin(answered.into_actor(self).map(move |outcome, router, _| {
+                    if outcome.is_err()
+                        && router.remote.away(&caller).is_some_and(|a| a.call == call)
+                    {
+                        router.remote.away.remove(&caller);
+                    }
+                    outcome.map(|()| Placed {
+                        call_id: call,
+                        merged: true,
+                    })
+                }))
+            }
+            Reserved::Engaged if !self.user_call.contains_key(&msg.caller.user) => ready(Err(
+                AppError::new(ErrorCode::AlreadyInCall, "you are already in a call"),
+            )),
+            reserved => {
+                let busy = reserved == Reserved::Busy;
+                let users = [msg.caller.user.clone(), msg.callee.user.clone()];
+                let elsewhere = Ok(Some(Elsewhere::from(&views, busy)));
+                let placed = self.place(msg, device, id.clone(), elsewhere, ctx);
+                if placed.is_err() && reserved == Reserved::Ok {
+                    // Refused here after all: the reservation goes.
+                    if let Some(cluster) = &self.cluster {
+                        cluster.call_live(&id, [&users[0], &users[1]], None);
+                    }
+                }
+                ready(placed)
+            }
+        }
+    }
+
     /// Device side: the user invites the caller of the call ringing them from another node
     /// (glare): the call is answered instead.
     pub(super) fn glare_elsewhere(
@@ -530,12 +596,18 @@ impl CallRouter {
             action,
             reply,
         } = act;
-        if action == RemoteAction::Resume {
-            // A device of a participant, connected to `node`: it becomes the call's there.
+        if action == RemoteAction::Resume || action == RemoteAction::Glare {
+            // A device of a participant, connected to `node`: it becomes the call's there. (A
+            // glare may come before the callee's node answered `call_ringing`.)
+            let glare = action == RemoteAction::Glare;
             let slot = self
                 .calls
                 .get_mut(&call)
-                .filter(|s| s.call.role_of(&user).is_some());
+                .filter(|s| match s.call.role_of(&user) {
+                    Some(super::Role::Callee) => true,
+                    Some(super::Role::Caller) => !glare,
+                    None => false,
+                });
             if let Some(slot) = slot {
                 self.remote
                     .devices
@@ -564,6 +636,7 @@ impl CallRouter {
                 return;
             }
             RemoteAction::Glare => {
+                let _ = self.dispatch(&call, super::Event::DeviceJoined { device }, ctx);
                 let outcome = self.dispatch(
                     &call,
                     super::Event::Accept {
