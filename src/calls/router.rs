@@ -750,7 +750,7 @@ impl CallRouter {
             callee_devices,
             callee_busy: busy,
             callee_pushable: pushable,
-            callee_elsewhere: elsewhere.as_ref().is_some_and(|e| e.online),
+            callee_elsewhere: elsewhere.as_ref().is_some_and(|e| !e.nodes.is_empty()),
         };
         let (call, effects) = Call::invite(invite, now_ms());
         let mut slot = Slot {
@@ -760,7 +760,10 @@ impl CallRouter {
             live: [None, None],
             nodes: Vec::new(),
         };
-        let rings_elsewhere = !slot.call.is_over() && elsewhere.is_some_and(|e| e.online && !busy);
+        let ring_nodes = match elsewhere {
+            Some(e) if !slot.call.is_over() && !busy => e.nodes,
+            _ => Vec::new(),
+        };
         if !slot.call.is_over() {
             self.user_call
                 .insert(slot.call.caller.user.clone(), id.clone());
@@ -770,9 +773,7 @@ impl CallRouter {
         if !self.execute(&mut slot, effects, ctx) {
             self.publish_live(&slot.call, false);
             self.calls.insert(id.clone(), slot);
-            if rings_elsewhere {
-                self.ring_elsewhere(&id);
-            }
+            self.ring_elsewhere(&id, &ring_nodes);
         }
         Ok(Placed {
             call_id: id,

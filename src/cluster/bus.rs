@@ -433,13 +433,10 @@ fn deliver(keys: &Keys, node: &str, message: &redis::Msg, listeners: &Listeners)
     };
     let channel = message.get_channel_name();
     if let Some(user) = keys.user_of_channel(channel) {
-        match envelope.body {
-            Body::CallRing { .. } => to_router(envelope),
-            _ => listeners.events.do_send(ClusterEvent::ForUser {
-                user: UserId::from(user),
-                envelope,
-            }),
-        }
+        listeners.events.do_send(ClusterEvent::ForUser {
+            user: UserId::from(user),
+            envelope,
+        });
         return;
     }
     match envelope.body {
@@ -462,7 +459,8 @@ fn deliver(keys: &Keys, node: &str, message: &redis::Msg, listeners: &Listeners)
                 .events
                 .do_send(ClusterEvent::Revoked { user, sessions });
         }
-        Body::CallRinging { .. }
+        Body::CallRing { .. }
+        | Body::CallRinging { .. }
         | Body::CallFrame { .. }
         | Body::CallAct { .. }
         | Body::CallActed { .. }
@@ -470,9 +468,6 @@ fn deliver(keys: &Keys, node: &str, message: &redis::Msg, listeners: &Listeners)
         | Body::CallOver { .. }
         | Body::CallHandover { .. }
         | Body::CallOwner { .. } => to_router(envelope),
-        Body::Presence { .. }
-        | Body::Relation { .. }
-        | Body::Busy { .. }
-        | Body::CallRing { .. } => {}
+        Body::Presence { .. } | Body::Relation { .. } | Body::Busy { .. } => {}
     }
 }

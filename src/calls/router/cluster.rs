@@ -71,8 +71,8 @@ pub(super) type Directory = HashMap<UserId, Vec<(String, NodeView)>>;
 
 /// What the directory says of a callee on other nodes.
 pub(super) struct Elsewhere {
-    /// They have a device on another node.
-    pub online: bool,
+    /// The other nodes that have a device of theirs.
+    pub nodes: Vec<String>,
     /// They are in a call or on do-not-disturb there.
     pub busy: bool,
 }
@@ -83,7 +83,11 @@ impl Elsewhere {
     pub(super) fn from(views: &[(String, NodeView)], in_call: bool) -> Self {
         let merged = directory::merge(views.iter().map(|(_, v)| v));
         Self {
-            online: views.iter().any(|(_, v)| v.devices > 0),
+            nodes: views
+                .iter()
+                .filter(|(_, v)| v.devices > 0)
+                .map(|(node, _)| node.clone())
+                .collect(),
             busy: in_call
                 || merged.is_some_and(|p| {
                     matches!(p.status, PresenceStatus::Busy | PresenceStatus::Dnd)
@@ -210,23 +214,25 @@ impl CallRouter {
         })
     }
 
-    /// A call placed here rings the callee's devices on other nodes.
-    pub(super) fn ring_elsewhere(&self, id: &CallId) {
+    /// A call placed here rings the callee's devices on `nodes`, the other nodes that hold
+    /// them by the directory. Each node's own channel, always subscribed: a node's
+    /// subscription to a user's channel may still be on its way when the user just connected.
+    pub(super) fn ring_elsewhere(&self, id: &CallId, nodes: &[String]) {
         let (Some(cluster), Some(slot)) = (&self.cluster, self.calls.get(id)) else {
             return;
         };
         let call = &slot.call;
-        cluster.send_to(
-            &call.callee.user,
-            Body::CallRing {
+        for node in nodes {
+            let ring = Body::CallRing {
                 call: call.id.to_string(),
                 callee: call.callee.user.to_string(),
                 caller: call.caller.user.to_string(),
                 caller_name: call.caller.username.clone(),
                 display_name: call.caller.display_name.clone(),
                 media: call.media,
-            },
-        );
+            };
+            cluster.to_node(node, ring);
+        }
     }
 
     /// A call here is released: the nodes that rang for it forget it, and its remote devices
