@@ -1099,6 +1099,40 @@ async fn reject_cancel_no_answer_busy_and_glare_work_across_nodes() {
     cat_ws
         .ok(json!({"type": "call.hangup", "call_id": local}))
         .await;
+    presence_of(&mut amy_ws, "ben", "online").await;
+
+    // On do-not-disturb on another node: busy, and nothing rings there.
+    ben_ws
+        .ok(json!({"type": "presence.set", "status": "dnd"}))
+        .await;
+    presence_of(&mut amy_ws, "ben", "dnd").await;
+    let dnd = amy_ws
+        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
+        .await;
+    let dnd_id = dnd["call_id"].as_str().expect("call_id");
+    amy_ws.expect_ended(dnd_id, "busy").await;
+    ben_ws
+        .expect_none(Duration::from_millis(300), |f| f["type"] == "call.incoming")
+        .await;
+
+    // Connected nowhere (and no push subscription): unavailable at once, and the missed call
+    // is in the callee's history, read on the callee's node.
+    drop(ben_ws);
+    presence_of(&mut amy_ws, "ben", "offline").await;
+    let gone = amy_ws
+        .ok(json!({"type": "call.invite", "to": "ben", "media": "video"}))
+        .await;
+    let gone_id = gone["call_id"].as_str().expect("call_id");
+    amy_ws.expect_ended(gone_id, "unavailable").await;
+    eventually(
+        Duration::from_secs(5),
+        "the unavailable call in ben's history, read on his node",
+        || async {
+            let (_, history) = get(&n2, "/api/v1/calls", Some(&ben)).await;
+            history["calls"][0]["id"] == gone_id && history["calls"][0]["outcome"] == "unavailable"
+        },
+    )
+    .await;
 }
 
 #[actix_rt::test]

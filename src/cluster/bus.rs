@@ -17,22 +17,27 @@ use actix::Recipient;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-/// What one node tells others, as JSON on a channel.
+/// What one node tells others, as JSON on a channel: `{"from": NODE, "body": {TYPE: {...}}}`.
+///
+/// The body is tagged by its one key, not by a `type` field beside the others: serde reads
+/// such a message in one pass, where a `type` field (or a flattened body) makes it buffer the
+/// whole message first. That also lets frames and SDP travel as the raw JSON they already
+/// are ([`RawValue`]), neither escaped into a string on one node nor unescaped on the other.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     /// The sending node: a node ignores what it sent itself.
     pub from: String,
-    #[serde(flatten)]
     pub body: Body,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Body {
     /// The sender's view of `user` changed (`None`: the sender no longer holds them).
     Presence {
@@ -77,7 +82,7 @@ pub enum Body {
     CallFrame {
         user: String,
         device: DeviceId,
-        frame: String,
+        frame: Box<RawValue>,
     },
     /// To the owner: a device of `user` acted on `call`. With `reply`, the owner answers
     /// `call_acted` with the same number.
@@ -96,7 +101,7 @@ pub enum Body {
         error: Option<RemoteError>,
     },
     /// To the owner: a `signal` frame of a device of `user`, to relay. `sdp` and `candidate`
-    /// are the JSON the client sent, as text.
+    /// are the JSON the client sent.
     CallSignal {
         call: String,
         user: String,
@@ -105,9 +110,9 @@ pub enum Body {
         reference: Option<serde_json::Value>,
         kind: SignalKind,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        sdp: Option<String>,
+        sdp: Option<Box<RawValue>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        candidate: Option<String>,
+        candidate: Option<Box<RawValue>>,
     },
     /// From the owner: `call` is over; the receiving node forgets it for `user`.
     CallOver { call: String, user: String },
@@ -469,5 +474,43 @@ fn deliver(keys: &Keys, node: &str, message: &redis::Msg, listeners: &Listeners)
         | Body::CallHandover { .. }
         | Body::CallOwner { .. } => to_router(envelope),
         Body::Presence { .. } | Body::Relation { .. } | Body::Busy { .. } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_frame_carries_its_frame_as_raw_json_and_reads_back_whole() {
+        let frame = r#"{"type":"signal","kind":"offer","sdp":"v=0\r\no=- 1 \"x\""}"#;
+        let envelope = Envelope {
+            from: "n1".into(),
+            body: Body::CallFrame {
+                user: "u".into(),
+                device: DeviceId::from(7u128),
+                frame: RawValue::from_string(frame.to_owned()).expect("JSON"),
+            },
+        };
+        let text = serde_json::to_string(&envelope).expect("encodes");
+        // Not escaped into a string: the frame's own text is in the message as it is.
+        assert!(text.contains(frame), "{text}");
+        assert!(
+            text.starts_with(r#"{"from":"n1","body":{"call_frame":"#),
+            "{text}"
+        );
+        let read: Envelope = serde_json::from_str(&text).expect("decodes");
+        match read.body {
+            Body::CallFrame { frame: got, .. } => assert_eq!(got.get(), frame),
+            other => panic!("read back as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_message_of_an_unknown_type_is_refused_not_misread() {
+        let unknown = r#"{"from":"n1","body":{"call_teleport":{"call":"c"}}}"#;
+        assert!(serde_json::from_str::<Envelope>(unknown).is_err());
+        let old_shape = r#"{"from":"n1","type":"busy","busy":true}"#;
+        assert!(serde_json::from_str::<Envelope>(old_shape).is_err());
     }
 }

@@ -408,8 +408,8 @@ impl CallRouter {
                 device: msg.device,
                 reference: msg.reference,
                 kind: msg.kind,
-                sdp: msg.sdp.map(|raw| raw.get().to_owned()),
-                candidate: msg.candidate.map(|raw| raw.get().to_owned()),
+                sdp: msg.sdp,
+                candidate: msg.candidate,
             },
         );
     }
@@ -560,8 +560,8 @@ impl CallRouter {
                         call_id: &call,
                         reason: *reason,
                     }
-                    .encode()
-                    .to_string();
+                    .encode();
+                    let frame = as_raw(&frame);
                     for device in devices.into_iter().take(MAX_RINGING) {
                         let frame = Body::CallFrame {
                             user: user.to_string(),
@@ -898,10 +898,19 @@ pub(super) fn send_remote(
         Body::CallFrame {
             user: user.to_string(),
             device: *device,
-            frame: frame.to_string(),
+            frame: as_raw(frame),
         },
     );
     true
+}
+
+/// An encoded frame as the raw JSON it is, to travel in a `call_frame` unescaped.
+fn as_raw(frame: &bytestring::ByteString) -> Box<RawValue> {
+    RawValue::from_string(frame.to_string()).unwrap_or_else(|e| {
+        // Every frame is encoded from a `ServerFrame` by serde_json: unreachable.
+        log::error!("an encoded frame is not JSON: {e}");
+        RawValue::NULL.to_owned()
+    })
 }
 
 fn acted(reply: u64, outcome: Result<(), AppError>) -> Body {
@@ -967,6 +976,7 @@ impl Handler<CallEvent> for CallRouter {
                 let user = UserId::from(user);
                 // Only frames for devices of calls the sender owns.
                 if self.remote.away(&user).is_some_and(|a| a.owner == from) {
+                    let frame = String::from(Box::<str>::from(frame));
                     self.send_to(&user, &device, frame.into());
                 }
             }
@@ -1012,15 +1022,14 @@ impl Handler<CallEvent> for CallRouter {
                 sdp,
                 candidate,
             } => {
-                let raw = |text: Option<String>| text.and_then(|t| RawValue::from_string(t).ok());
                 let signal = RelaySignal {
                     user: UserId::from(user),
                     device,
                     reference,
                     call_id: CallId::from(call),
                     kind,
-                    sdp: raw(sdp),
-                    candidate: raw(candidate),
+                    sdp,
+                    candidate,
                 };
                 self.signalled_elsewhere(&from, signal, ctx);
             }
