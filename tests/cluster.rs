@@ -896,6 +896,17 @@ async fn a_node_stops_within_seconds_while_redis_hangs() {
 // ---- calls across nodes ---------------------------------------------------------------------
 
 /// `caller` invites `callee`: the call id, once `rung` (every socket of the callee) rings.
+/// `caller` invites `callee`, who cannot be rung: the invite is acknowledged and the call
+/// ends at once with `reason`. Answers the call's id.
+async fn invite_ends(caller: &mut WsClient, callee: &str, reason: &str) -> String {
+    let invited = caller
+        .ok(json!({"type": "call.invite", "to": callee, "media": "audio"}))
+        .await;
+    let id = invited["call_id"].as_str().expect("call_id").to_owned();
+    caller.expect_ended(&id, reason).await;
+    id
+}
+
 async fn invite(caller: &mut WsClient, callee: &str, rung: &mut [&mut WsClient]) -> String {
     let invited = caller
         .ok(json!({"type": "call.invite", "to": callee, "media": "video"}))
@@ -1091,11 +1102,7 @@ async fn reject_cancel_no_answer_busy_and_glare_work_across_nodes() {
     let (mut cat_ws, _) = socket(&n2, &cat).await;
     let local = common::ws::answered_call(&mut cat_ws, &mut ben_ws, "ben").await;
     presence_of(&mut amy_ws, "ben", "busy").await;
-    let busy = amy_ws
-        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
-        .await;
-    let busy_id = busy["call_id"].as_str().expect("call_id");
-    amy_ws.expect_ended(busy_id, "busy").await;
+    invite_ends(&mut amy_ws, "ben", "busy").await;
     cat_ws
         .ok(json!({"type": "call.hangup", "call_id": local}))
         .await;
@@ -1106,11 +1113,7 @@ async fn reject_cancel_no_answer_busy_and_glare_work_across_nodes() {
         .ok(json!({"type": "presence.set", "status": "dnd"}))
         .await;
     presence_of(&mut amy_ws, "ben", "dnd").await;
-    let dnd = amy_ws
-        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
-        .await;
-    let dnd_id = dnd["call_id"].as_str().expect("call_id");
-    amy_ws.expect_ended(dnd_id, "busy").await;
+    invite_ends(&mut amy_ws, "ben", "busy").await;
     ben_ws
         .expect_none(Duration::from_millis(300), |f| f["type"] == "call.incoming")
         .await;
@@ -1119,17 +1122,14 @@ async fn reject_cancel_no_answer_busy_and_glare_work_across_nodes() {
     // is in the callee's history, read on the callee's node.
     drop(ben_ws);
     presence_of(&mut amy_ws, "ben", "offline").await;
-    let gone = amy_ws
-        .ok(json!({"type": "call.invite", "to": "ben", "media": "video"}))
-        .await;
-    let gone_id = gone["call_id"].as_str().expect("call_id");
-    amy_ws.expect_ended(gone_id, "unavailable").await;
+    let gone_id = invite_ends(&mut amy_ws, "ben", "unavailable").await;
     eventually(
         Duration::from_secs(5),
         "the unavailable call in ben's history, read on his node",
         || async {
             let (_, history) = get(&n2, "/api/v1/calls", Some(&ben)).await;
-            history["calls"][0]["id"] == gone_id && history["calls"][0]["outcome"] == "unavailable"
+            history["calls"][0]["id"] == gone_id.as_str()
+                && history["calls"][0]["outcome"] == "unavailable"
         },
     )
     .await;
@@ -1256,13 +1256,11 @@ async fn a_callee_rung_from_one_node_is_busy_for_an_invite_from_another() {
     let (mut cat_ws, _) = socket(&n3, &cat).await;
     let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
 
-    let second = cat_ws
-        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
-        .await;
-    let second = second["call_id"].as_str().expect("call_id");
-    cat_ws.expect_ended(second, "busy").await;
+    let second = invite_ends(&mut cat_ws, "ben", "busy").await;
     ben_ws
-        .expect_none(Duration::from_millis(500), |f| f["call_id"] == second)
+        .expect_none(Duration::from_millis(500), |f| {
+            f["call_id"] == second.as_str()
+        })
         .await;
     ben_ws
         .ok(json!({"type": "call.reject", "call_id": id}))
