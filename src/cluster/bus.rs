@@ -304,9 +304,33 @@ pub struct Listeners {
     pub revoked: OnRevoke,
 }
 
+/// A pub/sub connection subscribed to the cluster channel and this node's own. A node opens
+/// one before it registers, so that no other node can pick it (for a call handed over, say)
+/// before what is sent to it is heard.
+pub async fn listen(
+    client: &redis::Client,
+    keys: &Keys,
+    node: &str,
+) -> Result<redis::aio::PubSub, String> {
+    let mut pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| "connecting timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        TIMEOUT,
+        pubsub.subscribe(&[keys.cluster_channel(), keys.node_channel(node)]),
+    )
+    .await
+    .map_err(|_| "subscribing timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok(pubsub)
+}
+
 /// Keeps a pub/sub connection subscribed to the cluster channel, this node's channel and the
-/// wanted user channels, reconnecting forever, and hands what arrives to its listeners. Every
-/// reconnection after the first asks the hub to resync: what was published meanwhile is lost.
+/// wanted user channels, reconnecting forever, and hands what arrives to its listeners.
+/// `listening` is the connection opened at join, used first. Every reconnection after the
+/// first asks the hub to resync: what was published meanwhile is lost.
+#[allow(clippy::too_many_arguments)]
 pub async fn subscriber(
     client: redis::Client,
     keys: Keys,
@@ -315,14 +339,24 @@ pub async fn subscriber(
     health: Arc<Health>,
     listeners: Listeners,
     ping_every: Duration,
+    mut listening: Option<redis::aio::PubSub>,
 ) {
     let mut first = true;
     loop {
-        match session(
-            &client, &keys, &node, &subs, &health, &listeners, ping_every, first,
-        )
-        .await
-        {
+        let opened = match listening.take() {
+            Some(pubsub) => Ok(pubsub),
+            None => listen(&client, &keys, &node).await,
+        };
+        let served = match opened {
+            Ok(pubsub) => {
+                session(
+                    pubsub, &keys, &node, &subs, &health, &listeners, ping_every, first,
+                )
+                .await
+            }
+            Err(why) => Err(why),
+        };
+        match served {
             Ok(()) => {}
             Err(why) => {
                 log::warn!("cluster: pub/sub connection lost: {why}");
@@ -334,9 +368,11 @@ pub async fn subscriber(
     }
 }
 
+/// Serves one pub/sub connection (already subscribed to the cluster and node channels) until
+/// it fails.
 #[allow(clippy::too_many_arguments)]
 async fn session(
-    client: &redis::Client,
+    pubsub: redis::aio::PubSub,
     keys: &Keys,
     node: &str,
     subs: &Subscriptions,
@@ -345,19 +381,8 @@ async fn session(
     ping_every: Duration,
     first: bool,
 ) -> Result<(), String> {
-    let pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| "connecting timed out".to_string())?
-        .map_err(|e| e.to_string())?;
     let (mut sink, mut stream) = pubsub.split();
     let timed = |what: &'static str| move |_| format!("{what} timed out");
-    tokio::time::timeout(
-        TIMEOUT,
-        sink.subscribe(&[keys.cluster_channel(), keys.node_channel(node)]),
-    )
-    .await
-    .map_err(timed("subscribing"))?
-    .map_err(|e| e.to_string())?;
     let mut subscribed: HashSet<String> = HashSet::new();
     catch_up(&mut sink, subs, &mut subscribed).await?;
     health.pubsub(Ok(()));

@@ -66,6 +66,9 @@ struct Inner {
     ops: mpsc::Sender<Op>,
     /// Taken by `start`.
     ops_rx: Mutex<Option<mpsc::Receiver<Op>>>,
+    /// The pub/sub connection opened at join, subscribed to the cluster and node channels;
+    /// taken by `start`.
+    listening: Mutex<Option<redis::aio::PubSub>>,
     revoked: OnRevoke,
     calls: OnCall,
     /// The registration keeper, stopped when the node leaves.
@@ -121,6 +124,10 @@ impl Cluster {
                 .await
                 .map_err(failed)?;
         }
+        // Listening before registering: once registered, other nodes may send to this one.
+        let listening = bus::listen(&client, &keys, &node)
+            .await
+            .map_err(StartupError::Redis)?;
         // Always in full: the sweep above unlisted the node, even if its key was still there.
         node::register(&mut conn, &keys, &node, timings)
             .await
@@ -143,6 +150,7 @@ impl Cluster {
                 subs: Arc::default(),
                 ops,
                 ops_rx: Mutex::new(Some(ops_rx)),
+                listening: Mutex::new(Some(listening)),
                 revoked: Arc::default(),
                 calls: Arc::default(),
                 keeper: Mutex::new(None),
@@ -192,6 +200,7 @@ impl Cluster {
                 revoked: inner.revoked.clone(),
             },
             inner.timings.refresh,
+            inner.listening.lock().ok().and_then(|mut l| l.take()),
         ));
     }
 
