@@ -649,6 +649,18 @@ async fn status_changes_reach_friends_and_the_friends_list(backend: Backend) {
         .request(json!({"type": "presence.set", "status": "online", "message": "x".repeat(141)}))
         .await;
     assert_eq!(too_long["error"], "invalid_frame");
+    // Control characters (a newline, an escape, a NUL) are refused; the status stays.
+    for bad in ["two\nlines", "\u{1b}[2Jwiped", "nul\u{0}here"] {
+        let refused = ben_ws
+            .request(json!({"type": "presence.set", "status": "away", "message": bad}))
+            .await;
+        assert_eq!(refused["error"], "invalid_frame", "{bad:?}: {refused}");
+    }
+    amy_ws
+        .expect_none(Duration::from_millis(200), |f| f["type"] == "presence")
+        .await;
+    let list = app.get("/api/v1/friends", &amy).await;
+    assert_eq!(list.body["friends"][0]["presence"], "dnd");
 }
 
 async fn presence_never_reaches_strangers_or_blocked_users(backend: Backend) {

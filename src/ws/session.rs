@@ -551,18 +551,19 @@ impl UserSession {
     }
 }
 
-/// A status message trimmed, empty meaning none, and at most 140 characters.
+/// A status message trimmed, empty meaning none, at most 140 characters and without control
+/// characters (a friend's screen shows it as it is: no newlines, escapes or NULs in it).
 pub fn status_message(message: Option<String>) -> Result<Option<String>, AppError> {
     let message = message
         .map(|m| m.trim().to_owned())
         .filter(|m| !m.is_empty());
     if message
         .as_ref()
-        .is_some_and(|m| m.chars().count() > MAX_STATUS_MESSAGE)
+        .is_some_and(|m| m.chars().count() > MAX_STATUS_MESSAGE || m.chars().any(char::is_control))
     {
         return Err(AppError::new(
             ErrorCode::InvalidFrame,
-            "status messages are at most 140 characters",
+            "status messages are at most 140 characters, without control characters",
         ));
     }
     Ok(message)
