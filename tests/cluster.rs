@@ -573,6 +573,10 @@ async fn a_redis_outage_keeps_local_users_served_and_the_cluster_converges_when_
     let (mut amy_ws, _) = socket(&n1, &amy).await;
     let (mut ben_ws, _) = socket(&n2, &ben).await;
     let (mut cat_ws, _) = socket(&n1, &cat).await;
+    // Dan (no friends) has a session on each node and a socket of the second on n2.
+    let dan = register(&n1, "dan").await;
+    let dan_elsewhere = login(&n2, "dan", "password-dan").await;
+    let (mut dan_on_n2, _) = socket(&n2, &dan_elsewhere).await;
     presence_of(&mut amy_ws, "ben", "online").await;
     presence_of(&mut amy_ws, "cat", "online").await;
     eventually(Duration::from_secs(5), "n1 ready", || async {
@@ -607,6 +611,9 @@ async fn a_redis_outage_keeps_local_users_served_and_the_cluster_converges_when_
         asked.elapsed() < Duration::from_secs(3),
         "GET /friends hung"
     );
+    // Dan logs out everywhere on n1 while no node can tell another.
+    let (status, _) = post(&n1, "/api/v1/auth/logout-all", Some(&dan), json!({})).await;
+    assert_eq!(status, 204);
     // Longer than the node ttl: nobody is taken offline by the outage itself.
     actix_rt::time::sleep(NODE_TTL + Duration::from_secs(1)).await;
 
@@ -619,7 +626,13 @@ async fn a_redis_outage_keeps_local_users_served_and_the_cluster_converges_when_
         },
     )
     .await;
-    // Converged: the change made during the outage arrives, and the directory holds both.
+    // Converged: the revocation made during the outage closes dan's socket on n2, the change
+    // made during the outage arrives, and the directory holds both.
+    let closed = dan_on_n2.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4001, "session revoked")
+    );
     presence_of(&mut amy_ws, "ben", "dnd").await;
     eventually(Duration::from_secs(5), "n2 lists amy online", || async {
         listed_presence(&n2, &ben, "amy").await == "online"
@@ -643,6 +656,59 @@ async fn a_redis_outage_keeps_local_users_served_and_the_cluster_converges_when_
             f["type"] == "presence" && f["status"] == "offline"
         })
         .await;
+}
+
+#[actix_rt::test]
+async fn a_session_revoked_while_a_node_was_not_listening_is_closed_when_it_resyncs() {
+    if !redis_answers() {
+        return;
+    }
+    let redis = OwnRedis::start();
+    let Some(cluster) = Cluster::new(&redis.url()) else {
+        return;
+    };
+    let [n1, n2] = cluster.nodes().await;
+    let amy = register(&n1, "amy").await;
+    let elsewhere = login(&n2, "amy", "password-amy").await;
+    let (mut on_n2, _) = socket(&n2, &elsewhere).await;
+
+    // Every node's pub/sub connection drops; each reconnects half a second later. The
+    // logout's `revoke` message is published meanwhile, heard by nobody: n2 learns of it from
+    // the session's marker when it resyncs.
+    let mut conn = redis::Client::open(redis.url().as_str())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut conn)
+        .expect("CLIENT KILL");
+    assert!(killed >= 2, "both nodes' pub/sub connections: {killed}");
+    let (status, _) = post(&n1, "/api/v1/auth/logout-all", Some(&amy), json!({})).await;
+    assert_eq!(status, 204);
+    let closed = on_n2.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4001, "session revoked")
+    );
+    let markers: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:revoked:*", cluster.prefix))
+        .query(&mut conn)
+        .expect("KEYS");
+    assert_eq!(
+        markers.len(),
+        2,
+        "one marker per revoked session: {markers:?}"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&markers[0])
+        .query(&mut conn)
+        .expect("TTL");
+    assert!(
+        (86_000..=86_400).contains(&ttl),
+        "a marker lasts a day: {ttl}"
+    );
 }
 
 #[actix_rt::test]

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -189,6 +189,71 @@ pub enum Op {
     },
 }
 
+/// `revoke` messages not yet sent. Unlike other publishes, which a resync repairs, a lost
+/// revocation would leave a revoked session's sockets open on other nodes: so they wait here
+/// (not in the op queue, which drops when full) until Redis has taken them, retried while it
+/// is away. Bounded: past [`REVOCATIONS_HELD`] the oldest go, logged.
+#[derive(Default)]
+pub struct Revocations {
+    /// Oldest first; numbers grow by one.
+    pending: Mutex<(u64, VecDeque<Held>)>,
+    arrived: Notify,
+}
+
+/// `revoke` messages held for Redis at most.
+pub const REVOCATIONS_HELD: usize = 1024;
+/// How often held revocations are tried again while Redis is away.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// One `revoke` message waiting for Redis.
+#[derive(Clone)]
+struct Held {
+    number: u64,
+    /// The `revoke` envelope.
+    payload: String,
+    /// The `PREFIX:revoked:KEY` markers of its sessions.
+    markers: Vec<String>,
+}
+
+impl Revocations {
+    fn with<T>(&self, f: impl FnOnce(&mut (u64, VecDeque<Held>)) -> T) -> T {
+        let mut pending = match self.pending.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut pending)
+    }
+
+    /// Holds `payload` (a `revoke` envelope) and its sessions' `markers` until they are sent.
+    pub fn hold(&self, payload: String, markers: Vec<String>) {
+        let dropped = self.with(|(next, pending)| {
+            *next += 1;
+            pending.push_back(Held {
+                number: *next,
+                payload,
+                markers,
+            });
+            pending.len() > REVOCATIONS_HELD && pending.pop_front().is_some()
+        });
+        if dropped {
+            log::error!(
+                "cluster: more than {REVOCATIONS_HELD} revocations wait for Redis; the oldest was dropped"
+            );
+        }
+        self.arrived.notify_one();
+    }
+
+    /// The oldest `n` held, to send; they stay held until [`Self::sent`].
+    fn oldest(&self, n: usize) -> Vec<Held> {
+        self.with(|(_, pending)| pending.iter().take(n).cloned().collect())
+    }
+
+    /// Those numbered up to `last` were sent.
+    fn sent(&self, last: u64) {
+        self.with(|(_, pending)| pending.retain(|held| held.number > last));
+    }
+}
+
 /// Told of sessions revoked on another node, to refuse their relay credentials here: set
 /// once at start, when the relay is known.
 pub type OnRevoke = Arc<OnceLock<Box<dyn Fn(&UserId, &[String]) + Send + Sync>>>;
@@ -232,18 +297,37 @@ impl Subscriptions {
 
 /// Sends queued ops in pipelined batches, until the node leaves. A batch that fails is
 /// dropped and marks the command connection down, so the next successful refresh resyncs
-/// what it carried. Leaving comes after every op queued before it, so nothing written before
-/// the leave outlives it, and nothing is written after.
+/// what it carried; held revocations go first in every batch and stay held until one
+/// succeeds. Leaving comes after every op queued before it, so nothing written before the
+/// leave outlives it, and nothing is written after.
 pub async fn publisher(
     mut conn: ConnectionManager,
     keys: Keys,
     node: String,
     health: Arc<Health>,
     mut ops: mpsc::Receiver<Op>,
+    revocations: Arc<Revocations>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    while ops.recv_many(&mut batch, BATCH).await > 0 {
+    let mut retrying = false;
+    loop {
+        let woken = tokio::select! {
+            got = ops.recv_many(&mut batch, BATCH) => got > 0,
+            () = revocations.arrived.notified(), if !retrying => true,
+            () = tokio::time::sleep(RETRY_EVERY), if retrying => true,
+        };
+        if !woken {
+            return;
+        }
+        let held = revocations.oldest(BATCH);
         let mut pipe = redis::pipe();
+        for held in &held {
+            for marker in &held.markers {
+                pipe.set_ex(marker, 1, super::REVOKED_KEPT.as_secs())
+                    .ignore();
+            }
+            pipe.publish(keys.cluster_channel(), &held.payload).ignore();
+        }
         let mut leave = None;
         for op in batch.drain(..) {
             match op {
@@ -267,7 +351,11 @@ pub async fn publisher(
                 }
             }
         }
-        send(&mut conn, &pipe, &health).await;
+        let sent = send(&mut conn, &pipe, &health).await;
+        if let (true, Some(last)) = (sent, held.last()) {
+            revocations.sent(last.number);
+        }
+        retrying = !sent && !held.is_empty();
         if let Some(done) = leave {
             match tokio::time::timeout(TIMEOUT, super::node::leave(&mut conn, &keys, &node)).await {
                 Ok(Ok(n)) => log::info!("cluster: node {node} left; removed {n} user(s)"),
@@ -280,12 +368,13 @@ pub async fn publisher(
     }
 }
 
-async fn send(conn: &mut ConnectionManager, pipe: &redis::Pipeline, health: &Health) {
+/// Sends `pipe`; answers whether Redis took it.
+async fn send(conn: &mut ConnectionManager, pipe: &redis::Pipeline, health: &Health) -> bool {
     if pipe.cmd_iter().next().is_none() {
-        return;
+        return true;
     }
     let failed = match tokio::time::timeout(TIMEOUT, pipe.exec_async(conn)).await {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => return true,
         Ok(Err(e)) => e.to_string(),
         Err(_) => "writing timed out".to_owned(),
     };
@@ -294,6 +383,7 @@ async fn send(conn: &mut ConnectionManager, pipe: &redis::Pipeline, health: &Hea
         log::warn!("cluster: writes and publishes lost until Redis answers again: {failed}");
     }
     health.commands(Err(failed));
+    false
 }
 
 /// Where what arrives goes: presence to the hub, calls to the router, a revocation to the

@@ -71,6 +71,12 @@ impl Keys {
         format!("{}:to:{node}", self.prefix)
     }
 
+    /// `PREFIX:revoked:KEY`: a session revoked within [`super::REVOKED_KEPT`], for a node
+    /// that missed the `revoke` message; KEY is [`super::session_marker`] of its token hash.
+    pub fn revoked(&self, key: &str) -> String {
+        format!("{}:revoked:{key}", self.prefix)
+    }
+
     /// `PREFIX:cluster`: node events every node hears (a node lost, a node restarted).
     pub fn cluster_channel(&self) -> String {
         format!("{}:cluster", self.prefix)

@@ -12,6 +12,7 @@ pub mod health;
 pub mod keys;
 pub mod node;
 
+use crate::auth::token::{self, HashKey};
 use crate::config::{Config, DatabaseUrl};
 use crate::error::StartupError;
 use crate::ids::{CallId, UserId};
@@ -25,6 +26,16 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::mpsc;
+
+/// How long a revoked session's marker stays in Redis: a node cut off from Redis for longer
+/// than this misses revocations made meanwhile (its sockets of those sessions stay open until
+/// they close or the node restarts).
+pub const REVOKED_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A session as its `PREFIX:revoked:KEY` marker names it: its [`HashKey`] in hex.
+pub fn session_marker(key: &HashKey) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// What the cluster tells the presence hub.
 #[derive(Message)]
@@ -63,6 +74,8 @@ struct Inner {
     lost: Lost,
     alive: node::Alive,
     subs: Arc<Subscriptions>,
+    /// Revocations waiting for Redis, sent first in every batch.
+    revocations: Arc<bus::Revocations>,
     ops: mpsc::Sender<Op>,
     /// Taken by `start`.
     ops_rx: Mutex<Option<mpsc::Receiver<Op>>>,
@@ -148,6 +161,7 @@ impl Cluster {
                 lost: Arc::new(RwLock::new(HashSet::new())),
                 alive: Arc::default(),
                 subs: Arc::default(),
+                revocations: Arc::default(),
                 ops,
                 ops_rx: Mutex::new(Some(ops_rx)),
                 listening: Mutex::new(Some(listening)),
@@ -173,6 +187,7 @@ impl Cluster {
             inner.node.clone(),
             inner.health.clone(),
             ops_rx,
+            inner.revocations.clone(),
         ));
         let keeper = actix::spawn(node::keeper(
             inner.conn.clone(),
@@ -222,14 +237,26 @@ impl Cluster {
 
     /// `user`'s sessions were revoked here: every other node closes their sockets and refuses
     /// their relay credentials (in messages of at most `bus::BATCH` sessions).
+    /// Held until Redis takes them, even through an outage (`bus::Revocations`); each session
+    /// also gets a `PREFIX:revoked:KEY` marker for [`REVOKED_KEPT`], which a node that missed
+    /// the message finds when it resyncs ([`Cluster::revoked_among`]).
     pub fn sessions_revoked(&self, user: &UserId, token_hashes: &[String]) {
-        let channel = self.inner.keys.cluster_channel();
         for chunk in token_hashes.chunks(bus::BATCH) {
-            let body = Body::Revoke {
-                user: user.to_string(),
-                sessions: chunk.to_vec(),
+            let envelope = Envelope {
+                from: self.inner.node.clone(),
+                body: Body::Revoke {
+                    user: user.to_string(),
+                    sessions: chunk.to_vec(),
+                },
             };
-            self.publish(vec![channel.clone()], body);
+            let markers = chunk
+                .iter()
+                .map(|hash| self.inner.keys.revoked(&session_marker(&token::key(hash))))
+                .collect();
+            match serde_json::to_string(&envelope) {
+                Ok(payload) => self.inner.revocations.hold(payload, markers),
+                Err(e) => log::error!("cluster: cannot encode a revocation: {e}"),
+            }
         }
     }
 
@@ -417,6 +444,34 @@ impl Cluster {
 
     /// Every other live node's view of each of `users`; an error (Redis away, or slow) says
     /// why. Bounded by the Redis timeout.
+    /// Which of `sessions` (as devices keep them) were revoked on some node within
+    /// [`REVOKED_KEPT`]: read from their markers, [`bus::BATCH`] per round trip.
+    /// Tried even while the command connection is marked down: a resync may come first.
+    pub async fn revoked_among(&self, sessions: Vec<HashKey>) -> Result<HashSet<HashKey>, String> {
+        let mut conn = self.inner.conn.clone();
+        let mut revoked = HashSet::new();
+        for chunk in sessions.chunks(bus::BATCH) {
+            let mut pipe = redis::pipe();
+            for session in chunk {
+                pipe.exists(self.inner.keys.revoked(&session_marker(session)));
+            }
+            let found: Vec<bool> =
+                match tokio::time::timeout(bus::TIMEOUT, pipe.query_async(&mut conn)).await {
+                    Ok(Ok(found)) => found,
+                    Ok(Err(e)) => return Err(format!("redis: {e}")),
+                    Err(_) => return Err("redis: no answer in time".into()),
+                };
+            revoked.extend(
+                chunk
+                    .iter()
+                    .zip(found)
+                    .filter(|(_, found)| *found)
+                    .map(|(session, _)| *session),
+            );
+        }
+        Ok(revoked)
+    }
+
     pub async fn read(
         &self,
         users: &[UserId],

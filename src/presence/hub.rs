@@ -647,13 +647,13 @@ impl PresenceHub {
             return;
         };
         let revoked: HashSet<HashKey> = token_hashes.iter().map(|h| token::key(h)).collect();
-        for device in &online.devices {
-            if revoked.contains(device.session_key()) {
-                device.kick(Kick {
-                    code: close::REVOKED,
-                    reason: "session revoked",
-                });
-            }
+        close_revoked(&online.devices, &revoked);
+    }
+
+    /// Closes every device here whose session is in `revoked`, whoever its user.
+    pub(super) fn close_revoked(&self, revoked: &HashSet<HashKey>) {
+        for online in self.users.values() {
+            close_revoked(&online.devices, revoked);
         }
     }
 }
@@ -707,5 +707,17 @@ impl Handler<CloseAll> for PresenceHub {
                 log::warn!("could not record last_seen at shutdown: {e}");
             }
         })
+    }
+}
+
+/// Closes those of `devices` whose session is in `revoked`.
+fn close_revoked(devices: &[DeviceHandle], revoked: &HashSet<HashKey>) {
+    for device in devices {
+        if revoked.contains(device.session_key()) {
+            device.kick(Kick {
+                code: close::REVOKED,
+                reason: "session revoked",
+            });
+        }
     }
 }

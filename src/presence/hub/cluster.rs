@@ -7,6 +7,7 @@
 //! changes. Which friends here follow a user held only elsewhere is learnt from the channel a
 //! message arrived on (each friend's channel gets its copy), kept in `Remote::watchers`.
 use super::{Online, PresenceHub};
+use crate::auth::token::HashKey;
 use crate::availability::SetBusy;
 use crate::cluster::bus::{Body, Envelope, FriendChange};
 use crate::cluster::directory::{self, NodeView};
@@ -345,12 +346,41 @@ impl PresenceHub {
             "cluster: resync: {} user(s) here written again",
             self.users.len()
         );
+        self.close_revoked_meanwhile(ctx);
         if let Some(pending) = self.reread.take() {
             ctx.cancel_future(pending);
         }
         self.reread = Some(ctx.run_later(cluster.settle_time(), |hub, ctx| {
             hub.reread = None;
             hub.reread_followed(ctx);
+        }));
+    }
+
+    /// Closes the sockets here of sessions revoked on other nodes while this one may not have
+    /// heard (part of a resync): their markers in Redis say so.
+    fn close_revoked_meanwhile(&self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let sessions: Vec<HashKey> = self
+            .users
+            .values()
+            .flat_map(|online| online.devices.iter().map(|d| *d.session_key()))
+            .collect();
+        if sessions.is_empty() {
+            return;
+        }
+        let check = async move { cluster.revoked_among(sessions).await };
+        ctx.spawn(check.into_actor(self).map(|found, hub, _| match found {
+            Ok(revoked) if !revoked.is_empty() => {
+                log::info!(
+                    "cluster: resync: {} session(s) revoked elsewhere meanwhile; closing",
+                    revoked.len()
+                );
+                hub.close_revoked(&revoked);
+            }
+            Ok(_) => {}
+            Err(why) => log::warn!("cluster: resync could not check revocations: {why}"),
         }));
     }
 
