@@ -628,11 +628,7 @@ async fn a_redis_outage_keeps_local_users_served_and_the_cluster_converges_when_
     .await;
     // Converged: the revocation made during the outage closes dan's socket on n2, the change
     // made during the outage arrives, and the directory holds both.
-    let closed = dan_on_n2.expect_close().await;
-    assert_eq!(
-        (closed.code, closed.reason.as_str()),
-        (4001, "session revoked")
-    );
+    expect_revoked(&mut dan_on_n2).await;
     presence_of(&mut amy_ws, "ben", "dnd").await;
     eventually(Duration::from_secs(5), "n2 lists amy online", || async {
         listed_presence(&n2, &ben, "amy").await == "online"
@@ -687,11 +683,7 @@ async fn a_session_revoked_while_a_node_was_not_listening_is_closed_when_it_resy
     assert!(killed >= 2, "both nodes' pub/sub connections: {killed}");
     let (status, _) = post(&n1, "/api/v1/auth/logout-all", Some(&amy), json!({})).await;
     assert_eq!(status, 204);
-    let closed = on_n2.expect_close().await;
-    assert_eq!(
-        (closed.code, closed.reason.as_str()),
-        (4001, "session revoked")
-    );
+    expect_revoked(&mut on_n2).await;
     let markers: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:revoked:*", cluster.prefix))
         .query(&mut conn)
@@ -749,11 +741,7 @@ async fn sessions_revoked_on_one_node_close_their_sockets_on_the_others() {
     // Logging out everywhere on n1 closes the sockets on n2 and n3 as n1 closes its own.
     let (status, _) = post(&n1, "/api/v1/auth/logout-all", Some(&first), json!({})).await;
     assert_eq!(status, 204);
-    let closed = on_n2.expect_close().await;
-    assert_eq!(
-        (closed.code, closed.reason.as_str()),
-        (4001, "session revoked")
-    );
+    expect_revoked(&mut on_n2).await;
     assert_eq!(on_n3.expect_close().await.code, 4001);
     assert_eq!(own_on_n1.expect_close().await.code, 4001);
 
@@ -962,6 +950,15 @@ async fn a_node_stops_within_seconds_while_redis_hangs() {
 // ---- calls across nodes ---------------------------------------------------------------------
 
 /// `caller` invites `callee`: the call id, once `rung` (every socket of the callee) rings.
+/// `ws` is closed as its session was revoked (4001).
+async fn expect_revoked(ws: &mut WsClient) {
+    let closed = ws.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (4001, "session revoked")
+    );
+}
+
 /// `caller` invites `callee`, who cannot be rung: the invite is acknowledged and the call
 /// ends at once with `reason`. Answers the call's id.
 async fn invite_ends(caller: &mut WsClient, callee: &str, reason: &str) -> String {
