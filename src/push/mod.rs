@@ -5,6 +5,7 @@
 //! to the [`sender`], which never makes its caller wait.
 pub mod index;
 pub mod keys;
+pub mod resolver;
 pub mod sender;
 pub mod subscription;
 
@@ -58,7 +59,8 @@ impl Push {
         }
         let public_key = vapid.public_key.clone();
         let index = Arc::new(Mutex::new(index));
-        let sender = Sender::start(vapid, db.clone(), index.clone());
+        let loopback = config.push_allow_insecure_endpoints;
+        let sender = Sender::start(vapid, db.clone(), index.clone(), loopback);
         Ok(Self(Arc::new(Inner {
             public_key,
             index,

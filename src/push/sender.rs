@@ -6,6 +6,7 @@
 //! dropped the subscription, so it is deleted here too.
 use super::index::Index;
 use super::keys::Vapid;
+use super::resolver::PublicOnly;
 use super::subscription::Target;
 use crate::db::{self, Db};
 use crate::ids::UserId;
@@ -77,13 +78,14 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Starts the sending thread.
-    pub fn start(vapid: Vapid, db: Db, index: Arc<Mutex<Index>>) -> Self {
+    /// Starts the sending thread. `loopback`: push services on loopback may be reached
+    /// (tests', with `--push-allow-insecure-endpoints`).
+    pub fn start(vapid: Vapid, db: Db, index: Arc<Mutex<Index>>, loopback: bool) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let shared = Arc::new(Shared { vapid, db, index });
         // The thread lives as long as the process; dropping its handle does not stop it.
         Arbiter::new().spawn_fn(move || {
-            actix::spawn(run(queue, shared));
+            actix::spawn(run(queue, shared, loopback));
         });
         Self { jobs }
     }
@@ -119,8 +121,8 @@ impl Sender {
 /// Per subscription (by session) with a push in flight: the pushes waiting behind it.
 type Lanes = Rc<RefCell<HashMap<Arc<str>, VecDeque<Job>>>>;
 
-async fn run(mut queue: mpsc::Receiver<Job>, shared: Arc<Shared>) {
-    let client = client();
+async fn run(mut queue: mpsc::Receiver<Job>, shared: Arc<Shared>, loopback: bool) {
+    let client = client(loopback);
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let lanes = Lanes::default();
     while let Some(job) = queue.recv().await {
@@ -161,13 +163,14 @@ async fn run(mut queue: mpsc::Receiver<Job>, shared: Arc<Shared>) {
 }
 
 type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<HttpConnector>,
+    hyper_rustls::HttpsConnector<HttpConnector<PublicOnly>>,
     http_body_util::Full<hyper::body::Bytes>,
 >;
 
 /// An HTTP/1.1 client for https push services (the Mozilla root store, rustls on ring) and,
-/// for tests, plain http. It follows no redirects.
-fn client() -> Client {
+/// for tests, plain http. It follows no redirects, and connects only to public addresses
+/// ([`PublicOnly`]; loopback too with `loopback`).
+fn client(loopback: bool) -> Client {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -182,7 +185,7 @@ fn client() -> Client {
                 .with_no_client_auth()
         }
     };
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(PublicOnly::new(loopback));
     http.enforce_http(false);
     http.set_connect_timeout(Some(TIMEOUT));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()

@@ -84,8 +84,8 @@ impl Target {
 }
 
 /// Addresses a push service never has: the broker does not POST into its own networks.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
+pub(super) fn is_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => {
             v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
         }
