@@ -237,25 +237,22 @@ impl Cluster {
 
     /// `user`'s sessions were revoked here: every other node closes their sockets and refuses
     /// their relay credentials (in messages of at most `bus::BATCH` sessions).
+    ///
     /// Held until Redis takes them, even through an outage (`bus::Revocations`); each session
     /// also gets a `PREFIX:revoked:KEY` marker for [`REVOKED_KEPT`], which a node that missed
     /// the message finds when it resyncs ([`Cluster::revoked_among`]).
     pub fn sessions_revoked(&self, user: &UserId, token_hashes: &[String]) {
         for chunk in token_hashes.chunks(bus::BATCH) {
-            let envelope = Envelope {
-                from: self.inner.node.clone(),
-                body: Body::Revoke {
-                    user: user.to_string(),
-                    sessions: chunk.to_vec(),
-                },
+            let revoke = Body::Revoke {
+                user: user.to_string(),
+                sessions: chunk.to_vec(),
             };
             let markers = chunk
                 .iter()
                 .map(|hash| self.inner.keys.revoked(&session_marker(&token::key(hash))))
                 .collect();
-            match serde_json::to_string(&envelope) {
-                Ok(payload) => self.inner.revocations.hold(payload, markers),
-                Err(e) => log::error!("cluster: cannot encode a revocation: {e}"),
+            if let Some(payload) = self.encode(revoke) {
+                self.inner.revocations.hold(payload, markers);
             }
         }
     }
@@ -381,14 +378,20 @@ impl Cluster {
     }
 
     fn publish(&self, channels: Vec<String>, body: Body) {
+        if let Some(payload) = self.encode(body) {
+            self.queue(Op::Publish { channels, payload });
+        }
+    }
+
+    /// `body` in an envelope from this node, as JSON (`None`, logged: it could not be).
+    fn encode(&self, body: Body) -> Option<String> {
         let envelope = Envelope {
             from: self.inner.node.clone(),
             body,
         };
-        match serde_json::to_string(&envelope) {
-            Ok(payload) => self.queue(Op::Publish { channels, payload }),
-            Err(e) => log::error!("cluster: cannot encode a message: {e}"),
-        }
+        serde_json::to_string(&envelope)
+            .map_err(|e| log::error!("cluster: cannot encode a message: {e}"))
+            .ok()
     }
 
     /// Call `call` of `users` is live as `live` says, or over (`None`).
@@ -442,8 +445,6 @@ impl Cluster {
         }
     }
 
-    /// Every other live node's view of each of `users`; an error (Redis away, or slow) says
-    /// why. Bounded by the Redis timeout.
     /// Which of `sessions` (as devices keep them) were revoked on some node within
     /// [`REVOKED_KEPT`]: read from their markers, [`bus::BATCH`] per round trip.
     /// Tried even while the command connection is marked down: a resync may come first.
@@ -472,6 +473,8 @@ impl Cluster {
         Ok(revoked)
     }
 
+    /// Every other live node's view of each of `users`; an error (Redis away, or slow) says
+    /// why. Bounded by the Redis timeout.
     pub async fn read(
         &self,
         users: &[UserId],
