@@ -126,16 +126,7 @@ struct Phase {
 }
 
 fn loads(options: &Options) -> Vec<(String, Load)> {
-    let mut loads = vec![(
-        "closed".to_owned(),
-        Load::Closed {
-            window: options.relay_window,
-        },
-    )];
-    for &rate in &options.cluster_rates {
-        loads.push((format!("open_{rate:.0}"), Load::Open { rate }));
-    }
-    loads
+    Load::series(options.relay_window, &options.cluster_rates)
 }
 
 fn sample_redis(pid: Option<u32>) -> Option<ProcSample> {

@@ -22,16 +22,7 @@ struct ServerRun {
 }
 
 fn loads(options: &Options) -> Vec<(String, Load)> {
-    let mut loads = vec![(
-        "closed".to_owned(),
-        Load::Closed {
-            window: options.relay_window,
-        },
-    )];
-    for &rate in &options.relay_rates {
-        loads.push((format!("open_{rate:.0}"), Load::Open { rate }));
-    }
-    loads
+    Load::series(options.relay_window, &options.relay_rates)
 }
 
 /// Drives `links` through every load; the first, unrecorded second warms both sides up.

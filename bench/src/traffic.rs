@@ -42,6 +42,16 @@ pub enum Load {
 }
 
 impl Load {
+    /// The closed loop with `window` frames in flight, then an open loop at each of `rates`,
+    /// each with its name in the report (`closed`, `open_RATE`).
+    pub fn series(window: usize, rates: &[f64]) -> Vec<(String, Load)> {
+        let mut loads = vec![("closed".to_owned(), Load::Closed { window })];
+        for &rate in rates {
+            loads.push((format!("open_{rate:.0}"), Load::Open { rate }));
+        }
+        loads
+    }
+
     fn label(&self) -> String {
         match self {
             Load::Closed { window } => format!("closed loop, {window} in flight per direction"),
