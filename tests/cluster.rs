@@ -950,6 +950,31 @@ async fn a_node_stops_within_seconds_while_redis_hangs() {
 // ---- calls across nodes ---------------------------------------------------------------------
 
 /// `caller` invites `callee`: the call id, once `rung` (every socket of the callee) rings.
+/// Three nodes: amy on the first, ben on the second, cat on the third; amy and cat are both
+/// ben's friends.
+struct Trio {
+    nodes: [BrokerProcess; 3],
+    amy: String,
+    ben: String,
+    cat: String,
+}
+
+async fn trio(cluster: &Cluster) -> Trio {
+    let nodes = cluster.nodes().await;
+    let [n1, n2, n3] = &nodes;
+    let amy = register(n1, "amy").await;
+    let ben = register(n2, "ben").await;
+    let cat = register(n3, "cat").await;
+    befriend(n1, ("amy", &amy), n2, ("ben", &ben)).await;
+    befriend(n3, ("cat", &cat), n2, ("ben", &ben)).await;
+    Trio {
+        nodes,
+        amy,
+        ben,
+        cat,
+    }
+}
+
 /// `ws` is closed as its session was revoked (4001).
 async fn expect_revoked(ws: &mut WsClient) {
     let closed = ws.expect_close().await;
@@ -1022,12 +1047,12 @@ async fn a_call_rings_devices_on_other_nodes_and_signals_flow_between_nodes() {
     let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let [n1, n2, n3] = cluster.nodes().await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    let cat = register(&n3, "cat").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
-    befriend(&n3, ("cat", &cat), &n2, ("ben", &ben)).await;
+    let Trio {
+        nodes: [n1, n2, n3],
+        amy,
+        ben,
+        cat,
+    } = trio(&cluster).await;
     let (mut amy_ws, _) = socket(&n1, &amy).await;
     let (mut ben_phone, _) = socket(&n2, &ben).await;
     let (mut ben_laptop, _) = socket(&n3, &ben).await;
@@ -1308,12 +1333,12 @@ async fn a_callee_rung_from_one_node_is_busy_for_an_invite_from_another() {
     let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let [n1, n2, n3] = cluster.nodes().await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    let cat = register(&n3, "cat").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
-    befriend(&n3, ("cat", &cat), &n2, ("ben", &ben)).await;
+    let Trio {
+        nodes: [n1, n2, n3],
+        amy,
+        ben,
+        cat,
+    } = trio(&cluster).await;
     let (mut amy_ws, _) = socket(&n1, &amy).await;
     let (mut ben_ws, _) = socket(&n2, &ben).await;
     let (mut cat_ws, _) = socket(&n3, &cat).await;
@@ -1611,12 +1636,12 @@ async fn two_invites_to_one_user_from_two_nodes_ring_once() {
     let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let [n1, n2, n3] = cluster.nodes().await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    let cat = register(&n3, "cat").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
-    befriend(&n3, ("cat", &cat), &n2, ("ben", &ben)).await;
+    let Trio {
+        nodes: [n1, n2, n3],
+        amy,
+        ben,
+        cat,
+    } = trio(&cluster).await;
     let (mut amy_ws, _) = socket(&n1, &amy).await;
     let (mut ben_ws, _) = socket(&n2, &ben).await;
     let (mut cat_ws, _) = socket(&n3, &cat).await;
