@@ -1666,3 +1666,52 @@ async fn two_invites_to_one_user_from_two_nodes_ring_once() {
         .expect_none(Duration::from_millis(500), |f| f["type"] == "call.incoming")
         .await;
 }
+
+#[actix_rt::test]
+async fn a_device_that_connects_as_its_user_is_invited_rings() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let Trio {
+        nodes: [n1, n2, n3],
+        amy,
+        ben,
+        ..
+    } = trio(&cluster).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    // Round after round, a second device of ben joins a third node just as amy's invite is
+    // placed: at the same moment, or 1 or 2 ms before (where the invite's directory read and
+    // the device's lookup meet). Whichever comes first, the device rings.
+    for round in 0..42u64 {
+        let invite = json!({"type": "call.invite", "to": "ben", "media": "audio"});
+        let invite_lag = Duration::from_millis(round % 3);
+        let (invited, (mut joined, welcome)) = futures_util::join!(
+            async {
+                actix_rt::time::sleep(invite_lag).await;
+                amy_ws.ok(invite).await
+            },
+            socket(&n3, &ben)
+        );
+        let id = invited["call_id"].as_str().expect("call_id").to_owned();
+        let listed = welcome["calls"]
+            .as_array()
+            .and_then(|calls| calls.iter().find(|c| c["call_id"] == id.as_str()));
+        if let Some(call) = listed {
+            assert_eq!(call["state"], "ringing", "round {round}: {welcome}");
+        } else {
+            let incoming = joined
+                .recv_where(|f| f["type"] == "call.incoming" && f["call_id"] == id.as_str())
+                .await;
+            assert_eq!(incoming["from"], "amy", "round {round}: {incoming}");
+        }
+        ben_ws.recv_type("call.incoming").await;
+        amy_ws
+            .ok(json!({"type": "call.cancel", "call_id": id}))
+            .await;
+        ben_ws.expect_ended(&id, "cancelled").await;
+        joined.expect_ended(&id, "cancelled").await;
+        amy_ws.expect_ended(&id, "cancelled").await;
+        joined.close().await;
+    }
+}

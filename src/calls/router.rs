@@ -502,7 +502,9 @@ impl Handler<Attach> for CallRouter {
     type Result = ResponseActFuture<Self, Vec<CallSummary>>;
 
     /// In a cluster, a user with no call here is looked up in Redis (their call may be
-    /// owned by another node: the device can resume it here).
+    /// owned by another node: the device can resume it here, or ring for it). The lookup
+    /// waits until the directory entry the hub wrote for this device is sent: an invite
+    /// reserves, then reads the directory, so it rings this node or this lookup finds it.
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Self::Result {
         let (user, device) = (msg.user.clone(), msg.device.id());
         let here = self.attach(msg, ctx);
@@ -512,7 +514,10 @@ impl Handler<Attach> for CallRouter {
             }
             _ => return Box::pin(fut::ready(here)),
         };
-        let read = async move { lookup.call_of(&user).await.map(|found| (user, found)) };
+        let read = async move {
+            lookup.flushed().await;
+            lookup.call_of(&user).await.map(|found| (user, found))
+        };
         Box::pin(read.into_actor(self).map(move |found, router, _| {
             match found {
                 Ok((user, found)) => router
@@ -595,8 +600,8 @@ impl CallRouter {
 impl Handler<PlaceCall> for CallRouter {
     type Result = ResponseActFuture<Self, Result<Placed, AppError>>;
 
-    /// In a cluster, the directory is read first (one Redis round trip): is the callee online,
-    /// or busy, on other nodes?
+    /// In a cluster, both users are reserved first, then the directory is read (two Redis
+    /// round trips): is the callee online, or busy, on other nodes?
     fn handle(&mut self, msg: PlaceCall, ctx: &mut Context<Self>) -> Self::Result {
         let device = match self.caller_device(&msg) {
             Ok(device) => device,
@@ -612,6 +617,8 @@ impl Handler<PlaceCall> for CallRouter {
         };
         // Both users are reserved for the call in Redis, atomically, before anything rings:
         // a user is never in two calls, and invites that cross between nodes meet (glare).
+        // The directory is read after: a device of the callee that joins a node meanwhile
+        // either is in it, or finds the reservation when it attaches (see `Attach`).
         let live = cluster::LiveCall {
             owner: cluster.node().to_owned(),
             caller: msg.caller.user.to_string(),
@@ -621,11 +628,20 @@ impl Handler<PlaceCall> for CallRouter {
             media: msg.media,
             active: false,
         };
-        let (callee, reserving) = (msg.callee.user.clone(), id.clone());
+        let users = [msg.caller.user.clone(), msg.callee.user.clone()];
+        let reserving = id.clone();
         let read = async move {
-            let views = cluster.read(std::slice::from_ref(&callee)).await?;
             let reserved = cluster.reserve(&reserving, &live).await?;
-            Ok::<_, String>((views, reserved))
+            match cluster.read(std::slice::from_ref(&users[1])).await {
+                Ok(views) => Ok((views, reserved)),
+                Err(why) => {
+                    // Placed as when Redis cannot be reached: without the reservation.
+                    if reserved == crate::cluster::calls::Reserved::Ok {
+                        cluster.call_live(&reserving, [&users[0], &users[1]], None);
+                    }
+                    Err(why)
+                }
+            }
         };
         Box::pin(read.into_actor(self).then(move |found, router, ctx| {
             let placed = router.place_reserved(msg, device, id, found, ctx);

@@ -187,6 +187,8 @@ pub enum Op {
         channels: Vec<String>,
         payload: String,
     },
+    /// Answers once every op queued before it has been sent (or has failed).
+    Flushed { done: oneshot::Sender<()> },
 }
 
 /// `revoke` messages not yet sent. Unlike other publishes, which a resync repairs, a lost
@@ -329,6 +331,7 @@ pub async fn publisher(
             pipe.publish(keys.cluster_channel(), &held.payload).ignore();
         }
         let mut leave = None;
+        let mut flushed = Vec::new();
         for op in batch.drain(..) {
             match op {
                 Op::Write { user, view } => {
@@ -345,6 +348,7 @@ pub async fn publisher(
                         pipe.publish(channel, &payload).ignore();
                     }
                 }
+                Op::Flushed { done } => flushed.push(done),
                 Op::Leave { done } => {
                     leave = Some(done);
                     break;
@@ -352,6 +356,9 @@ pub async fn publisher(
             }
         }
         let sent = send(&mut conn, &pipe, &health).await;
+        for done in flushed {
+            let _ = done.send(());
+        }
         if let (true, Some(last)) = (sent, held.last()) {
             revocations.sent(last.number);
         }

@@ -79,9 +79,11 @@ return 0
 ";
 
 /// Reserves both users for a new call, atomically: `KEYS[1]`/`KEYS[2]` are the caller's and
-/// the callee's `incall` keys, `ARGV[1]` the value to set, `ARGV[2]` the expiry (ms),
-/// `ARGV[3]`/`ARGV[4]` the caller and callee ids, `ARGV[5]` the key prefix. A reservation
-/// whose owner node is gone counts as free. Answers `{'ok'}`, `{'busy'}` (the callee is in a
+/// the callee's `incall` keys, `KEYS[3]` the call's key, `ARGV[1]` the `incall` value to set,
+/// `ARGV[2]` the expiry (ms), `ARGV[3]`/`ARGV[4]` the caller and callee ids, `ARGV[5]` the key
+/// prefix, `ARGV[6]` the call's JSON. The call is written with the reservation, so that a
+/// device that finds its user reserved also finds the call (and rings). A reservation whose
+/// owner node is gone counts as free. Answers `{'ok'}`, `{'busy'}` (the callee is in a
 /// call), `{'engaged'}` (the caller is), or `{'glare', CALL, OWNER}`: the callee is calling
 /// the caller already, in call CALL held by OWNER.
 const RESERVE: &str = r"
@@ -102,6 +104,7 @@ end
 if live(redis.call('GET', KEYS[1])) then return {'engaged'} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[2])
 return {'ok'}
 ";
 
@@ -127,14 +130,23 @@ pub async fn reserve(
     call: &str,
     live: &LiveCall,
 ) -> redis::RedisResult<Reserved> {
+    let json = serde_json::to_string(live).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "cannot encode the call",
+            e.to_string(),
+        ))
+    })?;
     let answer: Vec<String> = redis::Script::new(RESERVE)
         .key(keys.in_call(&live.caller))
         .key(keys.in_call(&live.callee))
+        .key(keys.call(call))
         .arg(in_call_value(call, live))
         .arg(CALL_TTL_MS)
         .arg(&live.caller)
         .arg(&live.callee)
         .arg(keys.prefix())
+        .arg(json)
         .invoke_async(conn)
         .await?;
     Ok(match answer.as_slice() {

@@ -25,7 +25,7 @@ use node::{Lost, Timings};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long a revoked session's marker stays in Redis: a node cut off from Redis for longer
 /// than this misses revocations made meanwhile (its sockets of those sessions stay open until
@@ -266,7 +266,7 @@ impl Cluster {
         if let Some(keeper) = keeper {
             keeper.abort();
         }
-        let (done, left) = tokio::sync::oneshot::channel();
+        let (done, left) = oneshot::channel();
         let limit = bus::TIMEOUT + std::time::Duration::from_secs(1);
         let asked = tokio::time::timeout(limit, async {
             if self.inner.ops.send(Op::Leave { done }).await.is_ok() {
@@ -406,6 +406,15 @@ impl Cluster {
             users: users.map(|u| u.to_string()),
             live,
         });
+    }
+
+    /// Answers once every write and publish queued so far has been sent, or has failed, or
+    /// after the Redis timeout: what follows reads what they wrote.
+    pub async fn flushed(&self) {
+        let (done, sent) = oneshot::channel();
+        self.queue(Op::Flushed { done });
+        // Dropped (the queue is full, or the node left): nothing to wait for.
+        let _ = tokio::time::timeout(bus::TIMEOUT, sent).await;
     }
 
     /// Reserves the two users of a new call atomically (see `calls::reserve`). Bounded by
