@@ -122,11 +122,23 @@ fn opaque(raw: Option<&RawValue>) -> Option<Box<RawValue>> {
     raw.filter(|r| r.get() != "null").map(RawValue::to_owned)
 }
 
+/// A frame's `id` alone, whatever else it holds.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: ClientRef,
+}
+
 impl ClientFrame {
+    /// The `id` of a frame that did not read (a `type` that is not a string, say), when it is
+    /// a JSON object with one: read again for it alone, on this error path only.
+    fn id_of(text: &str) -> ClientRef {
+        serde_json::from_str::<IdOnly>(text).ok()?.id
+    }
+
     /// Parses one client frame.
     pub fn parse(text: &str) -> Result<Self, BadFrame> {
         let mut fields: Fields = serde_json::from_str(text).map_err(|e| BadFrame {
-            reference: None,
+            reference: Self::id_of(text),
             message: format!("bad frame: {e}"),
         })?;
         // The id is moved, never copied: into the frame, or into the error.
@@ -407,6 +419,11 @@ mod tests {
 
         let broken = ClientFrame::parse("{not json").unwrap_err();
         assert_eq!(broken.reference, None);
+
+        let mistyped = ClientFrame::parse(r#"{"id":1,"type":5}"#).unwrap_err();
+        assert_eq!(mistyped.reference, Some(Value::from(1)));
+        let not_an_object = ClientFrame::parse(r#"[1, 2]"#).unwrap_err();
+        assert_eq!(not_an_object.reference, None);
     }
 
     #[test]

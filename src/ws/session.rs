@@ -576,9 +576,9 @@ pub fn clip(reason: Option<String>) -> Option<String> {
     let reason: String = reason?
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_REASON)
         .collect();
-    let reason = reason.trim();
+    let reason: String = reason.trim().chars().take(MAX_REASON).collect();
+    let reason = reason.trim_end();
     (!reason.is_empty()).then(|| reason.to_owned())
 }
 
@@ -756,6 +756,18 @@ impl Handler<ToDevice> for UserSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_loses_control_characters_and_its_ends_before_it_is_cut() {
+        let padded = format!("{}\n{}", " ".repeat(300), "x".repeat(250));
+        assert_eq!(clip(Some(padded)), Some("x".repeat(MAX_REASON)));
+        assert_eq!(
+            clip(Some("line one\nline\0two ".into())),
+            Some("line one line two".into())
+        );
+        assert_eq!(clip(Some(" \t\r\n ".into())), None);
+        assert_eq!(clip(None), None);
+    }
 
     #[test]
     fn the_session_actor_stays_within_its_size() {
