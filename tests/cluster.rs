@@ -1715,3 +1715,152 @@ async fn a_device_that_connects_as_its_user_is_invited_rings() {
         joined.close().await;
     }
 }
+
+#[actix_rt::test]
+async fn a_ringing_call_handed_over_by_a_draining_node_keeps_its_ring_timeout() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let ring = ["--ring-timeout", "6s"];
+    let n1 = cluster.node_with(&ring).await;
+    let n2 = cluster.node_with(&ring).await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let placed = Instant::now();
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    // Halfway through the ring, the owner drains and hands the call to ben's node.
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    drain(n1, vec![amy_ws]).await;
+    ben_ws.expect_ended(&id, "no_answer").await;
+    // Ended 6 s after it was placed, not 6 s after the handover (9 s or more).
+    let rang = placed.elapsed();
+    assert!(rang < Duration::from_millis(7500), "rang for {rang:?}");
+}
+
+#[actix_rt::test]
+async fn a_call_is_placed_and_ended_over_rest_on_any_node() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let Trio {
+        nodes: [n1, n2, n3],
+        amy,
+        ben,
+        ..
+    } = trio(&cluster).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let end = |id: &str| format!("/api/v1/calls/{id}/end");
+    let call_ben = json!({"to": "ben", "media": "audio"});
+
+    // Placed over REST on a node with no device of amy's: her device on n1 takes the call.
+    let (status, placed) = post(&n3, "/api/v1/calls", Some(&amy), call_ben.clone()).await;
+    assert_eq!(
+        (status, &placed["merged"]),
+        (201, &json!(false)),
+        "{placed}"
+    );
+    let id = placed["call_id"].as_str().expect("call_id").to_owned();
+    assert_eq!(ben_ws.recv_type("call.incoming").await["call_id"], id);
+    assert_eq!(amy_ws.recv_type("call.ringing").await["call_id"], id);
+
+    // Declined as from a notification: ben's request reaches a node with no device of his.
+    let (status, body) = post(&n3, &end(&id), Some(&ben), json!({})).await;
+    assert_eq!(status, 204, "{body}");
+    amy_ws.expect_ended(&id, "declined").await;
+    ben_ws.expect_ended(&id, "declined").await;
+
+    // Hung up: amy's request reaches ben's node, which knows the call only as ben's.
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+    let (status, body) = post(&n2, &end(&id), Some(&amy), json!({})).await;
+    assert_eq!(status, 204, "{body}");
+    ben_ws.expect_ended(&id, "completed").await;
+    amy_ws.expect_ended(&id, "completed").await;
+
+    // Over now: not found on any node. And with no device anywhere, no call over REST.
+    amy_ws.close().await;
+    presence_of(&mut ben_ws, "amy", "offline").await;
+    for node in [&n1, &n2, &n3] {
+        let (status, body) = post(node, &end(&id), Some(&ben), json!({})).await;
+        assert_eq!((status, &body["error"]), (404, &json!("call_not_found")));
+        let (status, body) = post(node, "/api/v1/calls", Some(&amy), call_ben.clone()).await;
+        assert_eq!((status, &body["error"]), (409, &json!("not_connected")));
+    }
+}
+
+#[actix_rt::test]
+async fn unfriending_or_blocking_on_any_node_ends_a_call_between_the_two() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let Trio {
+        nodes: [n1, n2, n3],
+        amy,
+        ben,
+        cat,
+    } = trio(&cluster).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let (mut cat_ws, _) = socket(&n3, &cat).await;
+
+    // amy's call, on her node; she unfriends ben through the third node.
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    ben_ws
+        .ok(json!({"type": "call.accept", "call_id": id}))
+        .await;
+    amy_ws.recv_type("call.accepted").await;
+    let removed = send(
+        &n3,
+        awc::http::Method::DELETE,
+        "/api/v1/friends/ben",
+        &amy,
+        json!({}),
+    )
+    .await;
+    assert_eq!(removed, 204);
+    amy_ws.expect_ended(&id, "completed").await;
+    ben_ws.expect_ended(&id, "completed").await;
+    let refused = amy_ws
+        .request(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
+        .await;
+    assert_eq!(refused["error"], "not_friends", "{refused}");
+
+    // cat's call, ringing on her node; ben blocks her through amy's.
+    let id = invite(&mut cat_ws, "ben", &mut [&mut ben_ws]).await;
+    let blocked = send(
+        &n1,
+        awc::http::Method::PUT,
+        "/api/v1/blocks/cat",
+        &ben,
+        json!({}),
+    )
+    .await;
+    assert_eq!(blocked, 204);
+    cat_ws.expect_ended(&id, "declined").await;
+    ben_ws.expect_ended(&id, "declined").await;
+}
+
+#[actix_rt::test]
+async fn the_last_node_of_a_cluster_to_stop_closes_its_sockets_as_a_shutdown() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let mut node = cluster.node().await;
+    let amy = register(&node, "amy").await;
+    let (mut amy_ws, _) = socket(&node, &amy).await;
+    node.terminate();
+    // Nothing to hand over to: not "reconnect at once" (1012) but a shutdown (1001).
+    let closed = amy_ws.expect_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1001, "server shutting down")
+    );
+    assert!(node.wait_exit(Duration::from_secs(10)).is_some(), "exits");
+}

@@ -236,8 +236,14 @@ impl CallRouter {
                     self.recorder.do_send(WriteRecord { record, written });
                 }
                 Effect::StartRingTimer => {
+                    // Counted from when the call was placed: a ringing call handed over by a
+                    // draining node keeps its deadline.
+                    let rung = now_ms().saturating_sub(slot.call.created_at).max(0);
+                    let left = self
+                        .ring_timeout
+                        .saturating_sub(Duration::from_millis(rung.unsigned_abs()));
                     let id = slot.call.id.clone();
-                    slot.ring_timer = Some(ctx.run_later(self.ring_timeout, move |router, ctx| {
+                    slot.ring_timer = Some(ctx.run_later(left, move |router, ctx| {
                         let _ = router.dispatch(&id, Event::RingTimeout, ctx);
                     }));
                 }
@@ -601,11 +607,22 @@ impl Handler<PlaceCall> for CallRouter {
     type Result = ResponseActFuture<Self, Result<Placed, AppError>>;
 
     /// In a cluster, both users are reserved first, then the directory is read (two Redis
-    /// round trips): is the callee online, or busy, on other nodes?
+    /// round trips): is the callee online, or busy, on other nodes? A call placed over REST
+    /// by a caller whose devices are all on other nodes is placed on one of those.
     fn handle(&mut self, msg: PlaceCall, ctx: &mut Context<Self>) -> Self::Result {
         let device = match self.caller_device(&msg) {
             Ok(device) => device,
-            Err(err) => return Box::pin(fut::ready(Err(err))),
+            // Over REST in a cluster, the caller's device may be on another node.
+            Err(err) => {
+                let elsewhere = match msg.device {
+                    None => self.place_elsewhere(msg, ctx),
+                    Some(_) => None,
+                };
+                return match elsewhere {
+                    Some(placed) => Box::pin(placed.into_actor(self)),
+                    None => Box::pin(fut::ready(Err(err))),
+                };
+            }
         };
         if let Some(merged) = self.glare_elsewhere(&msg.caller.user, &msg.callee.user, device, ctx)
         {
@@ -825,7 +842,8 @@ impl Handler<ActOnCall> for CallRouter {
 }
 
 impl CallRouter {
-    /// An action on a call of this user owned by another node goes there.
+    /// An action on a call of this user owned by another node goes there. An end over REST
+    /// (no device) of a call this node knows nothing of is looked up in Redis first.
     fn act_elsewhere(
         &mut self,
         msg: &ActOnCall,
@@ -834,7 +852,13 @@ impl CallRouter {
         let away = self
             .remote
             .away(&msg.user)
-            .filter(|a| a.call == msg.call_id)?;
+            .filter(|a| a.call == msg.call_id);
+        let Some(away) = away else {
+            return match (&msg.device, &msg.action) {
+                (None, CallAction::End) => self.end_elsewhere(msg, ctx),
+                _ => None,
+            };
+        };
         let owner = away.owner.clone();
         let action = match &msg.action {
             CallAction::Accept => RemoteAction::Accept,
@@ -848,16 +872,17 @@ impl CallRouter {
             CallAction::End => RemoteAction::End,
             CallAction::Resume => RemoteAction::Resume,
         };
-        let Some(device) = msg.device else {
-            return Some(Box::pin(async {
+        let call = msg.call_id.clone();
+        Some(match msg.device {
+            Some(device) => self.forward_act(&owner, &call, &msg.user, device, action, ctx),
+            None if action == RemoteAction::End => self.forward_end(&owner, &call, &msg.user, ctx),
+            None => Box::pin(async {
                 Err(AppError::new(
                     ErrorCode::NotConnected,
                     "needs a connected device",
                 ))
-            }));
-        };
-        let call = msg.call_id.clone();
-        Some(self.forward_act(&owner, &call, &msg.user, device, action, ctx))
+            }),
+        })
     }
 
     fn act(&mut self, msg: ActOnCall, ctx: &mut Context<Self>) -> Result<(), AppError> {
@@ -1026,6 +1051,9 @@ impl Handler<PeersBefriended> for CallRouter {
     fn handle(&mut self, msg: PeersBefriended, _: &mut Context<Self>) {
         let [a, b] = &msg.users;
         self.severed.restore(a, b);
+        if let Some(cluster) = &self.cluster {
+            cluster.relation(&msg.users, false);
+        }
     }
 }
 
@@ -1033,9 +1061,20 @@ impl Handler<PeersSevered> for CallRouter {
     type Result = ();
 
     /// Ends any call between the two at once, as if `users[0]` hung up (cancelled, declined or
-    /// completed, by the call's state); ending it revokes its relay credentials.
+    /// completed, by the call's state); ending it revokes its relay credentials. In a
+    /// cluster, every other node's router hears it too: the call may be owned there.
     fn handle(&mut self, msg: PeersSevered, ctx: &mut Context<Self>) {
-        let [blocker, blocked] = &msg.users;
+        if let Some(cluster) = &self.cluster {
+            cluster.relation(&msg.users, true);
+        }
+        self.sever(&msg.users, ctx);
+    }
+}
+
+impl CallRouter {
+    /// `users` are friends no more: no call between them from now on, and the one between
+    /// them held here ends as if `users[0]` hung up.
+    fn sever(&mut self, [blocker, blocked]: &[UserId; 2], ctx: &mut Context<Self>) {
         self.severed.sever(blocker, blocked, Instant::now());
         let Some(id) = self
             .user_call

@@ -62,6 +62,12 @@ pub enum Body {
     Revoke { user: String, sessions: Vec<String> },
     /// On the user's channel: a call router (on any node) has them in a call, or no more.
     Busy { busy: bool },
+    /// On the cluster channel: the two users stopped being friends over REST on the sender
+    /// (unfriend, block, account deletion; the first acted): every call router refuses calls
+    /// between them, and the one owning a call between them ends it.
+    Severed { users: [String; 2] },
+    /// On the cluster channel: the two users became friends (again) over REST on the sender.
+    Befriended { users: [String; 2] },
     /// On the callee's channel, from the node that owns the call (the caller's): ring the
     /// callee's devices here, and answer `call_ringing` on the owner's node channel.
     CallRing {
@@ -94,11 +100,30 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply: Option<u64>,
     },
-    /// From the owner: how the `call_act` numbered `reply` went (`error`: refused).
+    /// To the owner: `user` ends `call` over REST (`POST /calls/{id}/end`), with no device;
+    /// the owner answers `call_acted` with the same number.
+    CallEnd {
+        call: String,
+        user: String,
+        reply: u64,
+    },
+    /// To a node holding a device of `caller`: `caller` places a call over REST
+    /// (`POST /calls`) on a node holding none. It is placed there, on their most recently
+    /// connected device, and answered `call_acted` with the call.
+    CallPlace {
+        caller: Box<super::calls::HandedParty>,
+        callee: Box<super::calls::HandedParty>,
+        media: Media,
+        reply: u64,
+    },
+    /// How the `call_act`, `call_end` or `call_place` numbered `reply` went (`error`: refused;
+    /// `placed`: the call a `call_place` placed).
     CallActed {
         reply: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<RemoteError>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        placed: Option<PlacedThere>,
     },
     /// To the owner: a `signal` frame of a device of `user`, to relay. `sdp` and `candidate`
     /// are the JSON the client sent.
@@ -148,6 +173,14 @@ pub enum RemoteAction {
     Left {
         revoked: bool,
     },
+}
+
+/// A call placed for a `call_place`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedThere {
+    pub call: String,
+    /// The invite met the callee's own (glare) and joined that call.
+    pub merged: bool,
 }
 
 /// A refusal, as the owner's router gave it.
@@ -594,7 +627,11 @@ fn deliver(keys: &Keys, node: &str, message: &redis::Msg, listeners: &Listeners)
         | Body::CallSignal { .. }
         | Body::CallOver { .. }
         | Body::CallHandover { .. }
-        | Body::CallOwner { .. } => to_router(envelope),
+        | Body::CallOwner { .. }
+        | Body::CallEnd { .. }
+        | Body::CallPlace { .. }
+        | Body::Severed { .. }
+        | Body::Befriended { .. } => to_router(envelope),
         Body::Presence { .. } | Body::Relation { .. } | Body::Busy { .. } => {}
     }
 }

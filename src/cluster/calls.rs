@@ -4,7 +4,8 @@
 //! lists the call, which it can then resume there) and before an invite (a callee in a call
 //! anywhere is busy).
 use super::keys::Keys;
-use crate::ids::{CallId, DeviceId};
+use crate::ids::{CallId, DeviceId, UserId};
+use crate::people::Party;
 use crate::vocabulary::Media;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ pub struct LiveCall {
     pub active: bool,
 }
 
-/// One side of a handed-over call.
+/// One side of a call, as nodes send it: of a handed-over call, or of one placed elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandedParty {
     pub user: String,
@@ -31,6 +32,25 @@ pub struct HandedParty {
     /// Its device in the call, unless it was on the node that handed the call over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceId>,
+}
+
+impl HandedParty {
+    pub fn new(party: &Party, device: Option<DeviceId>) -> Self {
+        Self {
+            user: party.user.to_string(),
+            username: party.username.clone(),
+            display_name: party.display_name.clone(),
+            device,
+        }
+    }
+
+    pub fn party(&self) -> Party {
+        Party {
+            user: UserId::from(self.user.clone()),
+            username: self.username.clone(),
+            display_name: self.display_name.clone(),
+        }
+    }
 }
 
 /// A live call a draining node hands to another (`call_handover`): its state, and where each

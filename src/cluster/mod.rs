@@ -372,6 +372,18 @@ impl Cluster {
         });
     }
 
+    /// The two users stopped being friends here (`severed`), or became friends: every other
+    /// node's call router hears it.
+    pub fn relation(&self, users: &[UserId; 2], severed: bool) {
+        let users = users.clone().map(|u| u.to_string());
+        let body = if severed {
+            Body::Severed { users }
+        } else {
+            Body::Befriended { users }
+        };
+        self.publish(vec![self.inner.keys.cluster_channel()], body);
+    }
+
     /// Sends `body` to whatever nodes hold `to`.
     pub fn send_to(&self, to: &UserId, body: Body) {
         self.publish(vec![self.inner.keys.user_channel(to.as_str())], body);

@@ -676,8 +676,10 @@ impl Handler<CloseAll> for PresenceHub {
 
     /// Closes every socket and records everyone online as last seen now.
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> Self::Result {
-        // A cluster node drains: its clients reconnect to the others, where their calls go on.
-        let kick = match self.cluster {
+        // A cluster node drains: its clients reconnect to the others, where their calls go on
+        // (the census taken as the calls were handed over found one alive).
+        let others = self.cluster.as_ref().and_then(|c| c.other_alive(&[]));
+        let kick = match others {
             Some(_) => Kick {
                 code: close::RESTART,
                 reason: "server restarting, reconnect",

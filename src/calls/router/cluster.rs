@@ -9,7 +9,7 @@
 //! (`Away`), so it knows where to send what its devices do.
 use super::super::recorder::SetOwner;
 use super::{CallRouter, Placed, RelaySignal};
-use crate::cluster::bus::{Body, Envelope, RemoteAction, RemoteError};
+use crate::cluster::bus::{Body, Envelope, PlacedThere, RemoteAction, RemoteError};
 pub(super) use crate::cluster::calls::LiveCall;
 use crate::cluster::calls::{HandedCall, HandedParty, Reserved};
 use crate::cluster::directory::{self, NodeView};
@@ -61,8 +61,58 @@ pub(super) struct Away {
     caller: UserId,
 }
 
+/// Places `msg` on `node`, which holds a device of its caller: see
+/// [`CallRouter::place_elsewhere`].
+#[derive(Message)]
+#[rtype(result = "Result<Placed, AppError>")]
+pub(super) struct PlaceOn {
+    node: String,
+    msg: super::PlaceCall,
+}
+
+impl Handler<PlaceOn> for CallRouter {
+    type Result = ResponseFuture<Result<Placed, AppError>>;
+
+    fn handle(&mut self, on: PlaceOn, ctx: &mut Context<Self>) -> Self::Result {
+        let PlaceOn { node, msg } = on;
+        let place = |reply| Body::CallPlace {
+            caller: Box::new(HandedParty::new(&msg.caller, None)),
+            callee: Box::new(HandedParty::new(&msg.callee, None)),
+            media: msg.media,
+            reply,
+        };
+        let asked = self.ask_owner(&node, None, place, ctx);
+        Box::pin(async move {
+            let placed = asked.await?.ok_or_else(|| {
+                AppError::internal("the server that placed the call did not say which")
+            })?;
+            Ok(Placed {
+                call_id: CallId::from(placed.call),
+                merged: placed.merged,
+            })
+        })
+    }
+}
+
+/// Ends `call` of `user`, owned by `owner`, over REST: see [`CallRouter::end_elsewhere`].
+#[derive(Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub(super) struct EndOn {
+    owner: String,
+    call: CallId,
+    user: UserId,
+}
+
+impl Handler<EndOn> for CallRouter {
+    type Result = ResponseFuture<Result<(), AppError>>;
+
+    fn handle(&mut self, msg: EndOn, ctx: &mut Context<Self>) -> Self::Result {
+        self.forward_end(&msg.owner, &msg.call, &msg.user, ctx)
+    }
+}
+
 struct Pending {
-    answer: oneshot::Sender<Result<(), AppError>>,
+    answer: oneshot::Sender<Result<Option<PlacedThere>, AppError>>,
     accepted: Option<(CallId, UserId)>,
 }
 
@@ -278,27 +328,123 @@ impl CallRouter {
         action: RemoteAction,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<(), AppError>> {
+        let accepted = (action == RemoteAction::Accept || action == RemoteAction::Glare)
+            .then(|| (call.clone(), user.clone()));
+        let act = |reply| Body::CallAct {
+            call: call.to_string(),
+            user: user.to_string(),
+            device,
+            action,
+            reply: Some(reply),
+        };
+        let asked = self.ask_owner(owner, accepted, act, ctx);
+        Box::pin(async move { asked.await.map(drop) })
+    }
+
+    /// Device-less side: `user` ends `call`, owned by `owner`, over REST; answers once the
+    /// owner has (at most [`REPLY_WAIT`]).
+    pub(super) fn forward_end(
+        &mut self,
+        owner: &str,
+        call: &CallId,
+        user: &UserId,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<(), AppError>> {
+        let end = |reply| Body::CallEnd {
+            call: call.to_string(),
+            user: user.to_string(),
+            reply,
+        };
+        let asked = self.ask_owner(owner, None, end, ctx);
+        Box::pin(async move { asked.await.map(drop) })
+    }
+
+    /// Device-less side: `msg` ends over REST a call not known here. Redis says whether its
+    /// user is in it and which node owns it, and the end goes there. `None` outside a cluster.
+    pub(super) fn end_elsewhere(
+        &mut self,
+        msg: &super::ActOnCall,
+        ctx: &mut Context<Self>,
+    ) -> Option<ResponseFuture<Result<(), AppError>>> {
+        let cluster = self.cluster.clone()?;
+        let router = ctx.address();
+        let (user, call) = (msg.user.clone(), msg.call_id.clone());
+        Some(Box::pin(async move {
+            let found = cluster.call_of(&user).await.map_err(|why| {
+                AppError::new(
+                    ErrorCode::Unavailable,
+                    format!("the other servers cannot be reached: {why}"),
+                )
+            })?;
+            let owner = match found {
+                Some((id, live)) if id == call && live.owner != cluster.node() => live.owner,
+                _ => return Err(AppError::new(ErrorCode::CallNotFound, "no such call")),
+            };
+            let asked = router.send(EndOn { owner, call, user });
+            asked.await.map_err(AppError::internal)?
+        }))
+    }
+
+    /// Device-less side: `msg` places a call over REST for a caller with no device here.
+    /// The directory says which other node holds one; the call is placed there (and owned
+    /// there). `None` outside a cluster.
+    pub(super) fn place_elsewhere(
+        &mut self,
+        msg: super::PlaceCall,
+        ctx: &mut Context<Self>,
+    ) -> Option<ResponseFuture<Result<Placed, AppError>>> {
+        let cluster = self.cluster.clone()?;
+        let router = ctx.address();
+        Some(Box::pin(async move {
+            let caller = msg.caller.user.clone();
+            let mut views = cluster
+                .read(std::slice::from_ref(&caller))
+                .await
+                .map_err(|why| {
+                    AppError::new(
+                        ErrorCode::Unavailable,
+                        format!("the other servers cannot be reached: {why}"),
+                    )
+                })?;
+            let node = views
+                .remove(&caller)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|(_, view)| view.devices > 0)
+                .map(|(node, _)| node)
+                .ok_or_else(|| {
+                    AppError::new(
+                        ErrorCode::NotConnected,
+                        "connect a device over /ws to place calls",
+                    )
+                })?;
+            router
+                .send(PlaceOn { node, msg })
+                .await
+                .map_err(AppError::internal)?
+        }))
+    }
+
+    /// Sends `owner` the message `ask` makes with a reply number, and answers with its
+    /// `call_acted` (at most [`REPLY_WAIT`]). `accepted`: the call and user whose relay
+    /// credential this node's relay honours once the owner says yes.
+    fn ask_owner(
+        &mut self,
+        owner: &str,
+        accepted: Option<(CallId, UserId)>,
+        ask: impl FnOnce(u64) -> Body,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Option<PlacedThere>, AppError>> {
         let Some(cluster) = &self.cluster else {
             return Box::pin(async { Err(AppError::new(ErrorCode::CallNotFound, "no such call")) });
         };
         self.remote.next_reply += 1;
         let reply = self.remote.next_reply;
         let (answer, answered) = oneshot::channel();
-        let accepted = (action == RemoteAction::Accept || action == RemoteAction::Glare)
-            .then(|| (call.clone(), user.clone()));
         self.remote
             .pending
             .insert(reply, Pending { answer, accepted });
-        cluster.to_node(
-            owner,
-            Body::CallAct {
-                call: call.to_string(),
-                user: user.to_string(),
-                device,
-                action,
-                reply: Some(reply),
-            },
-        );
+        cluster.to_node(owner, ask(reply));
         ctx.run_later(REPLY_WAIT, move |router, _| {
             router.remote.pending.remove(&reply);
         });
@@ -668,7 +814,24 @@ impl CallRouter {
             call_id: call,
             action,
         };
-        // Answered once an end is committed, as on one node.
+        self.act_for(node, reply, msg, ctx);
+    }
+
+    /// Owner side: applies an action sent by `node`, and answers it there (with `reply`) once
+    /// applied, and when it ended the call, once the end is committed, as on one node.
+    fn act_for(
+        &mut self,
+        node: String,
+        reply: Option<u64>,
+        msg: super::ActOnCall,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.calls.contains_key(&msg.call_id) {
+            // Not held here (any more): never passed on again.
+            let gone = AppError::new(ErrorCode::CallNotFound, "no such call");
+            self.answer(&node, reply, Err(gone));
+            return;
+        }
         let answer = <Self as Handler<super::ActOnCall>>::handle(self, msg, ctx);
         let cluster = self.cluster.clone();
         actix::spawn(async move {
@@ -720,12 +883,7 @@ impl CallRouter {
             return None;
         };
         let elsewhere = |d: &Option<DeviceId>| d.filter(|d| remote.contains_key(d));
-        let party = |p: &crate::people::Party, device: Option<DeviceId>| HandedParty {
-            user: p.user.to_string(),
-            username: p.username.clone(),
-            display_name: p.display_name.clone(),
-            device,
-        };
+        let party = HandedParty::new;
         let state = HandedCall {
             call: id.to_string(),
             caller: party(&call.caller, elsewhere(&call.caller_device)),
@@ -794,12 +952,7 @@ impl CallRouter {
             return;
         };
         let id = CallId::from(state.call.clone());
-        let party = |p: &HandedParty| crate::people::Party {
-            user: UserId::from(p.user.clone()),
-            username: p.username.clone(),
-            display_name: p.display_name.clone(),
-        };
-        let (caller, callee) = (party(&state.caller), party(&state.callee));
+        let (caller, callee) = (state.caller.party(), state.callee.party());
         let engaged = |user: &UserId| self.user_call.get(user).is_some_and(|c| *c != id);
         if self.calls.contains_key(&id) || engaged(&caller.user) || engaged(&callee.user) {
             log::warn!("call {id} handed over by {from} clashes with a call here; not taken");
@@ -914,12 +1067,24 @@ fn as_raw(frame: &bytestring::ByteString) -> Box<RawValue> {
 }
 
 fn acted(reply: u64, outcome: Result<(), AppError>) -> Body {
+    acted_with(reply, outcome.map(|()| None))
+}
+
+fn acted_with(reply: u64, outcome: Result<Option<PlacedThere>, AppError>) -> Body {
+    let (placed, error) = match outcome {
+        Ok(placed) => (placed, None),
+        Err(e) => (
+            None,
+            Some(RemoteError {
+                error: e.code,
+                message: e.message,
+            }),
+        ),
+    };
     Body::CallActed {
         reply,
-        error: outcome.err().map(|e| RemoteError {
-            error: e.code,
-            message: e.message,
-        }),
+        error,
+        placed,
     }
 }
 
@@ -997,7 +1162,11 @@ impl Handler<CallEvent> for CallRouter {
                 },
                 ctx,
             ),
-            Body::CallActed { reply, error } => {
+            Body::CallActed {
+                reply,
+                error,
+                placed,
+            } => {
                 if let Some(pending) = self.remote.pending.remove(&reply) {
                     let outcome = match error {
                         None => {
@@ -1006,7 +1175,7 @@ impl Handler<CallEvent> for CallRouter {
                             if let Some((call, user)) = &pending.accepted {
                                 self.ice.grant(call, user);
                             }
-                            Ok(())
+                            Ok(placed)
                         }
                         Some(e) => Err(AppError::new(e.error, e.message)),
                     };
@@ -1055,6 +1224,51 @@ impl Handler<CallEvent> for CallRouter {
                 }
             }
             Body::NodeLost { node } => self.remote_node_lost(&node, ctx),
+            Body::Severed { users } => self.sever(&users.map(UserId::from), ctx),
+            Body::Befriended { users: [a, b] } => {
+                self.severed.restore(&UserId::from(a), &UserId::from(b));
+            }
+            Body::CallPlace {
+                caller,
+                callee,
+                media,
+                reply,
+            } => {
+                let msg = super::PlaceCall {
+                    caller: caller.party(),
+                    device: None,
+                    callee: callee.party(),
+                    media,
+                };
+                if let Err(gone) = self.caller_device(&msg) {
+                    // Its device went meanwhile: never passed on again.
+                    if let Some(cluster) = &self.cluster {
+                        cluster.to_node(&from, acted(reply, Err(gone)));
+                    }
+                } else {
+                    let placing = <Self as Handler<super::PlaceCall>>::handle(self, msg, ctx);
+                    ctx.spawn(placing.map(move |placed, router, _| {
+                        let placed = placed.map(|p| {
+                            Some(PlacedThere {
+                                call: p.call_id.to_string(),
+                                merged: p.merged,
+                            })
+                        });
+                        if let Some(cluster) = &router.cluster {
+                            cluster.to_node(&from, acted_with(reply, placed));
+                        }
+                    }));
+                }
+            }
+            Body::CallEnd { call, user, reply } => {
+                let msg = super::ActOnCall {
+                    user: UserId::from(user),
+                    device: None,
+                    call_id: CallId::from(call),
+                    action: super::CallAction::End,
+                };
+                self.act_for(from, Some(reply), msg, ctx);
+            }
             Body::Presence { .. }
             | Body::Relation { .. }
             | Body::Revoke { .. }
