@@ -27,8 +27,12 @@ export function createHistory({ api, friend, onCall }) {
   let records = [];
   let missed = 0;
   let refreshTimers = [];
+  // Each load's number: an answer older than the latest load, or than marking the calls
+  // seen, is dropped (it would bring back a count already cleared).
+  let loads = 0;
 
   async function load() {
+    const mine = ++loads;
     let page;
     try {
       page = await api.calls(30);
@@ -36,6 +40,7 @@ export function createHistory({ api, friend, onCall }) {
       if (error.status !== 401) console.warn('history', error);
       return;
     }
+    if (mine !== loads) return;
     records = page.calls;
     setMissed(page.missed_count ?? 0);
     render();
@@ -107,6 +112,7 @@ export function createHistory({ api, friend, onCall }) {
       if (byUser && missed > 0 && stillShown()) {
         try {
           await api.markCallsSeen();
+          loads += 1;
           setMissed(0);
         } catch {
           // The badge stays; nothing else depends on it.
