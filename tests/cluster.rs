@@ -655,7 +655,7 @@ async fn a_redis_outage_keeps_local_users_served_and_the_cluster_converges_when_
 }
 
 #[actix_rt::test]
-async fn a_session_revoked_while_a_node_was_not_listening_is_closed_when_it_resyncs() {
+async fn a_session_revoked_while_a_node_was_not_listening_is_closed_and_refused_when_it_resyncs() {
     if !redis_answers() {
         return;
     }
@@ -667,6 +667,11 @@ async fn a_session_revoked_while_a_node_was_not_listening_is_closed_when_it_resy
     let amy = register(&n1, "amy").await;
     let elsewhere = login(&n2, "amy", "password-amy").await;
     let (mut on_n2, _) = socket(&n2, &elsewhere).await;
+    // The session's relay credential, for n2's relay.
+    let (status, body) = get(&n2, "/api/v1/ice-servers", Some(&elsewhere)).await;
+    assert_eq!(status, 200, "{body}");
+    let (server, name, credential) = turn_of(&body["ice_servers"]);
+    assert_eq!(allocate_code(&server, &name, &credential).await, 0);
 
     // Every node's pub/sub connection drops; each reconnects half a second later. The
     // logout's `revoke` message is published meanwhile, heard by nobody: n2 learns of it from
@@ -684,6 +689,8 @@ async fn a_session_revoked_while_a_node_was_not_listening_is_closed_when_it_resy
     let (status, _) = post(&n1, "/api/v1/auth/logout-all", Some(&amy), json!({})).await;
     assert_eq!(status, 204);
     expect_revoked(&mut on_n2).await;
+    // n2's relay refuses its credential too.
+    assert_eq!(allocate_code(&server, &name, &credential).await, 401);
     let markers: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:revoked:*", cluster.prefix))
         .query(&mut conn)

@@ -246,8 +246,9 @@ struct Held {
     number: u64,
     /// The `revoke` envelope.
     payload: String,
-    /// The `PREFIX:revoked:KEY` markers of its sessions.
-    markers: Vec<String>,
+    /// The `PREFIX:revoked:KEY` markers of its sessions, each with its value: the session's
+    /// key in relay credentials.
+    markers: Vec<(String, String)>,
 }
 
 impl Revocations {
@@ -260,7 +261,7 @@ impl Revocations {
     }
 
     /// Holds `payload` (a `revoke` envelope) and its sessions' `markers` until they are sent.
-    pub fn hold(&self, payload: String, markers: Vec<String>) {
+    pub fn hold(&self, payload: String, markers: Vec<(String, String)>) {
         let dropped = self.with(|(next, pending)| {
             *next += 1;
             pending.push_back(Held {
@@ -357,8 +358,8 @@ pub async fn publisher(
         let held = revocations.oldest(BATCH);
         let mut pipe = redis::pipe();
         for held in &held {
-            for marker in &held.markers {
-                pipe.set_ex(marker, 1, super::REVOKED_KEPT.as_secs())
+            for (marker, relay_key) in &held.markers {
+                pipe.set_ex(marker, relay_key, super::REVOKED_KEPT.as_secs())
                     .ignore();
             }
             pipe.publish(keys.cluster_channel(), &held.payload).ignore();

@@ -15,6 +15,7 @@ pub mod node;
 use crate::auth::token::{self, HashKey};
 use crate::config::{Config, DatabaseUrl};
 use crate::error::StartupError;
+use crate::ice::credentials;
 use crate::ids::{CallId, UserId};
 use actix::{Message, Recipient};
 use bus::{Body, Envelope, Listeners, OnRevoke, Op, Subscriptions};
@@ -225,6 +226,14 @@ impl Cluster {
         let _ = self.inner.revoked.set(Box::new(relay));
     }
 
+    /// Sessions of `user` (by their key in relay credentials) found revoked by a resync:
+    /// this node's relay refuses their credentials, as for a `revoke` message.
+    pub fn revoke_relay(&self, user: &UserId, relay_keys: &[String]) {
+        if let Some(relay) = self.inner.revoked.get() {
+            relay(user, relay_keys);
+        }
+    }
+
     /// Where calls' messages from other nodes go (set once, before `start`).
     pub fn route_calls(&self, router: Recipient<CallEvent>) {
         let _ = self.inner.calls.set(router);
@@ -249,7 +258,10 @@ impl Cluster {
             };
             let markers = chunk
                 .iter()
-                .map(|hash| self.inner.keys.revoked(&session_marker(&token::key(hash))))
+                .map(|hash| {
+                    let marker = self.inner.keys.revoked(&session_marker(&token::key(hash)));
+                    (marker, credentials::session_key(hash).to_owned())
+                })
                 .collect();
             if let Some(payload) = self.encode(revoke) {
                 self.inner.revocations.hold(payload, markers);
@@ -467,17 +479,21 @@ impl Cluster {
     }
 
     /// Which of `sessions` (as devices keep them) were revoked on some node within
-    /// [`REVOKED_KEPT`]: read from their markers, [`bus::BATCH`] per round trip.
+    /// [`REVOKED_KEPT`], each with its key in relay credentials: read from their markers,
+    /// [`bus::BATCH`] per round trip.
     /// Tried even while the command connection is marked down: a resync may come first.
-    pub async fn revoked_among(&self, sessions: Vec<HashKey>) -> Result<HashSet<HashKey>, String> {
+    pub async fn revoked_among(
+        &self,
+        sessions: Vec<HashKey>,
+    ) -> Result<HashMap<HashKey, String>, String> {
         let mut conn = self.inner.conn.clone();
-        let mut revoked = HashSet::new();
+        let mut revoked = HashMap::new();
         for chunk in sessions.chunks(bus::BATCH) {
             let mut pipe = redis::pipe();
             for session in chunk {
-                pipe.exists(self.inner.keys.revoked(&session_marker(session)));
+                pipe.get(self.inner.keys.revoked(&session_marker(session)));
             }
-            let found: Vec<bool> =
+            let found: Vec<Option<String>> =
                 match tokio::time::timeout(bus::TIMEOUT, pipe.query_async(&mut conn)).await {
                     Ok(Ok(found)) => found,
                     Ok(Err(e)) => return Err(format!("redis: {e}")),
@@ -487,8 +503,7 @@ impl Cluster {
                 chunk
                     .iter()
                     .zip(found)
-                    .filter(|(_, found)| *found)
-                    .map(|(session, _)| *session),
+                    .filter_map(|(session, relay_key)| Some((*session, relay_key?))),
             );
         }
         Ok(revoked)

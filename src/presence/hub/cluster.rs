@@ -377,11 +377,31 @@ impl PresenceHub {
                     "cluster: resync: {} session(s) revoked elsewhere meanwhile; closing",
                     revoked.len()
                 );
-                hub.close_revoked(&revoked);
+                hub.revoke_relay_of(&revoked);
+                let sessions: HashSet<HashKey> = revoked.into_keys().collect();
+                hub.close_revoked(&sessions);
             }
             Ok(_) => {}
             Err(why) => log::warn!("cluster: resync could not check revocations: {why}"),
         }));
+    }
+
+    /// The relay credentials of `revoked` sessions (with their keys in relay credentials)
+    /// of devices here are refused from now on.
+    fn revoke_relay_of(&self, revoked: &HashMap<HashKey, String>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for (user, online) in &self.users {
+            let keys: Vec<String> = online
+                .devices
+                .iter()
+                .filter_map(|d| revoked.get(d.session_key()).cloned())
+                .collect();
+            if !keys.is_empty() {
+                cluster.revoke_relay(user, &keys);
+            }
+        }
     }
 
     /// Re-reads every user followed here from the directory (part of a resync).
