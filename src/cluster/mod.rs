@@ -433,8 +433,12 @@ impl Cluster {
     }
 
     /// Answers once every write and publish queued so far has been sent, or has failed, or
-    /// after the Redis timeout: what follows reads what they wrote.
+    /// after the Redis timeout: what follows reads what they wrote. At once while Redis is
+    /// known to be away (what follows fails at once too).
     pub async fn flushed(&self) {
+        if self.inner.health.commands_up().is_err() {
+            return;
+        }
         let (done, sent) = oneshot::channel();
         self.queue(Op::Flushed { done });
         // Dropped (the queue is full, or the node left): nothing to wait for.
