@@ -1871,3 +1871,142 @@ async fn the_last_node_of_a_cluster_to_stop_closes_its_sockets_as_a_shutdown() {
     );
     assert!(node.wait_exit(Duration::from_secs(10)).is_some(), "exits");
 }
+
+/// A stand-in push service on loopback: answers 201 to every push and reports each one's
+/// path (the subscription's name) and `Topic` (a call's id, for a call).
+struct PushInbox {
+    address: String,
+    received: tokio::sync::mpsc::UnboundedReceiver<(String, Option<String>)>,
+}
+
+impl PushInbox {
+    fn start() -> Self {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        type Inbox = tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>;
+        let (sent, received) = tokio::sync::mpsc::unbounded_channel();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let server = HttpServer::new(move || {
+            let sent = sent.clone();
+            App::new().default_service(web::post().to(move |req: HttpRequest| {
+                let topic = req.headers().get("topic").and_then(|v| v.to_str().ok());
+                let name = req.path().trim_start_matches('/').to_owned();
+                let _ = Inbox::send(&sent, (name, topic.map(str::to_owned)));
+                async { HttpResponse::Created().finish() }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        actix_rt::spawn(server);
+        Self { address, received }
+    }
+
+    /// Subscribes the session of `token` on `node`, as a browser would, under `name`.
+    async fn subscribe(&self, node: &BrokerProcess, token: &str, name: &str) {
+        use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
+        use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint;
+        let secret =
+            web_push_native::p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()).expect("key");
+        let p256dh = secret.public_key().to_encoded_point(false);
+        let body = json!({
+            "endpoint": format!("http://{}/{name}", self.address),
+            "keys": {
+                "p256dh": BASE64_URL_SAFE_NO_PAD.encode(p256dh.as_bytes()),
+                "auth": BASE64_URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
+            },
+        });
+        let (status, reply) = post(node, "/api/v1/push/subscriptions", Some(token), body).await;
+        assert_eq!(status, 201, "{reply}");
+    }
+
+    /// Every push received so far.
+    fn taken(&mut self) -> Vec<(String, Option<String>)> {
+        std::iter::from_fn(|| self.received.try_recv().ok()).collect()
+    }
+}
+
+#[actix_rt::test]
+async fn a_push_subscription_made_or_revoked_on_one_node_counts_on_every_other() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let push = ["--push-allow-insecure-endpoints", "true"];
+    let n1 = cluster.node_with(&push).await;
+    let n2 = cluster.node_with(&push).await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    // ben's browser subscribes through n2; his app is closed, nowhere connected.
+    let mut inbox = PushInbox::start();
+    inbox.subscribe(&n2, &ben, "ben-laptop").await;
+
+    // amy's call is owned by n1, which rings ben's closed app by push once it knows of the
+    // subscription (a moment after n2 took it; until then ben is unavailable).
+    let mut id = None;
+    for _ in 0..50 {
+        match amy_invites_ben(&mut amy_ws).await {
+            (rung, true) => {
+                id = Some(rung);
+                break;
+            }
+            (_, false) => actix_rt::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let id = id.expect("n1 learns of ben's subscription and rings it");
+    eventually(Duration::from_secs(5), "the push for amy's call", || {
+        let pushed = inbox.taken();
+        let id = id.clone();
+        async move {
+            pushed
+                .iter()
+                .any(|(name, topic)| name == "ben-laptop" && topic.as_deref() == Some(&id))
+        }
+    })
+    .await;
+    amy_ws
+        .ok(json!({"type": "call.cancel", "call_id": id}))
+        .await;
+    amy_ws.expect_ended(&id, "cancelled").await;
+
+    // ben opens the app on n1 too, signed in again, then logs out everywhere through n2: n1
+    // closes that socket, and forgets the closed browser's subscription with it.
+    let again = login(&n1, "ben", "password-ben").await;
+    let (mut ben_ws, _) = socket(&n1, &again).await;
+    presence_of(&mut amy_ws, "ben", "online").await;
+    let (status, _) = post(&n2, "/api/v1/auth/logout-all", Some(&ben), json!({})).await;
+    assert_eq!(status, 204);
+    expect_revoked(&mut ben_ws).await;
+    presence_of(&mut amy_ws, "ben", "offline").await;
+    let (unavailable, rang) = amy_invites_ben(&mut amy_ws).await;
+    assert!(!rang, "n1 rang a browser whose session was revoked");
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !inbox
+            .taken()
+            .iter()
+            .any(|(_, topic)| topic.as_deref() == Some(&unavailable)),
+        "no push for a call to a logged-out browser"
+    );
+}
+
+/// amy invites ben: the call's id, and whether it rings (else it ended as unavailable).
+async fn amy_invites_ben(amy_ws: &mut WsClient) -> (String, bool) {
+    let invited = amy_ws
+        .ok(json!({"type": "call.invite", "to": "ben", "media": "audio"}))
+        .await;
+    let id = invited["call_id"].as_str().expect("call_id").to_owned();
+    let next = amy_ws
+        .recv_where(|f| {
+            f["call_id"] == id.as_str()
+                && (f["type"] == "call.ringing" || f["type"] == "call.ended")
+        })
+        .await;
+    if next["type"] == "call.ended" {
+        assert_eq!(next["reason"], "unavailable", "{next}");
+    }
+    (id, next["type"] == "call.ringing")
+}

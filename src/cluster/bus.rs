@@ -68,6 +68,9 @@ pub enum Body {
     Severed { users: [String; 2] },
     /// On the cluster channel: the two users became friends (again) over REST on the sender.
     Befriended { users: [String; 2] },
+    /// On the cluster channel: `user`'s push subscriptions changed over REST on the sender
+    /// (stored in the database): read them again.
+    PushChanged { user: String },
     /// On the callee's channel, from the node that owns the call (the caller's): ring the
     /// callee's devices here, and answer `call_ringing` on the owner's node channel.
     CallRing {
@@ -610,6 +613,9 @@ fn deliver(keys: &Keys, node: &str, message: &redis::Msg, listeners: &Listeners)
                 .events
                 .do_send(ClusterEvent::NodeLost { node: lost });
         }
+        Body::PushChanged { user } => listeners.events.do_send(ClusterEvent::PushChanged {
+            user: UserId::from(user),
+        }),
         Body::Revoke { user, mut sessions } => {
             sessions.truncate(BATCH);
             let user = UserId::from(user);

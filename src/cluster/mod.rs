@@ -46,8 +46,11 @@ pub enum ClusterEvent {
     ForUser { user: UserId, envelope: Envelope },
     /// A node's registration expired (or it restarted): what it held is gone.
     NodeLost { node: String },
-    /// These sessions of `user` were revoked on another node: close their sockets here.
+    /// These sessions of `user` were revoked on another node: close their sockets here, and
+    /// forget their push subscriptions.
     Revoked { user: UserId, sessions: Vec<String> },
+    /// `user`'s push subscriptions changed on another node: read them again.
+    PushChanged { user: UserId },
     /// Redis is back after an outage, or lost this node's state: write everything again and
     /// re-read what others hold.
     Resync,
@@ -382,6 +385,15 @@ impl Cluster {
             user: user.to_string(),
             view: view.and_then(|v| serde_json::to_string(v).ok()),
         });
+    }
+
+    /// `user`'s push subscriptions changed here (over REST): every other node reads them
+    /// again, so that whichever node owns a call to `user` pushes to the right browsers.
+    pub fn push_changed(&self, user: &UserId) {
+        let body = Body::PushChanged {
+            user: user.to_string(),
+        };
+        self.publish(vec![self.inner.keys.cluster_channel()], body);
     }
 
     /// The two users stopped being friends here (`severed`), or became friends: every other

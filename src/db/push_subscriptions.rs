@@ -48,6 +48,21 @@ pub fn delete_gone(conn: &mut DbConn, token_hash: &str, endpoint: &str) -> Resul
     Ok(())
 }
 
+/// `user`'s subscriptions whose session has not expired: a node of a cluster reloads them
+/// when another node says they changed.
+pub fn live_of(
+    conn: &mut DbConn,
+    user: &UserId,
+    now: i64,
+) -> Result<Vec<SubscriptionRow>, AppError> {
+    Ok(push_subscriptions::table
+        .inner_join(sessions::table)
+        .filter(push_subscriptions::user_id.eq(user.as_str()))
+        .filter(sessions::expires_at.gt(now))
+        .select(SubscriptionRow::as_select())
+        .load(conn)?)
+}
+
 /// Every subscription whose session has not expired, to load at start.
 pub fn all_live(conn: &mut DbConn, now: i64) -> Result<Vec<SubscriptionRow>, AppError> {
     Ok(push_subscriptions::table

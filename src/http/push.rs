@@ -118,6 +118,9 @@ async fn subscribe(
             .unsubscribed(&me.user_id(), std::slice::from_ref(&me.token_hash));
         return Err(AppError::unauthorized());
     }
+    if let Some(cluster) = &state.cluster {
+        cluster.push_changed(&me.user_id());
+    }
     Ok(HttpResponse::Created().json(Empty {}))
 }
 
@@ -138,5 +141,8 @@ async fn unsubscribe(state: web::Data<AppState>, me: Identity) -> Result<HttpRes
     state
         .push
         .unsubscribed(&me.user_id(), std::slice::from_ref(&me.token_hash));
+    if let Some(cluster) = &state.cluster {
+        cluster.push_changed(&me.user_id());
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -41,6 +41,14 @@ impl Index {
         });
     }
 
+    /// `user`'s subscriptions are these (token hash and target), and no others.
+    pub fn replace(&mut self, user: &UserId, subscriptions: Vec<(String, Target)>) {
+        self.subscriptions.remove(user);
+        for (token_hash, target) in subscriptions {
+            self.subscribe(user, &token_hash, target);
+        }
+    }
+
     /// Forgets the subscriptions of these sessions of `user`.
     pub fn unsubscribe(&mut self, user: &UserId, token_hashes: &[String]) {
         if let Some(list) = self.subscriptions.get_mut(user) {

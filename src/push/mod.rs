@@ -12,7 +12,7 @@ pub mod subscription;
 use crate::calls::state::{Call, PushNotice};
 use crate::config::Config;
 use crate::db::{self, Db};
-use crate::error::StartupError;
+use crate::error::{AppError, StartupError};
 use crate::ids::UserId;
 use crate::people::Person;
 use crate::time::now_ms;
@@ -23,6 +23,14 @@ use serde_json::json;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use subscription::Target;
+
+/// A stored subscription's target. Stored ones were checked when they came in; one that no
+/// longer passes (a flag changed) is left out, logged.
+fn stored(row: &db::push_subscriptions::SubscriptionRow, allow_insecure: bool) -> Option<Target> {
+    Target::parse(&row.endpoint, &row.p256dh, &row.auth, allow_insecure)
+        .map_err(|e| log::warn!("push: a stored subscription is skipped: {}", e.message))
+        .ok()
+}
 
 /// How long a push service keeps a missed call or friend request for an unreachable browser.
 const KEEP_NOTICES: u64 = 24 * 60 * 60;
@@ -37,6 +45,8 @@ struct Inner {
     sender: Sender,
     /// The TTL of a ring: the ring timeout, in whole seconds.
     ring_ttl: u64,
+    /// `--push-allow-insecure-endpoints`: stored subscriptions are read with it.
+    allow_insecure: bool,
 }
 
 impl Push {
@@ -48,13 +58,10 @@ impl Push {
             .await
             .map_err(StartupError::Database)?;
         let mut index = Index::default();
+        let allow_insecure = config.push_allow_insecure_endpoints;
         for row in rows {
-            // Stored ones were checked when they came in; one that no longer passes (a flag
-            // changed) is left out rather than stopping the start.
-            let allow = config.push_allow_insecure_endpoints;
-            match Target::parse(&row.endpoint, &row.p256dh, &row.auth, allow) {
-                Ok(target) => index.subscribe(&row.user_id, &row.token_hash, target),
-                Err(e) => log::warn!("push: a stored subscription is skipped: {}", e.message),
+            if let Some(target) = stored(&row, allow_insecure) {
+                index.subscribe(&row.user_id, &row.token_hash, target);
             }
         }
         let public_key = vapid.public_key.clone();
@@ -66,7 +73,24 @@ impl Push {
             index,
             sender,
             ring_ttl: ttl(config.ring_timeout),
+            allow_insecure,
         })))
+    }
+
+    /// Reads `user`'s subscriptions from the database again: in a cluster, another node took
+    /// a change of them.
+    pub async fn reload(&self, db: &Db, user: &UserId) -> Result<(), AppError> {
+        let id = user.clone();
+        let rows = db
+            .run(move |conn| db::push_subscriptions::live_of(conn, &id, now_ms()))
+            .await?;
+        let allow = self.0.allow_insecure;
+        let subscriptions = rows
+            .into_iter()
+            .filter_map(|row| Some((row.token_hash.clone(), stored(&row, allow)?)))
+            .collect();
+        self.index().replace(user, subscriptions);
+        Ok(())
     }
 
     /// The VAPID public key, base64url: the browser's `applicationServerKey`.

@@ -1272,6 +1272,7 @@ impl Handler<CallEvent> for CallRouter {
             Body::Presence { .. }
             | Body::Relation { .. }
             | Body::Revoke { .. }
+            | Body::PushChanged { .. }
             | Body::Busy { .. } => {}
         }
         self.drop_stuck(ctx);

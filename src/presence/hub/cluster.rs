@@ -551,7 +551,21 @@ impl Handler<ClusterEvent> for PresenceHub {
                 _ => {}
             },
             ClusterEvent::NodeLost { node } => self.node_lost(&node),
-            ClusterEvent::Revoked { user, sessions } => self.close_sessions(&user, &sessions),
+            ClusterEvent::Revoked { user, sessions } => {
+                self.push.unsubscribed(&user, &sessions);
+                self.close_sessions(&user, &sessions);
+            }
+            ClusterEvent::PushChanged { user } => {
+                let (push, db) = (self.push.clone(), self.db.clone());
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = push.reload(&db, &user).await {
+                            log::warn!("cluster: {user}'s push subscriptions not read again: {e}");
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
             ClusterEvent::Resync => self.resync(ctx),
         }
         self.drop_stuck(ctx);
