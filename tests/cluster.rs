@@ -1877,6 +1877,7 @@ async fn the_last_node_of_a_cluster_to_stop_closes_its_sockets_as_a_shutdown() {
 struct PushInbox {
     address: String,
     received: tokio::sync::mpsc::UnboundedReceiver<(String, Option<String>)>,
+    seen: Vec<(String, Option<String>)>,
 }
 
 impl PushInbox {
@@ -1901,7 +1902,11 @@ impl PushInbox {
         .expect("listen")
         .run();
         actix_rt::spawn(server);
-        Self { address, received }
+        Self {
+            address,
+            received,
+            seen: Vec::new(),
+        }
     }
 
     /// Subscribes the session of `token` on `node`, as a browser would, under `name`.
@@ -1922,9 +1927,12 @@ impl PushInbox {
         assert_eq!(status, 201, "{reply}");
     }
 
-    /// Every push received so far.
-    fn taken(&mut self) -> Vec<(String, Option<String>)> {
-        std::iter::from_fn(|| self.received.try_recv().ok()).collect()
+    /// Every push received so far (kept: each call sees them all).
+    fn received_so_far(&mut self) -> Vec<(String, Option<String>)> {
+        while let Ok(push) = self.received.try_recv() {
+            self.seen.push(push);
+        }
+        self.seen.clone()
     }
 }
 
@@ -1958,7 +1966,7 @@ async fn a_push_subscription_made_or_revoked_on_one_node_counts_on_every_other()
     }
     let id = id.expect("n1 learns of ben's subscription and rings it");
     eventually(Duration::from_secs(5), "the push for amy's call", || {
-        let pushed = inbox.taken();
+        let pushed = inbox.received_so_far();
         let id = id.clone();
         async move {
             pushed
@@ -1986,11 +1994,52 @@ async fn a_push_subscription_made_or_revoked_on_one_node_counts_on_every_other()
     actix_rt::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !inbox
-            .taken()
+            .received_so_far()
             .iter()
             .any(|(_, topic)| topic.as_deref() == Some(&unavailable)),
         "no push for a call to a logged-out browser"
     );
+}
+
+#[actix_rt::test]
+async fn an_app_open_on_another_node_is_rung_there_not_by_push() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let push = ["--push-allow-insecure-endpoints", "true"];
+    let n1 = cluster.node_with(&push).await;
+    let n2 = cluster.node_with(&push).await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    // ben's phone subscribed and has the app open on n2; his laptop subscribed, app closed.
+    let laptop = login(&n2, "ben", "password-ben").await;
+    let mut inbox = PushInbox::start();
+    inbox.subscribe(&n2, &ben, "ben-phone").await;
+    inbox.subscribe(&n2, &laptop, "ben-laptop").await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    presence_of(&mut amy_ws, "ben", "online").await;
+
+    // Placed on n1: the phone rings in its app on n2, the laptop by push, the phone not.
+    let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
+    eventually(Duration::from_secs(5), "the laptop's push", || {
+        let pushed: Vec<_> = inbox.received_so_far();
+        let id = id.clone();
+        async move {
+            pushed
+                .iter()
+                .any(|(name, topic)| name == "ben-laptop" && topic.as_deref() == Some(&id))
+        }
+    })
+    .await;
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let phone: Vec<_> = inbox
+        .received_so_far()
+        .into_iter()
+        .filter(|(name, topic)| name == "ben-phone" && topic.as_deref() == Some(&id))
+        .collect();
+    assert!(phone.is_empty(), "the open app was pushed too: {phone:?}");
 }
 
 /// amy invites ben: the call's id, and whether it rings (else it ended as unavailable).

@@ -37,6 +37,9 @@ struct Slot {
     live: [Option<LiveDevice>; 2],
     /// Other nodes whose devices of `UserId` rang for the call: told when it is over.
     nodes: Vec<(String, UserId)>,
+    /// The sessions of the callee's devices on other nodes when the call was placed: their
+    /// apps are open, so they are not rung by push.
+    open_elsewhere: Box<[SessionKey]>,
 }
 
 impl Slot {
@@ -283,7 +286,8 @@ impl CallRouter {
                     self.ice.revoke(&slot.call.id, &slot.call.party(role).user);
                 }
                 Effect::Push(notice) => {
-                    let open = open_sessions(&self.devices, &slot.call.callee.user);
+                    let mut open = open_sessions(&self.devices, &slot.call.callee.user);
+                    open.extend_from_slice(&slot.open_elsewhere);
                     self.push.call(&slot.call, notice, &open);
                 }
                 Effect::Release => {
@@ -769,11 +773,13 @@ impl CallRouter {
             || self.remote.away(&msg.callee.user).is_some()
             || self.dnd.contains(&msg.callee.user)
             || elsewhere.as_ref().is_some_and(|e| e.busy);
-        let pushable = !busy
-            && self.push.can_ring(
-                &msg.callee.user,
-                &open_sessions(&self.devices, &msg.callee.user),
-            );
+        let open_elsewhere: Box<[SessionKey]> = match &elsewhere {
+            Some(e) => e.sessions.iter().copied().collect(),
+            None => Box::new([]),
+        };
+        let mut open = open_sessions(&self.devices, &msg.callee.user);
+        open.extend_from_slice(&open_elsewhere);
+        let pushable = !busy && self.push.can_ring(&msg.callee.user, &open);
         let invite = Invite {
             id: id.clone(),
             caller: msg.caller,
@@ -792,6 +798,7 @@ impl CallRouter {
             grace: [None, None],
             live: [None, None],
             nodes: Vec::new(),
+            open_elsewhere,
         };
         let ring_nodes = match elsewhere {
             Some(e) if !slot.call.is_over() && !busy => e.nodes,

@@ -24,6 +24,10 @@ pub struct NodeView {
     pub since: i64,
     #[serde(default)]
     pub busy: bool,
+    /// The sessions of the devices connected there (each as [`super::session_marker`]
+    /// writes it): the owner of a call does not ring by push an app open on another node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<String>,
 }
 
 /// One presence out of every node's view: busy if in a call on any node, else the status
@@ -123,6 +127,7 @@ mod tests {
             message: None,
             since,
             busy,
+            sessions: Vec::new(),
         }
     }
 

@@ -33,9 +33,23 @@ use tokio::sync::{mpsc, oneshot};
 /// they close or the node restarts).
 pub const REVOKED_KEPT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// A session as its `PREFIX:revoked:KEY` marker names it: its [`HashKey`] in hex.
+/// A session as its `PREFIX:revoked:KEY` marker and a directory view name it: its
+/// [`HashKey`] in hex.
 pub fn session_marker(key: &HashKey) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The session a [`session_marker`] names; `None` if it names none.
+pub fn marked_session(marker: &str) -> Option<HashKey> {
+    let digits = marker.as_bytes();
+    let mut key = HashKey::default();
+    if digits.len() != 2 * key.len() {
+        return None;
+    }
+    for (byte, pair) in key.iter_mut().zip(digits.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(key)
 }
 
 /// What the cluster tells the presence hub.
@@ -549,6 +563,27 @@ impl Cluster {
             Ok(Ok(found)) => Ok(found),
             Ok(Err(e)) => Err(format!("redis: {e}")),
             Err(_) => Err("redis: no answer in time".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_marker_names_its_session_and_nothing_else_reads_as_one() {
+        let key = token::key("some token hash");
+        assert_eq!(marked_session(&session_marker(&key)), Some(key));
+        for not_one in [
+            "",
+            "1",
+            "zz",
+            &"0".repeat(31),
+            &"0".repeat(33),
+            &"é".repeat(16),
+        ] {
+            assert_eq!(marked_session(not_one), None, "{not_one}");
         }
     }
 }

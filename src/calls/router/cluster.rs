@@ -16,6 +16,7 @@ use crate::cluster::directory::{self, NodeView};
 use crate::cluster::{CallEvent, Cluster};
 use crate::error::{AppError, ErrorCode};
 use crate::ids::{CallId, DeviceId, UserId};
+use crate::push::index::SessionKey;
 use crate::vocabulary::{Direction, LiveState};
 use crate::vocabulary::{EndReason, PresenceStatus};
 use crate::wire::protocol::CallSummary;
@@ -125,6 +126,8 @@ pub(super) struct Elsewhere {
     pub nodes: Vec<String>,
     /// They are in a call or on do-not-disturb there.
     pub busy: bool,
+    /// The sessions of their devices there: apps open elsewhere are not rung by push.
+    pub sessions: Vec<SessionKey>,
 }
 
 impl Elsewhere {
@@ -142,6 +145,12 @@ impl Elsewhere {
                 || merged.is_some_and(|p| {
                     matches!(p.status, PresenceStatus::Busy | PresenceStatus::Dnd)
                 }),
+            sessions: views
+                .iter()
+                .filter(|(_, v)| v.devices > 0)
+                .flat_map(|(_, v)| &v.sessions)
+                .filter_map(|s| crate::cluster::marked_session(s))
+                .collect(),
         }
     }
 }
@@ -1014,6 +1023,7 @@ impl CallRouter {
             grace: [None, None],
             live: [None, None],
             nodes,
+            open_elsewhere: Box::new([]),
         };
         let mut effects = Vec::new();
         if phase == super::Phase::Ringing {

@@ -42,6 +42,11 @@ impl Online {
             message: self.message.as_deref().map(String::from),
             since: self.since,
             busy: self.busy,
+            sessions: self
+                .devices
+                .iter()
+                .map(|d| crate::cluster::session_marker(d.session_key()))
+                .collect(),
         }
     }
 }
