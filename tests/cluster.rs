@@ -2042,6 +2042,49 @@ async fn an_app_open_on_another_node_is_rung_there_not_by_push() {
     assert!(phone.is_empty(), "the open app was pushed too: {phone:?}");
 }
 
+#[actix_rt::test]
+async fn a_friend_request_to_someone_with_an_app_open_on_another_node_is_not_pushed() {
+    let Some(cluster) = Cluster::shared() else {
+        return;
+    };
+    let push = ["--push-allow-insecure-endpoints", "true"];
+    let n1 = cluster.node_with(&push).await;
+    let n2 = cluster.node_with(&push).await;
+    let ben = register(&n2, "ben").await;
+    let amy = register(&n2, "amy").await;
+    let cat = register(&n1, "cat").await;
+    let dan = register(&n1, "dan").await;
+    befriend(&n2, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let mut inbox = PushInbox::start();
+    inbox.subscribe(&n2, &ben, "ben-phone").await;
+    let (mut ben_ws, _) = socket(&n2, &ben).await;
+    let (mut amy_ws, _) = socket(&n2, &amy).await;
+
+    // Asked on n1, which holds nothing of ben's: his app open on n2 shows it, no push.
+    let ask = json!({"username": "ben"});
+    let (status, reply) = post(&n1, "/api/v1/friends/requests", Some(&cat), ask.clone()).await;
+    assert_eq!(status, 201, "{reply}");
+    let shown = ben_ws.recv_type("friend.request").await;
+    assert_eq!(shown["from"]["username"], "cat", "{shown}");
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        inbox.received_so_far(),
+        vec![],
+        "pushed to an app that is open"
+    );
+
+    // With the app closed everywhere, the next request is pushed.
+    ben_ws.close().await;
+    presence_of(&mut amy_ws, "ben", "offline").await;
+    let (status, reply) = post(&n1, "/api/v1/friends/requests", Some(&dan), ask).await;
+    assert_eq!(status, 201, "{reply}");
+    eventually(Duration::from_secs(5), "the push of dan's request", || {
+        let pushed = inbox.received_so_far();
+        async move { pushed.iter().any(|(name, _)| name == "ben-phone") }
+    })
+    .await;
+}
+
 /// amy invites ben: the call's id, and whether it rings (else it ended as unavailable).
 async fn amy_invites_ben(amy_ws: &mut WsClient) -> (String, bool) {
     let invited = amy_ws

@@ -555,7 +555,7 @@ impl Handler<RelationChanged> for PresenceHub {
 }
 
 impl PresenceHub {
-    fn relation_changed(&mut self, msg: RelationChanged, _: &mut Context<Self>) {
+    fn relation_changed(&mut self, msg: RelationChanged, ctx: &mut Context<Self>) {
         let ((a, a_person), (b, b_person)) = (msg.actor, msg.other);
         match msg.change {
             RelationChange::Requested => {
@@ -566,7 +566,7 @@ impl PresenceHub {
                 if self.users.get(&b).is_none_or(|o| o.devices.is_empty())
                     && self.remote_presence(&b).is_none()
                 {
-                    self.push.friend_request(&b, &a_person);
+                    self.push_friend_request(b, a_person, ctx);
                 }
             }
             RelationChange::Accepted => {

@@ -14,6 +14,7 @@ use crate::cluster::directory::{self, NodeView};
 use crate::cluster::ClusterEvent;
 use crate::error::AppError;
 use crate::ids::UserId;
+use crate::people::Person;
 use crate::time::now_ms;
 use crate::vocabulary::{ChosenStatus, PresenceStatus};
 use crate::wire::protocol::{PresenceInfo, ServerFrame};
@@ -388,6 +389,30 @@ impl PresenceHub {
             }
             Ok(_) => {}
             Err(why) => log::warn!("cluster: resync could not check revocations: {why}"),
+        }));
+    }
+
+    /// A friend request for `user`, who has no device here nor on a node this hub follows
+    /// them on: pushed to their closed apps, unless the directory says an app of theirs is
+    /// open on another node (it shows the request). Outside a cluster, or when Redis cannot
+    /// say, pushed at once.
+    pub(super) fn push_friend_request(&self, user: UserId, from: Person, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            self.push.friend_request(&user, &from);
+            return;
+        };
+        let read = async move {
+            let views = cluster.read(std::slice::from_ref(&user)).await;
+            let open = views.is_ok_and(|mut v| {
+                v.remove(&user)
+                    .is_some_and(|views| views.iter().any(|(_, view)| view.devices > 0))
+            });
+            (user, from, open)
+        };
+        ctx.spawn(read.into_actor(self).map(|(user, from, open), hub, _| {
+            if !open {
+                hub.push.friend_request(&user, &from);
+            }
         }));
     }
 
