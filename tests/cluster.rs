@@ -1882,12 +1882,10 @@ struct PushInbox {
 
 impl PushInbox {
     fn start() -> Self {
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use actix_web::{web, App, HttpRequest, HttpResponse};
         type Inbox = tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>;
         let (sent, received) = tokio::sync::mpsc::unbounded_channel();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = listener.local_addr().expect("address").to_string();
-        let server = HttpServer::new(move || {
+        let address = common::serve_on_loopback(move || {
             let sent = sent.clone();
             App::new().default_service(web::post().to(move |req: HttpRequest| {
                 let topic = req.headers().get("topic").and_then(|v| v.to_str().ok());
@@ -1895,13 +1893,7 @@ impl PushInbox {
                 let _ = Inbox::send(&sent, (name, topic.map(str::to_owned)));
                 async { HttpResponse::Created().finish() }
             }))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        actix_rt::spawn(server);
+        });
         Self {
             address,
             received,

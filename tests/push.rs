@@ -5,13 +5,12 @@
 //! 410 (the subscription is gone) or never (a hung service), as the test tells it.
 mod common;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
 use common::ws::WsClient;
 use common::{spawn_app_on, spawn_app_with, Backend, TestApp, TestDatabase};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -96,21 +95,13 @@ impl PushService {
             received: tx,
             release: tokio::sync::Notify::new(),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = listener.local_addr().expect("address").to_string();
         let data = web::Data::from(double.clone());
-        let server = HttpServer::new(move || {
+        let address = common::serve_on_loopback(move || {
             App::new()
                 .app_data(data.clone())
                 .app_data(web::PayloadConfig::new(1 << 16))
                 .default_service(web::post().to(receive))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        actix_rt::spawn(server);
+        });
         Self {
             address,
             double,

@@ -343,3 +343,29 @@ impl TestApp {
         assert_eq!(accepted.status, 200, "{}", accepted.body);
     }
 }
+
+/// Serves the app `factory` makes on a free loopback port, in the background (one worker, no
+/// signal handling): a stand-in for a service the broker calls. Answers its address.
+pub fn serve_on_loopback<F, T, B>(factory: F) -> String
+where
+    F: Fn() -> actix_web::App<T> + Send + Clone + 'static,
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    let server = actix_web::HttpServer::new(factory)
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+    actix_rt::spawn(server);
+    address
+}
