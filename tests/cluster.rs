@@ -792,10 +792,7 @@ async fn a_block_between_users_on_different_nodes_stops_presence_both_ways() {
     let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let [n1, n2] = cluster.nodes().await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let ([n1, n2], amy, ben) = friends_on_two(&cluster, &[]).await;
     let (mut amy_ws, _) = socket(&n1, &amy).await;
     let (mut ben_ws, _) = socket(&n2, &ben).await;
     presence_of(&mut amy_ws, "ben", "online").await;
@@ -959,6 +956,16 @@ async fn a_node_stops_within_seconds_while_redis_hangs() {
 /// `caller` invites `callee`: the call id, once `rung` (every socket of the callee) rings.
 /// Three nodes: amy on the first, ben on the second, cat on the third; amy and cat are both
 /// ben's friends.
+/// Two nodes started with `extra`, and amy on the first and ben on the second, friends.
+async fn friends_on_two(cluster: &Cluster, extra: &[&str]) -> ([BrokerProcess; 2], String, String) {
+    let n1 = cluster.node_with(extra).await;
+    let n2 = cluster.node_with(extra).await;
+    let amy = register(&n1, "amy").await;
+    let ben = register(&n2, "ben").await;
+    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    ([n1, n2], amy, ben)
+}
+
 struct Trio {
     nodes: [BrokerProcess; 3],
     amy: String,
@@ -979,6 +986,17 @@ async fn trio(cluster: &Cluster) -> Trio {
         amy,
         ben,
         cat,
+    }
+}
+
+impl Trio {
+    /// A socket for each of amy, ben and cat, on their own nodes (n1, n2, n3).
+    async fn at_home(&self) -> (WsClient, WsClient, WsClient) {
+        let [n1, n2, n3] = &self.nodes;
+        let (amy, _) = socket(n1, &self.amy).await;
+        let (ben, _) = socket(n2, &self.ben).await;
+        let (cat, _) = socket(n3, &self.cat).await;
+        (amy, ben, cat)
     }
 }
 
@@ -1340,15 +1358,8 @@ async fn a_callee_rung_from_one_node_is_busy_for_an_invite_from_another() {
     let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let Trio {
-        nodes: [n1, n2, n3],
-        amy,
-        ben,
-        cat,
-    } = trio(&cluster).await;
-    let (mut amy_ws, _) = socket(&n1, &amy).await;
-    let (mut ben_ws, _) = socket(&n2, &ben).await;
-    let (mut cat_ws, _) = socket(&n3, &cat).await;
+    let trio = trio(&cluster).await;
+    let (mut amy_ws, mut ben_ws, mut cat_ws) = trio.at_home().await;
     let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
 
     let second = invite_ends(&mut cat_ws, "ben", "busy").await;
@@ -1643,15 +1654,8 @@ async fn two_invites_to_one_user_from_two_nodes_ring_once() {
     let Some(cluster) = Cluster::shared() else {
         return;
     };
-    let Trio {
-        nodes: [n1, n2, n3],
-        amy,
-        ben,
-        cat,
-    } = trio(&cluster).await;
-    let (mut amy_ws, _) = socket(&n1, &amy).await;
-    let (mut ben_ws, _) = socket(&n2, &ben).await;
-    let (mut cat_ws, _) = socket(&n3, &cat).await;
+    let trio = trio(&cluster).await;
+    let (mut amy_ws, mut ben_ws, mut cat_ws) = trio.at_home().await;
     let invite = json!({"type": "call.invite", "id": "x", "to": "ben", "media": "audio"});
     amy_ws.send(invite.clone()).await;
     cat_ws.send(invite).await;
@@ -1729,11 +1733,7 @@ async fn a_ringing_call_handed_over_by_a_draining_node_keeps_its_ring_timeout() 
         return;
     };
     let ring = ["--ring-timeout", "6s"];
-    let n1 = cluster.node_with(&ring).await;
-    let n2 = cluster.node_with(&ring).await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let ([n1, n2], amy, ben) = friends_on_two(&cluster, &ring).await;
     let (mut amy_ws, _) = socket(&n1, &amy).await;
     let (mut ben_ws, _) = socket(&n2, &ben).await;
     let placed = Instant::now();
@@ -1807,15 +1807,14 @@ async fn unfriending_or_blocking_on_any_node_ends_a_call_between_the_two() {
     let Some(cluster) = Cluster::shared() else {
         return;
     };
+    let trio = trio(&cluster).await;
+    let (mut amy_ws, mut ben_ws, mut cat_ws) = trio.at_home().await;
     let Trio {
-        nodes: [n1, n2, n3],
+        nodes: [n1, _, n3],
         amy,
         ben,
-        cat,
-    } = trio(&cluster).await;
-    let (mut amy_ws, _) = socket(&n1, &amy).await;
-    let (mut ben_ws, _) = socket(&n2, &ben).await;
-    let (mut cat_ws, _) = socket(&n3, &cat).await;
+        ..
+    } = trio;
 
     // amy's call, on her node; she unfriends ben through the third node.
     let id = invite(&mut amy_ws, "ben", &mut [&mut ben_ws]).await;
@@ -1934,11 +1933,7 @@ async fn a_push_subscription_made_or_revoked_on_one_node_counts_on_every_other()
         return;
     };
     let push = ["--push-allow-insecure-endpoints", "true"];
-    let n1 = cluster.node_with(&push).await;
-    let n2 = cluster.node_with(&push).await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let ([n1, n2], amy, ben) = friends_on_two(&cluster, &push).await;
     let (mut amy_ws, _) = socket(&n1, &amy).await;
     // ben's browser subscribes through n2; his app is closed, nowhere connected.
     let mut inbox = PushInbox::start();
@@ -1999,11 +1994,7 @@ async fn an_app_open_on_another_node_is_rung_there_not_by_push() {
         return;
     };
     let push = ["--push-allow-insecure-endpoints", "true"];
-    let n1 = cluster.node_with(&push).await;
-    let n2 = cluster.node_with(&push).await;
-    let amy = register(&n1, "amy").await;
-    let ben = register(&n2, "ben").await;
-    befriend(&n1, ("amy", &amy), &n2, ("ben", &ben)).await;
+    let ([n1, n2], amy, ben) = friends_on_two(&cluster, &push).await;
     // ben's phone subscribed and has the app open on n2; his laptop subscribed, app closed.
     let laptop = login(&n2, "ben", "password-ben").await;
     let mut inbox = PushInbox::start();
