@@ -2068,6 +2068,56 @@ async fn a_friend_request_to_someone_with_an_app_open_on_another_node_is_not_pus
     .await;
 }
 
+#[actix_rt::test]
+async fn a_push_subscription_made_while_a_node_was_not_listening_counts_once_it_resyncs() {
+    if !redis_answers() {
+        return;
+    }
+    let redis = OwnRedis::start();
+    let Some(cluster) = Cluster::new(&redis.url()) else {
+        return;
+    };
+    let push = ["--push-allow-insecure-endpoints", "true"];
+    let ([n1, n2], amy, ben) = friends_on_two(&cluster, &push).await;
+    let (mut amy_ws, _) = socket(&n1, &amy).await;
+    // Every node's pub/sub connection drops, and each reconnects a moment later: ben's
+    // subscription, made through n2 meanwhile, is announced to nobody.
+    let mut conn = redis::Client::open(redis.url().as_str())
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut conn)
+        .expect("CLIENT KILL");
+    assert!(killed >= 2, "both nodes' pub/sub connections: {killed}");
+    let mut inbox = PushInbox::start();
+    inbox.subscribe(&n2, &ben, "ben-laptop").await;
+    // n1 reads every subscription again when it resyncs, and rings ben's closed app.
+    let mut id = None;
+    for _ in 0..50 {
+        match amy_invites_ben(&mut amy_ws).await {
+            (rung, true) => {
+                id = Some(rung);
+                break;
+            }
+            (_, false) => actix_rt::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let id = id.expect("n1 learns of the subscription when it resyncs");
+    eventually(Duration::from_secs(5), "the push for amy's call", || {
+        let pushed = inbox.received_so_far();
+        let id = id.clone();
+        async move {
+            pushed
+                .iter()
+                .any(|(_, topic)| topic.as_deref() == Some(&id))
+        }
+    })
+    .await;
+}
+
 /// amy invites ben: the call's id, and whether it rings (else it ended as unavailable).
 async fn amy_invites_ben(amy_ws: &mut WsClient) -> (String, bool) {
     let invited = amy_ws

@@ -227,8 +227,9 @@ pub enum Op {
     Flushed { done: oneshot::Sender<()> },
 }
 
-/// `revoke` messages not yet sent. Unlike other publishes, which a resync repairs, a lost
-/// revocation would leave a revoked session's sockets open on other nodes: so they wait here
+/// `revoke` messages not yet sent. Unlike other publishes, which a resync repairs (presence,
+/// directory and push subscriptions; `severed` alone is not repaired, see docs/cluster.md), a
+/// lost revocation would leave a revoked session's sockets open on other nodes: so they wait here
 /// (not in the op queue, which drops when full) until Redis has taken them, retried while it
 /// is away. Bounded: past [`REVOCATIONS_HELD`] the oldest go, logged.
 #[derive(Default)]

@@ -24,6 +24,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use subscription::Target;
 
+/// An index of stored subscriptions (each as [`stored`] reads it).
+fn index_of(rows: Vec<db::push_subscriptions::SubscriptionRow>, allow_insecure: bool) -> Index {
+    let mut index = Index::default();
+    for row in rows {
+        if let Some(target) = stored(&row, allow_insecure) {
+            index.subscribe(&row.user_id, &row.token_hash, target);
+        }
+    }
+    index
+}
+
 /// A stored subscription's target. Stored ones were checked when they came in; one that no
 /// longer passes (a flag changed) is left out, logged.
 fn stored(row: &db::push_subscriptions::SubscriptionRow, allow_insecure: bool) -> Option<Target> {
@@ -57,13 +68,8 @@ impl Push {
             .run(|conn| db::push_subscriptions::all_live(conn, now_ms()))
             .await
             .map_err(StartupError::Database)?;
-        let mut index = Index::default();
         let allow_insecure = config.push_allow_insecure_endpoints;
-        for row in rows {
-            if let Some(target) = stored(&row, allow_insecure) {
-                index.subscribe(&row.user_id, &row.token_hash, target);
-            }
-        }
+        let index = index_of(rows, allow_insecure);
         let public_key = vapid.public_key.clone();
         let index = Arc::new(Mutex::new(index));
         let loopback = config.push_allow_insecure_endpoints;
@@ -80,16 +86,33 @@ impl Push {
     /// Reads `user`'s subscriptions from the database again: in a cluster, another node took
     /// a change of them.
     pub async fn reload(&self, db: &Db, user: &UserId) -> Result<(), AppError> {
+        let reload = self.index().reload_started(user);
         let id = user.clone();
-        let rows = db
+        let read = db
             .run(move |conn| db::push_subscriptions::live_of(conn, &id, now_ms()))
-            .await?;
+            .await;
+        let rows = read.inspect_err(|_| self.index().reload_failed(user, reload))?;
         let allow = self.0.allow_insecure;
         let subscriptions = rows
             .into_iter()
             .filter_map(|row| Some((row.token_hash.clone(), stored(&row, allow)?)))
             .collect();
-        self.index().replace(user, subscriptions);
+        self.index().reloaded(user, reload, subscriptions);
+        Ok(())
+    }
+
+    /// Reads every subscription from the database again: a cluster node resyncs, and may
+    /// have missed announcements of changes made elsewhere. Skipped, logged, if one was made
+    /// here meanwhile.
+    pub async fn reload_all(&self, db: &Db) -> Result<(), AppError> {
+        let since = self.index().changes();
+        let rows = db
+            .run(|conn| db::push_subscriptions::all_live(conn, now_ms()))
+            .await?;
+        let read = index_of(rows, self.0.allow_insecure);
+        if !self.index().replace_all(read, since) {
+            log::info!("push: subscriptions changed while they were read again; kept as they are");
+        }
         Ok(())
     }
 

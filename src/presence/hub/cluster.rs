@@ -353,6 +353,16 @@ impl PresenceHub {
             self.users.len()
         );
         self.close_revoked_meanwhile(ctx);
+        // Push subscriptions changed elsewhere may have been announced meanwhile.
+        let (push, db) = (self.push.clone(), self.db.clone());
+        ctx.spawn(
+            async move {
+                if let Err(e) = push.reload_all(&db).await {
+                    log::warn!("cluster: resync could not read the push subscriptions: {e}");
+                }
+            }
+            .into_actor(self),
+        );
         if let Some(pending) = self.reread.take() {
             ctx.cancel_future(pending);
         }
