@@ -29,6 +29,9 @@ use tokio::sync::oneshot;
 
 /// How long a device's action waits for the owner's answer before it is refused.
 const REPLY_WAIT: Duration = Duration::from_secs(3);
+/// How long a node waits for a `call_place` to be answered: placing takes two Redis round
+/// trips (reserve, then read the directory), each bounded by the Redis timeout.
+const PLACE_WAIT: Duration = Duration::from_secs(2 * crate::cluster::bus::TIMEOUT.as_secs() + 1);
 
 /// Devices of one user that one `call_ringing` may add to a call; more are ignored.
 const MAX_RINGING: usize = 32;
@@ -82,7 +85,7 @@ impl Handler<PlaceOn> for CallRouter {
             media: msg.media,
             reply,
         };
-        let asked = self.ask_owner(&node, None, place, ctx);
+        let asked = self.ask_owner(&node, None, place, PLACE_WAIT, ctx);
         Box::pin(async move {
             let placed = asked.await?.ok_or_else(|| {
                 AppError::internal("the server that placed the call did not say which")
@@ -346,7 +349,7 @@ impl CallRouter {
             action,
             reply: Some(reply),
         };
-        let asked = self.ask_owner(owner, accepted, act, ctx);
+        let asked = self.ask_owner(owner, accepted, act, REPLY_WAIT, ctx);
         Box::pin(async move { asked.await.map(drop) })
     }
 
@@ -364,7 +367,7 @@ impl CallRouter {
             user: user.to_string(),
             reply,
         };
-        let asked = self.ask_owner(owner, None, end, ctx);
+        let asked = self.ask_owner(owner, None, end, REPLY_WAIT, ctx);
         Box::pin(async move { asked.await.map(drop) })
     }
 
@@ -435,13 +438,14 @@ impl CallRouter {
     }
 
     /// Sends `owner` the message `ask` makes with a reply number, and answers with its
-    /// `call_acted` (at most [`REPLY_WAIT`]). `accepted`: the call and user whose relay
-    /// credential this node's relay honours once the owner says yes.
+    /// `call_acted` (at most `wait`). `accepted`: the call and user whose relay credential
+    /// this node's relay honours once the owner says yes.
     fn ask_owner(
         &mut self,
         owner: &str,
         accepted: Option<(CallId, UserId)>,
         ask: impl FnOnce(u64) -> Body,
+        wait: Duration,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Option<PlacedThere>, AppError>> {
         let Some(cluster) = &self.cluster else {
@@ -454,11 +458,11 @@ impl CallRouter {
             .pending
             .insert(reply, Pending { answer, accepted });
         cluster.to_node(owner, ask(reply));
-        ctx.run_later(REPLY_WAIT, move |router, _| {
+        ctx.run_later(wait, move |router, _| {
             router.remote.pending.remove(&reply);
         });
         Box::pin(async move {
-            match tokio::time::timeout(REPLY_WAIT, answered).await {
+            match tokio::time::timeout(wait, answered).await {
                 Ok(Ok(outcome)) => outcome,
                 _ => Err(AppError::new(
                     ErrorCode::Unavailable,
