@@ -1941,27 +1941,7 @@ async fn a_push_subscription_made_or_revoked_on_one_node_counts_on_every_other()
 
     // amy's call is owned by n1, which rings ben's closed app by push once it knows of the
     // subscription (a moment after n2 took it; until then ben is unavailable).
-    let mut id = None;
-    for _ in 0..50 {
-        match amy_invites_ben(&mut amy_ws).await {
-            (rung, true) => {
-                id = Some(rung);
-                break;
-            }
-            (_, false) => actix_rt::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let id = id.expect("n1 learns of ben's subscription and rings it");
-    eventually(Duration::from_secs(5), "the push for amy's call", || {
-        let pushed = inbox.received_so_far();
-        let id = id.clone();
-        async move {
-            pushed
-                .iter()
-                .any(|(name, topic)| name == "ben-laptop" && topic.as_deref() == Some(&id))
-        }
-    })
-    .await;
+    let id = rung_by_push(&mut amy_ws, &mut inbox, "n1 learns of ben's subscription").await;
     amy_ws
         .ok(json!({"type": "call.cancel", "call_id": id}))
         .await;
@@ -2095,17 +2075,28 @@ async fn a_push_subscription_made_while_a_node_was_not_listening_counts_once_it_
     let mut inbox = PushInbox::start();
     inbox.subscribe(&n2, &ben, "ben-laptop").await;
     // n1 reads every subscription again when it resyncs, and rings ben's closed app.
-    let mut id = None;
+    rung_by_push(
+        &mut amy_ws,
+        &mut inbox,
+        "n1 learns of the subscription when it resyncs",
+    )
+    .await;
+}
+
+/// amy invites ben until a call rings (by push: `until` says what must happen first, as it
+/// is only known a moment later), then waits for that call's push. Answers its id.
+async fn rung_by_push(amy_ws: &mut WsClient, inbox: &mut PushInbox, until: &str) -> String {
+    let mut rang = None;
     for _ in 0..50 {
-        match amy_invites_ben(&mut amy_ws).await {
-            (rung, true) => {
-                id = Some(rung);
+        match amy_invites_ben(amy_ws).await {
+            (id, true) => {
+                rang = Some(id);
                 break;
             }
             (_, false) => actix_rt::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let id = id.expect("n1 learns of the subscription when it resyncs");
+    let id = rang.unwrap_or_else(|| panic!("not rung by push: {until}"));
     eventually(Duration::from_secs(5), "the push for amy's call", || {
         let pushed = inbox.received_so_far();
         let id = id.clone();
@@ -2116,6 +2107,7 @@ async fn a_push_subscription_made_while_a_node_was_not_listening_counts_once_it_
         }
     })
     .await;
+    id
 }
 
 /// amy invites ben: the call's id, and whether it rings (else it ended as unavailable).
