@@ -69,13 +69,17 @@ impl Slot {
 /// boxed slice (two words in the table, where a `Vec` takes three).
 type Devices = Box<[DeviceHandle]>;
 
-/// The sessions of `user`'s connected devices: their push subscriptions are not rung, the
-/// devices are.
-fn open_sessions(devices: &HashMap<UserId, Devices>, user: &UserId) -> Vec<SessionKey> {
-    devices
-        .get(user)
-        .map(|ds| ds.iter().map(|d| *d.session_key()).collect())
-        .unwrap_or_default()
+/// The sessions of `user`'s connected devices, here and `elsewhere` (on other nodes): their
+/// push subscriptions are not rung, the devices are.
+fn open_sessions(
+    devices: &HashMap<UserId, Devices>,
+    user: &UserId,
+    elsewhere: &[SessionKey],
+) -> Vec<SessionKey> {
+    let here = devices.get(user).into_iter().flat_map(|ds| ds.iter());
+    here.map(|d| *d.session_key())
+        .chain(elsewhere.iter().copied())
+        .collect()
 }
 
 fn role_index(role: Role) -> usize {
@@ -241,10 +245,10 @@ impl CallRouter {
                 Effect::StartRingTimer => {
                     // Counted from when the call was placed: a ringing call handed over by a
                     // draining node keeps its deadline.
-                    let rung = now_ms().saturating_sub(slot.call.created_at).max(0);
+                    let rung = u64::try_from(now_ms() - slot.call.created_at).unwrap_or(0);
                     let left = self
                         .ring_timeout
-                        .saturating_sub(Duration::from_millis(rung.unsigned_abs()));
+                        .saturating_sub(Duration::from_millis(rung));
                     let id = slot.call.id.clone();
                     slot.ring_timer = Some(ctx.run_later(left, move |router, ctx| {
                         let _ = router.dispatch(&id, Event::RingTimeout, ctx);
@@ -286,8 +290,8 @@ impl CallRouter {
                     self.ice.revoke(&slot.call.id, &slot.call.party(role).user);
                 }
                 Effect::Push(notice) => {
-                    let mut open = open_sessions(&self.devices, &slot.call.callee.user);
-                    open.extend_from_slice(&slot.open_elsewhere);
+                    let callee = &slot.call.callee.user;
+                    let open = open_sessions(&self.devices, callee, &slot.open_elsewhere);
                     self.push.call(&slot.call, notice, &open);
                 }
                 Effect::Release => {
@@ -777,8 +781,7 @@ impl CallRouter {
             Some(e) => e.sessions.iter().copied().collect(),
             None => Box::new([]),
         };
-        let mut open = open_sessions(&self.devices, &msg.callee.user);
-        open.extend_from_slice(&open_elsewhere);
+        let open = open_sessions(&self.devices, &msg.callee.user, &open_elsewhere);
         let pushable = !busy && self.push.can_ring(&msg.callee.user, &open);
         let invite = Invite {
             id: id.clone(),

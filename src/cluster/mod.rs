@@ -413,7 +413,7 @@ impl Cluster {
     /// The two users stopped being friends here (`severed`), or became friends: every other
     /// node's call router hears it.
     pub fn relation(&self, users: &[UserId; 2], severed: bool) {
-        let users = users.clone().map(|u| u.to_string());
+        let users = users.each_ref().map(|u| u.to_string());
         let body = if severed {
             Body::Severed { users }
         } else {
