@@ -227,9 +227,10 @@ pub enum Op {
     Flushed { done: oneshot::Sender<()> },
 }
 
-/// `revoke` messages not yet sent. Unlike other publishes, which a resync repairs (presence,
-/// directory and push subscriptions; `severed` alone is not repaired, see docs/cluster.md), a
-/// lost revocation would leave a revoked session's sockets open on other nodes: so they wait here
+/// `revoke` messages not yet sent. Unlike presence, directory and push-subscription
+/// publishes, which a resync repairs (`severed` and `befriended` are not repaired, see
+/// docs/cluster.md; lost call messages end in the calls' timeouts and grace), a lost
+/// revocation would leave a revoked session's sockets open on other nodes: so they wait here
 /// (not in the op queue, which drops when full) until Redis has taken them, retried while it
 /// is away. Bounded: past [`REVOCATIONS_HELD`] the oldest go, logged.
 #[derive(Default)]
